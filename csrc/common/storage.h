@@ -1,0 +1,66 @@
+// Storage types of the CPU kernels and their loads/stores in the compute type, torch-free so that
+// the per-ISA translation units include no torch headers (no shared inline symbols, fast builds).
+#pragma once
+#include <cstdint>
+#include "hd.h"
+
+namespace fastnn {
+
+enum class DType : int { F32 = 0, F64 = 1, BF16 = 2 };
+
+struct bf16_t { uint16_t bits; };
+
+inline namespace FASTNN_ISA_NS {
+
+template <class T> struct Compute { using type = float; };
+template <> struct Compute<double> { using type = double; };
+template <class T> using compute_t = typename Compute<T>::type;
+
+FASTNN_INLINE float load(float v) { return v; }
+FASTNN_INLINE double load(double v) { return v; }
+FASTNN_INLINE float load(bf16_t v) { return __builtin_bit_cast(float, (uint32_t)v.bits << 16); }
+
+template <class T> FASTNN_INLINE T store_as(compute_t<T> v) { return v; }
+// Round to nearest even; NaN stays NaN (the rounding add could otherwise carry it into inf).
+template <> FASTNN_INLINE bf16_t store_as<bf16_t>(float v) {
+  uint32_t u = __builtin_bit_cast(uint32_t, v);
+  uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  return bf16_t{(uint16_t)(v != v ? 0x7fc0u : r)};
+}
+
+// Calls f(T{}) with the storage type named by d.
+template <class F>
+inline void dispatch_dtype(DType d, F&& f) {
+  switch (d) {
+    case DType::F32: f(float{}); break;
+    case DType::F64: f(double{}); break;
+    case DType::BF16: f(bf16_t{}); break;
+  }
+}
+
+}  // namespace FASTNN_ISA_NS
+}  // namespace fastnn
+
+namespace fastnn {
+inline namespace FASTNN_ISA_NS {
+
+FASTNN_INLINE int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+FASTNN_INLINE int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+
+#if !defined(__CUDACC__)
+// Zero-filled scratch buffer. Our own (not std::vector) so that no std template is instantiated
+// inside a per-ISA translation unit under a widened target.
+template <class C>
+struct Scratch {
+  C* p;
+  explicit Scratch(int64_t n) : p(n > 0 ? new C[n]() : nullptr) {}
+  ~Scratch() { delete[] p; }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  C* data() { return p; }
+  C& operator[](int64_t i) { return p[i]; }
+};
+#endif
+
+}  // namespace FASTNN_ISA_NS
+}  // namespace fastnn

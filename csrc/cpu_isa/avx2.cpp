@@ -1,0 +1,16 @@
+// The CPU kernels compiled for one instruction set (avx2); cpu_isa.cpp picks a table at run time.
+// System headers first: the target pragma below must only widen our own (namespaced) code.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <new>
+
+#pragma GCC target("avx2,fma,f16c,bmi2")
+#define FASTNN_ISA_NS avx2
+#include "../linear_act/linear_act_cpu_kernels.h"
+#include "../optim/optim_cpu_kernels.h"
+
+namespace fastnn {
+const LinearActCpuKernels& linear_act_kernels_avx2() { return avx2::linear_act_cpu::table(); }
+const OptimCpuKernels& optim_kernels_avx2() { return avx2::optim_cpu::table(); }
+}  // namespace fastnn

@@ -1,0 +1,86 @@
+#include "cpu_isa.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <stdexcept>
+#include <vector>
+
+namespace fastnn {
+namespace {
+
+enum Isa { kBase = 0, kAvx2 = 1, kAvx512 = 2 };
+const char* kNames[] = {"base", "avx2", "avx512"};
+
+bool supported(int isa) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (isa == kAvx512)
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("fma");
+  if (isa == kAvx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  if (isa != kBase) return false;
+#endif
+  return true;
+}
+
+int parse(const std::string& s) {
+  for (int i = 0; i < 3; ++i)
+    if (s == kNames[i]) return i;
+  return -1;
+}
+
+int initial_isa() {
+  int best = supported(kAvx512) ? kAvx512 : supported(kAvx2) ? kAvx2 : kBase;
+  if (const char* env = std::getenv("FASTNN_CPU_ISA")) {
+    int cap = parse(env);
+    if (cap >= 0 && cap < best) best = cap;
+  }
+  return best;
+}
+
+std::atomic<int>& active() {
+  static std::atomic<int> a{initial_isa()};
+  return a;
+}
+
+}  // namespace
+
+const LinearActCpuKernels& linear_act_cpu_kernels() {
+  switch (active().load(std::memory_order_relaxed)) {
+#if defined(__x86_64__)
+    case kAvx512: return linear_act_kernels_avx512();
+    case kAvx2: return linear_act_kernels_avx2();
+#endif
+    default: return linear_act_kernels_base();
+  }
+}
+
+const OptimCpuKernels& optim_cpu_kernels() {
+  switch (active().load(std::memory_order_relaxed)) {
+#if defined(__x86_64__)
+    case kAvx512: return optim_kernels_avx512();
+    case kAvx2: return optim_kernels_avx2();
+#endif
+    default: return optim_kernels_base();
+  }
+}
+
+std::string cpu_isa() { return kNames[active().load()]; }
+
+std::vector<std::string> cpu_isas_supported() {
+  std::vector<std::string> out;
+  for (int i = 0; i < 3; ++i)
+    if (supported(i)) out.push_back(kNames[i]);
+  return out;
+}
+
+void set_cpu_isa(const std::string& isa) {
+  int i = parse(isa);
+  if (i < 0 || !supported(i))
+    throw std::invalid_argument("fastnn.set_cpu_isa: '" + isa + "' is not supported on this CPU");
+  active().store(i);
+}
+
+}  // namespace fastnn

@@ -1,0 +1,15 @@
+// Run-time choice of the CPU kernel tables (the build never assumes the build machine's CPU).
+#pragma once
+#include <string>
+#include <vector>
+#include "../linear_act/linear_act_cpu.h"
+#include "../optim/optim_cpu.h"
+
+namespace fastnn {
+const LinearActCpuKernels& linear_act_cpu_kernels();
+const OptimCpuKernels& optim_cpu_kernels();
+// "avx512", "avx2" or "base"; FASTNN_CPU_ISA in the environment caps the first choice.
+std::string cpu_isa();
+std::vector<std::string> cpu_isas_supported();
+void set_cpu_isa(const std::string& isa);  // throws std::invalid_argument when unsupported
+}  // namespace fastnn

@@ -1,0 +1,55 @@
+// Operator schemas of the fastnn library, and the Python module that loads them.
+//
+// Where each op lives:
+//   fastnn::linear_act*      csrc/linear_act/  (linear_act.cpp: CPU + autograd, linear_act_cuda.*: CUDA)
+//   fastnn::adam_, rmsprop_, sgd_, adagrad_   csrc/optim/  (optim.cpp: CPU, optim_cuda.*: CUDA)
+#include <torch/extension.h>
+
+#include "cpu_isa/cpu_isa.h"
+
+TORCH_LIBRARY(fastnn, m) {
+  // y = act(input @ weight.T + bias). Differentiable (autograd kernel in linear_act.cpp).
+  m.def("linear_act(Tensor input, Tensor weight, Tensor? bias, str activation, float negative_slope) -> Tensor");
+  // Forward that also returns what backward needs: the pre-activation, or an empty tensor when the
+  // activation's derivative is computed from the output.
+  m.def(
+      "linear_act_forward(Tensor input, Tensor weight, Tensor? bias, str activation, float negative_slope)"
+      " -> (Tensor, Tensor)");
+  // saved: the output or the pre-activation, as linear_act_forward decided. Unrequested gradients
+  // (output_mask false, or no bias) come back as empty tensors.
+  m.def(
+      "linear_act_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor saved, bool has_bias,"
+      " str activation, float negative_slope, bool[2] output_mask) -> (Tensor, Tensor, Tensor)");
+
+  // Multi-tensor optimizer steps. Tensors of all param groups in one call; per-group hyper-parameters
+  // as lists, group_sizes[i] tensors per group, in order. Steps (float32 scalars) are incremented here.
+  m.def(
+      "adam_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs,"
+      " Tensor(d!)[] max_exp_avg_sqs, Tensor(e!)[] state_steps, int[] group_sizes, float[] lr, float[] beta1,"
+      " float[] beta2, float[] weight_decay, float[] eps, bool[] amsgrad, bool[] maximize,"
+      " bool decoupled_weight_decay, Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
+  m.def(
+      "rmsprop_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] square_avgs, Tensor(c!)[] grad_avgs,"
+      " Tensor(d!)[] momentum_buffers, Tensor(e!)[] state_steps, int[] group_sizes, float[] lr, float[] alpha,"
+      " float[] eps, float[] weight_decay, float[] momentum, bool[] centered, bool[] maximize,"
+      " Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
+  // first_step[i]: tensor i's momentum buffer is new and is set to its gradient (torch's clone).
+  m.def(
+      "sgd_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] momentum_buffers, bool[] first_step,"
+      " int[] group_sizes, float[] lr, float[] momentum, float[] dampening, float[] weight_decay,"
+      " bool[] nesterov, bool[] maximize, Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
+  m.def(
+      "adagrad_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] state_sums, Tensor(c!)[] state_steps,"
+      " int[] group_sizes, float[] lr, float[] lr_decay, float[] weight_decay, float[] eps, bool[] maximize,"
+      " Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
+}
+
+bool fastnn_built_with_cuda();  // csrc/cuda_info.cpp
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "fastnn native kernels (ops are under torch.ops.fastnn)";
+  m.def("cpu_isa", &fastnn::cpu_isa, "Instruction set of the CPU kernels in use");
+  m.def("cpu_isas_supported", &fastnn::cpu_isas_supported, "Instruction sets this CPU can run");
+  m.def("set_cpu_isa", &fastnn::set_cpu_isa, "Switch the CPU kernels to another supported instruction set");
+  m.def("built_with_cuda", &fastnn_built_with_cuda, "Whether the CUDA kernels were compiled in");
+}

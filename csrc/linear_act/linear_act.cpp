@@ -1,0 +1,207 @@
+// fastnn::linear_act on the CPU, and its autograd (for every backend).
+//
+// Forward: the GEMM goes to ATen/BLAS unless in_features is small, where a hand-written kernel
+// computes the whole layer in one pass (BLAS call overhead dominates there); bias and activation
+// are applied in one pass over the GEMM output. Backward: activation derivative and bias-gradient
+// reduction in one pass, then two GEMMs (or, for small in_features, everything in one pass).
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include "../cpu_isa/cpu_isa.h"
+#include "linear_act_common.h"
+
+namespace fastnn {
+namespace {
+
+using at::Tensor;
+
+// in_features up to this use the one-pass kernels instead of BLAS (benchmarks/bench_linear_act.py).
+constexpr int64_t kDirectMaxK = 16;
+
+DType cpu_dtype(const Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return DType::F32;
+    case at::kDouble: return DType::F64;
+    case at::kBFloat16: return DType::BF16;
+    default: TORCH_CHECK(false, kLinearActOp, ": unsupported dtype ", t.scalar_type(),
+                         " on CPU (float32, float64 and bfloat16 are supported)");
+  }
+}
+
+std::tuple<Tensor, Tensor> linear_act_forward_cpu(const Tensor& input, const Tensor& weight,
+                                                  const c10::optional<Tensor>& bias, c10::string_view activation,
+                                                  double slope) {
+  check_linear_act_args(input, weight, bias);
+  const Act act = parse_activation(kLinearActOp, activation);
+  const DType dt = cpu_dtype(input);
+  const int64_t K = weight.size(1), N = weight.size(0);
+  const Tensor x = input.reshape({-1, K});
+  const int64_t M = x.size(0);
+  const bool has_bias = bias.has_value() && bias->defined();
+  const Tensor b = has_bias ? bias->contiguous() : Tensor();
+  const bool save_z = !act_saves_output(act, slope);
+  Tensor z = save_z ? at::empty({M, N}, input.options()) : at::empty({0}, input.options());
+  const auto& kern = linear_act_cpu_kernels();
+  Tensor y;
+  if (K <= kDirectMaxK) {
+    y = at::empty({M, N}, input.options());
+    const Tensor xc = x.contiguous(), wt = weight.t().contiguous();
+    kern.forward_direct(dt, xc.data_ptr(), wt.data_ptr(), has_bias ? b.data_ptr() : nullptr, y.data_ptr(),
+                        save_z ? z.data_ptr() : nullptr, M, N, K, int(act), slope);
+  } else {
+    y = at::mm(x, weight.t());
+    if (!y.is_contiguous()) y = y.contiguous();
+    kern.forward_epilogue(dt, y.data_ptr(), save_z ? z.data_ptr() : nullptr, has_bias ? b.data_ptr() : nullptr,
+                          M, N, int(act), slope);
+  }
+  const auto shape = linear_out_shape(input, N);
+  return {y.view(shape), save_z ? z.view(shape) : z};
+}
+
+Tensor linear_act_cpu(const Tensor& input, const Tensor& weight, const c10::optional<Tensor>& bias,
+                      c10::string_view activation, double slope) {
+  return std::get<0>(linear_act_forward_cpu(input, weight, bias, activation, slope));
+}
+
+std::tuple<Tensor, Tensor, Tensor> linear_act_backward_cpu(const Tensor& grad_output, const Tensor& input,
+                                                           const Tensor& weight, const Tensor& saved,
+                                                           bool has_bias, c10::string_view activation,
+                                                           double slope, std::array<bool, 2> mask) {
+  check_linear_act_args(input, weight, {});
+  const Act act = parse_activation(kLinearActOp, activation);
+  const DType dt = cpu_dtype(input);
+  const int64_t K = weight.size(1), N = weight.size(0);
+  const Tensor x = input.reshape({-1, K});
+  const int64_t M = x.size(0);
+  TORCH_CHECK(grad_output.numel() == M * N && saved.numel() == M * N, kLinearActOp,
+              ": backward got grad_output/saved of the wrong size");
+  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type() && saved.scalar_type() == input.scalar_type(),
+              kLinearActOp, ": backward dtype mismatch");
+  const Tensor g = grad_output.reshape({M, N}).contiguous();
+  const Tensor s = saved.reshape({M, N}).contiguous();
+  const auto opts = input.options();
+  Tensor gb = has_bias ? at::empty({N}, opts) : at::empty({0}, opts);
+  Tensor gi, gw;
+  const auto& kern = linear_act_cpu_kernels();
+  if (K <= kDirectMaxK) {
+    gi = mask[0] ? at::empty({M, K}, opts) : at::empty({0}, opts);
+    gw = mask[1] ? at::empty({N, K}, opts) : at::empty({0}, opts);
+    const Tensor xc = x.contiguous(), wc = weight.contiguous();
+    kern.backward_direct(dt, g.data_ptr(), s.data_ptr(), xc.data_ptr(), wc.data_ptr(),
+                         mask[0] ? gi.data_ptr() : nullptr, mask[1] ? gw.data_ptr() : nullptr,
+                         has_bias ? gb.data_ptr() : nullptr, M, N, K, int(act), slope);
+  } else {
+    Tensor gz = at::empty({M, N}, opts);
+    kern.backward_act_bias(dt, g.data_ptr(), s.data_ptr(), gz.data_ptr(), has_bias ? gb.data_ptr() : nullptr, M, N,
+                           int(act), slope);
+    gi = mask[0] ? at::mm(gz, weight) : at::empty({0}, opts);
+    gw = mask[1] ? at::mm(gz.t(), x) : at::empty({0}, opts);
+  }
+  if (mask[0]) gi = gi.view(input.sizes());
+  return {gi, gw, gb};
+}
+
+// ---- autograd ----
+
+// d act(z) / dz * g with differentiable ATen ops, for double backward (create_graph=True).
+Tensor act_backward_composite(Act act, const Tensor& z, const Tensor& g, double slope) {
+  switch (act) {
+    case Act::Identity: return g;
+    case Act::Relu: return g * (z > 0).to(g.scalar_type());
+    case Act::LeakyRelu: return g * at::where(z > 0, at::ones_like(z), at::full_like(z, slope));
+    case Act::Sigmoid: { auto s = at::sigmoid(z); return g * s * (1 - s); }
+    case Act::Tanh: { auto t = at::tanh(z); return g * (1 - t * t); }
+    case Act::Gelu: {
+      auto cdf = 0.5 * (1 + at::erf(z * M_SQRT1_2));
+      auto pdf = at::exp(-0.5 * z * z) * (0.5 * M_2_SQRTPI * M_SQRT1_2);
+      return g * (cdf + z * pdf);
+    }
+    case Act::GeluTanh: {
+      const double k = 0.79788456080286535588, a = 0.044715;
+      auto t = at::tanh(k * (z + a * z * z * z));
+      return g * (0.5 * (1 + t) + 0.5 * z * (1 - t * t) * k * (1 + 3 * a * z * z));
+    }
+    case Act::Silu: { auto s = at::sigmoid(z); return g * s * (1 + z * (1 - s)); }
+    case Act::Softplus: return at::where(z > 20, g, g * at::sigmoid(z));
+  }
+  TORCH_CHECK(false, "unreachable");
+}
+
+class LinearActFunction : public torch::autograd::Function<LinearActFunction> {
+ public:
+  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& input, const Tensor& weight,
+                        const c10::optional<Tensor>& bias, c10::string_view activation, double slope) {
+    static auto fwd = c10::Dispatcher::singleton()
+                          .findSchemaOrThrow("fastnn::linear_act_forward", "")
+                          .typed<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&,
+                                                            const c10::optional<Tensor>&, c10::string_view,
+                                                            double)>();
+    const Act act = parse_activation(kLinearActOp, activation);
+    Tensor y, z;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      std::tie(y, z) = fwd.call(input, weight, bias, activation, slope);
+    }
+    const bool has_bias = bias.has_value() && bias->defined();
+    const bool from_output = act_saves_output(act, slope);
+    ctx->save_for_backward({input, weight, has_bias ? *bias : Tensor(), from_output ? y : z});
+    ctx->saved_data["act"] = int64_t(act);
+    ctx->saved_data["slope"] = slope;
+    ctx->saved_data["from_output"] = from_output;
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    static auto bwd = c10::Dispatcher::singleton()
+                          .findSchemaOrThrow("fastnn::linear_act_backward", "")
+                          .typed<std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
+                                                                    const Tensor&, bool, c10::string_view, double,
+                                                                    std::array<bool, 2>)>();
+    auto saved = ctx->get_saved_variables();
+    const Tensor &input = saved[0], &weight = saved[1], &bias = saved[2], &s = saved[3];
+    const Act act = Act(ctx->saved_data["act"].toInt());
+    const double slope = ctx->saved_data["slope"].toDouble();
+    const bool has_bias = bias.defined();
+    Tensor g = grads[0];
+    if (!g.defined()) return {Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    Tensor gi, gw, gb;
+    if (torch::autograd::GradMode::is_enabled()) {
+      // create_graph=True: build the gradient from differentiable ops, recomputing z from the
+      // inputs so that second derivatives through z are right.
+      Tensor z = at::linear(input, weight, has_bias ? c10::optional<Tensor>(bias) : c10::nullopt);
+      Tensor gz = act_backward_composite(act, z, g, slope);
+      const int64_t K = weight.size(1), N = weight.size(0);
+      Tensor gz2 = gz.reshape({-1, N});
+      gi = ctx->needs_input_grad(0) ? gz.matmul(weight) : Tensor();
+      gw = ctx->needs_input_grad(1) ? gz2.t().mm(input.reshape({-1, K})) : Tensor();
+      gb = has_bias && ctx->needs_input_grad(2) ? gz2.sum(0) : Tensor();
+    } else {
+      std::array<bool, 2> mask{ctx->needs_input_grad(0), ctx->needs_input_grad(1)};
+      std::tie(gi, gw, gb) = bwd.call(g, input, weight, s, has_bias, activation_names()[int(act)], slope, mask);
+      if (!mask[0]) gi = Tensor();
+      if (!mask[1]) gw = Tensor();
+      if (!has_bias || !ctx->needs_input_grad(2)) gb = Tensor();
+    }
+    return {gi, gw, gb, Tensor(), Tensor()};
+  }
+};
+
+Tensor linear_act_autograd(const Tensor& input, const Tensor& weight, const c10::optional<Tensor>& bias,
+                           c10::string_view activation, double slope) {
+  return LinearActFunction::apply(input, weight, bias, activation, slope);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastnn, CPU, m) {
+  m.impl("linear_act", &linear_act_cpu);
+  m.impl("linear_act_forward", &linear_act_forward_cpu);
+  m.impl("linear_act_backward", &linear_act_backward_cpu);
+}
+
+TORCH_LIBRARY_IMPL(fastnn, Autograd, m) {
+  m.impl("linear_act", &linear_act_autograd);
+}
+
+}  // namespace fastnn

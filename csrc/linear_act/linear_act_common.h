@@ -1,0 +1,45 @@
+// Argument checks and shape helpers shared by the CPU and CUDA implementations of linear_act.
+#pragma once
+#include <ATen/ATen.h>
+
+#include "../common/act_names.h"
+
+namespace fastnn {
+
+constexpr const char* kLinearActOp = "fastnn.linear_act";
+
+inline void check_linear_act_args(const at::Tensor& input, const at::Tensor& weight,
+                                  const c10::optional<at::Tensor>& bias) {
+  const char* op = kLinearActOp;
+  TORCH_CHECK(input.defined() && weight.defined(), op, ": input and weight must be tensors");
+  TORCH_CHECK(at::isFloatingType(input.scalar_type()), op, ": input must be a floating-point tensor, got ",
+              input.scalar_type());
+  TORCH_CHECK(weight.dim() == 2, op, ": weight must be 2-D (out_features, in_features), got ", weight.dim(),
+              "-D of shape ", weight.sizes());
+  TORCH_CHECK(input.dim() >= 1, op, ": input must have at least 1 dimension (..., in_features)");
+  TORCH_CHECK(input.size(-1) == weight.size(1), op, ": input has ", input.size(-1),
+              " features in its last dimension but weight expects in_features=", weight.size(1),
+              " (weight shape ", weight.sizes(), ")");
+  TORCH_CHECK(weight.scalar_type() == input.scalar_type(), op, ": dtype mismatch: input is ",
+              input.scalar_type(), " but weight is ", weight.scalar_type());
+  TORCH_CHECK(weight.device() == input.device(), op, ": device mismatch: input is on ", input.device(),
+              " but weight is on ", weight.device());
+  if (bias.has_value() && bias->defined()) {
+    const at::Tensor& b = *bias;
+    TORCH_CHECK(b.dim() == 1 && b.size(0) == weight.size(0), op, ": bias must be 1-D of size out_features=",
+                weight.size(0), ", got shape ", b.sizes());
+    TORCH_CHECK(b.scalar_type() == input.scalar_type(), op, ": dtype mismatch: input is ",
+                input.scalar_type(), " but bias is ", b.scalar_type());
+    TORCH_CHECK(b.device() == input.device(), op, ": device mismatch: input is on ", input.device(),
+                " but bias is on ", b.device());
+  }
+}
+
+// (..., K) -> (..., N)
+inline std::vector<int64_t> linear_out_shape(const at::Tensor& input, int64_t N) {
+  std::vector<int64_t> s(input.sizes().begin(), input.sizes().end());
+  s.back() = N;
+  return s;
+}
+
+}  // namespace fastnn

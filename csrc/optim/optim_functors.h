@@ -1,0 +1,158 @@
+// Per-element update rules of the fused optimizers, shared by the CPU and CUDA launchers.
+//
+// Each rule repeats torch.optim's single-tensor (foreach=False) arithmetic operation by operation,
+// including where ATen's kernels fuse a multiply-add (add with alpha, addcmul and lerp are fma;
+// addcdiv is not), so float64 trajectories agree with torch bit for bit. Scalars arrive already
+// rounded to the compute type, as ATen rounds a Python scalar argument.
+#pragma once
+#include <cmath>
+#include "../common/hd.h"
+
+namespace fastnn {
+
+enum class OptKind : int { Adam = 0, RMSprop = 1, SGD = 2, Adagrad = 3 };
+
+// Flag bits of a tensor slot.
+enum OptFlag : int {
+  kMaximize = 1,
+  kWeightDecay = 2,   // weight_decay != 0 (torch skips the term entirely when it is 0)
+  kAmsgrad = 4,       // Adam
+  kDecoupled = 8,     // Adam: AdamW's decoupled weight decay
+  kCentered = 16,     // RMSprop
+  kMomentum = 32,     // RMSprop, SGD: momentum != 0
+  kNesterov = 64,     // SGD
+  kFirstStep = 128,   // SGD: the momentum buffer is initialised with the gradient
+};
+
+inline namespace FASTNN_ISA_NS {
+namespace optim_rules {
+
+template <class C> FASTNN_INLINE FASTNN_HD C fma_(C a, C b, C c);
+template <> FASTNN_INLINE FASTNN_HD float fma_<float>(float a, float b, float c) {
+#if defined(__CUDA_ARCH__)
+  return __fmaf_rn(a, b, c);
+#else
+  return __builtin_fmaf(a, b, c);
+#endif
+}
+template <> FASTNN_INLINE FASTNN_HD double fma_<double>(double a, double b, double c) {
+#if defined(__CUDA_ARCH__)
+  return __fma_rn(a, b, c);
+#else
+  return __builtin_fma(a, b, c);
+#endif
+}
+template <class C> FASTNN_INLINE FASTNN_HD C sqrt_(C x) {
+#if defined(__CUDA_ARCH__)
+  return ::sqrt(x);
+#else
+  return __builtin_sqrt(x);
+#endif
+}
+template <> FASTNN_INLINE FASTNN_HD float sqrt_<float>(float x) {
+#if defined(__CUDA_ARCH__)
+  return ::sqrtf(x);
+#else
+  return __builtin_sqrtf(x);
+#endif
+}
+
+// torch.lerp(start, end, w): two forms, chosen by |w| < 0.5, both fused.
+template <class C> FASTNN_INLINE FASTNN_HD C lerp(C s, C e, C w, C one_minus_w, bool small) {
+  C d = e - s;
+  return small ? fma_(w, d, s) : fma_(-d, one_minus_w, e);
+}
+
+// Constants of one tensor's update, computed once per step in double and rounded to C.
+template <class C> struct AdamConsts {
+  C wd, decay_keep;       // L2 weight decay, or AdamW's (1 - lr * wd)
+  C w1, one_minus_w1;     // lerp weight 1 - beta1
+  bool w1_small;
+  C beta2, omb2;          // beta2, 1 - beta2
+  C bc2_sqrt, eps, neg_step_size;
+};
+
+template <int F, class C>
+FASTNN_INLINE FASTNN_HD void adam(const AdamConsts<C>& k, C& p, C g, C& m, C& v, C& vmax) {
+  if (F & kMaximize) g = -g;
+  if (F & kWeightDecay) {
+    if (F & kDecoupled) p = p * k.decay_keep;
+    else g = fma_(k.wd, p, g);
+  }
+  m = lerp(m, g, k.w1, k.one_minus_w1, k.w1_small);
+  v = v * k.beta2;
+  v = fma_(k.omb2 * g, g, v);
+  C u = v;
+  if (F & kAmsgrad) {
+    vmax = vmax > v ? vmax : (vmax != vmax ? vmax : v);  // torch.maximum propagates NaN
+    u = vmax;
+  }
+  C denom = sqrt_(u) / k.bc2_sqrt + k.eps;
+  p = p + (k.neg_step_size * m) / denom;
+}
+
+template <class C> struct RmspropConsts {
+  C wd, alpha, oma, w, one_minus_w;  // oma = 1 - alpha = lerp weight of grad_avg
+  bool w_small;
+  C eps, momentum, neg_lr;
+};
+
+template <int F, class C>
+FASTNN_INLINE FASTNN_HD void rmsprop(const RmspropConsts<C>& k, C& p, C g, C& sq, C& gavg, C& buf) {
+  if (F & kMaximize) g = -g;
+  if (F & kWeightDecay) g = fma_(k.wd, p, g);
+  sq = sq * k.alpha;
+  sq = fma_(k.oma * g, g, sq);
+  C avg;
+  if (F & kCentered) {
+    gavg = lerp(gavg, g, k.w, k.one_minus_w, k.w_small);
+    avg = sqrt_(fma_(C(-1) * gavg, gavg, sq));
+  } else {
+    avg = sqrt_(sq);
+  }
+  avg = avg + k.eps;
+  if (F & kMomentum) {
+    buf = buf * k.momentum;
+    buf = buf + (C(1) * g) / avg;
+    p = fma_(k.neg_lr, buf, p);
+  } else {
+    p = p + (k.neg_lr * g) / avg;
+  }
+}
+
+template <class C> struct SgdConsts {
+  C wd, momentum, one_minus_dampening, neg_lr;
+};
+
+template <int F, class C>
+FASTNN_INLINE FASTNN_HD void sgd(const SgdConsts<C>& k, C& p, C g, C& buf) {
+  if (F & kMaximize) g = -g;
+  if (F & kWeightDecay) g = fma_(k.wd, p, g);
+  if (F & kMomentum) {
+    if (F & kFirstStep) {
+      buf = g;
+    } else {
+      buf = buf * k.momentum;
+      buf = fma_(k.one_minus_dampening, g, buf);
+    }
+    g = (F & kNesterov) ? fma_(k.momentum, buf, g) : buf;
+  }
+  p = fma_(k.neg_lr, g, p);
+}
+
+template <class C> struct AdagradConsts {
+  C wd, eps, neg_clr;
+};
+
+template <int F, class C>
+FASTNN_INLINE FASTNN_HD void adagrad(const AdagradConsts<C>& k, C& p, C g, C& sum) {
+  if (F & kMaximize) g = -g;
+  if (F & kWeightDecay) g = fma_(k.wd, p, g);
+  sum = fma_(C(1) * g, g, sum);
+  C stdv = sqrt_(sum) + k.eps;
+  p = p + (k.neg_clr * g) / stdv;
+}
+
+}  // namespace optim_rules
+}  // namespace FASTNN_ISA_NS
+}  // namespace fastnn

@@ -1,0 +1,15 @@
+"""fastnn: fused Linear+activation and fused multi-tensor optimizers for PyTorch.
+
+    fastnn.linear_act(x, w, b, activation="gelu")     functional op (torch.ops.fastnn.linear_act)
+    fastnn.nn.Linear(784, 256, activation="relu")      drop-in for nn.Linear (+ activation)
+    fastnn.nn.fuse(model)                              Linear -> activation pairs become one layer
+    fastnn.optim.Adam / AdamW / RMSprop / SGD / Adagrad drop-ins for torch.optim
+"""
+from . import _ops  # noqa: F401
+from ._C import built_with_cuda, cpu_isa, cpu_isas_supported, set_cpu_isa
+from .functional import ACTIVATIONS, linear_act
+from . import functional, nn, optim  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["linear_act", "ACTIVATIONS", "functional", "nn", "optim", "cpu_isa", "cpu_isas_supported",
+           "set_cpu_isa", "built_with_cuda"]

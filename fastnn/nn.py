@@ -1,0 +1,127 @@
+"""Drop-in modules: fastnn.nn.Linear and fastnn.nn.fuse."""
+import copy
+
+import torch
+from torch import nn
+
+from ._ops import ACTIVATIONS, linear_act_op
+
+__all__ = ["Linear", "fuse"]
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` followed by an activation, computed by one fused op.
+
+    Same parameters (``weight``, ``bias``), shapes, initialisation and state_dict keys as
+    ``torch.nn.Linear``, so checkpoints load either way. ``activation=None`` means identity.
+    """
+
+    def __init__(self, in_features, out_features, bias=True, activation=None, device=None, dtype=None,
+                 negative_slope=0.01):
+        activation = "identity" if activation is None else activation
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"fastnn.nn.Linear: unknown activation '{activation}' "
+                             f"(expected one of: {', '.join(ACTIVATIONS)})")
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self.activation = activation
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, input):
+        return linear_act_op(input, self.weight, self.bias, self.activation, self.negative_slope)
+
+    def extra_repr(self):
+        s = super().extra_repr() + f", activation={self.activation}"
+        if self.activation == "leaky_relu":
+            s += f", negative_slope={self.negative_slope}"
+        return s
+
+    @classmethod
+    def from_linear(cls, linear, activation=None, negative_slope=0.01):
+        """A fastnn Linear sharing nothing with ``linear`` but holding copies of its parameters."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"fastnn.nn.Linear.from_linear: expected an nn.Linear, got {type(linear).__name__}")
+        w = linear.weight
+        out = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, activation=activation,
+                  device=w.device, dtype=w.dtype, negative_slope=negative_slope)
+        with torch.no_grad():
+            out.weight.copy_(w)
+            if linear.bias is not None:
+                out.bias.copy_(linear.bias)
+        out.weight.requires_grad_(w.requires_grad)
+        if linear.bias is not None:
+            out.bias.requires_grad_(linear.bias.requires_grad)
+        out.train(linear.training)
+        return out
+
+
+def _activation_of(module):
+    """(name, negative_slope) for an activation module fastnn can fuse, else None."""
+    if isinstance(module, nn.ReLU):
+        return "relu", 0.01
+    if isinstance(module, nn.LeakyReLU):
+        return "leaky_relu", float(module.negative_slope)
+    if isinstance(module, nn.Sigmoid):
+        return "sigmoid", 0.01
+    if isinstance(module, nn.Tanh):
+        return "tanh", 0.01
+    if isinstance(module, nn.GELU):
+        return ("gelu_tanh" if module.approximate == "tanh" else "gelu"), 0.01
+    if isinstance(module, nn.SiLU):
+        return "silu", 0.01
+    if isinstance(module, nn.Softplus) and module.beta == 1 and module.threshold == 20:
+        return "softplus", 0.01
+    return None
+
+
+def _fuse_into(module):
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.Sequential):
+            setattr(module, name, _fuse_sequential(child))
+        elif type(child) is nn.Linear:
+            setattr(module, name, Linear.from_linear(child))
+        else:
+            _fuse_into(child)
+
+
+def _fuse_sequential(seq):
+    items = list(seq._modules.items())
+    out = []
+    i = 0
+    while i < len(items):
+        name, m = items[i]
+        if type(m) is nn.Linear:
+            act = _activation_of(items[i + 1][1]) if i + 1 < len(items) else None
+            if act is not None:
+                out.append((name, Linear.from_linear(m, activation=act[0], negative_slope=act[1])))
+                i += 2
+                continue
+            out.append((name, Linear.from_linear(m)))
+        else:
+            if isinstance(m, nn.Sequential):
+                m = _fuse_sequential(m)
+            else:
+                _fuse_into(m)
+            out.append((name, m))
+        i += 1
+    fused = nn.Sequential()
+    for name, m in out:
+        fused.add_module(name, m)
+    fused.train(seq.training)
+    return fused
+
+
+def fuse(model):
+    """Return a copy of ``model`` in which each ``nn.Linear`` directly followed by a supported
+    activation module inside an ``nn.Sequential`` is one ``fastnn.nn.Linear``, and every other
+    ``nn.Linear`` a ``fastnn.nn.Linear`` with identity. The input model is not modified.
+
+    Fusing drops the activation module from the Sequential (the Linear keeps its name), so
+    state_dict keys of a fused model equal the original's: activations have no parameters.
+    """
+    model = copy.deepcopy(model)
+    if isinstance(model, nn.Sequential):
+        return _fuse_sequential(model)
+    if type(model) is nn.Linear:
+        return Linear.from_linear(model)
+    _fuse_into(model)
+    return model
