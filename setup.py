@@ -37,7 +37,7 @@ def rel(paths):
 
 
 def extension():
-    cxx = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math",
+    cxx = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
            "-Wno-unused-function"]
     sources = rel(glob.glob(os.path.join(ROOT, "csrc", "**", "*.cpp"), recursive=True))
     cuda_sources = rel(glob.glob(os.path.join(ROOT, "csrc", "**", "*_cuda*.cpp"), recursive=True)

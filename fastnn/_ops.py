@@ -21,11 +21,15 @@ def _check(input, weight, bias, activation):
     torch._check(input.dim() >= 1, lambda: f"{op}: input must have at least 1 dimension")
     torch._check(input.shape[-1] == weight.shape[1],
                  lambda: f"{op}: input has {input.shape[-1]} features but weight expects in_features={weight.shape[1]}")
+    torch._check(weight.device == input.device,
+                 lambda: f"{op}: device mismatch: input is on {input.device} but weight is on {weight.device}")
     torch._check(weight.dtype == input.dtype, lambda: f"{op}: dtype mismatch: input {input.dtype}, weight {weight.dtype}")
     if bias is not None:
         torch._check(bias.dim() == 1 and bias.shape[0] == weight.shape[0],
                      lambda: f"{op}: bias must be 1-D of size out_features={weight.shape[0]}")
         torch._check(bias.dtype == input.dtype, lambda: f"{op}: dtype mismatch: input {input.dtype}, bias {bias.dtype}")
+        torch._check(bias.device == input.device,
+                     lambda: f"{op}: device mismatch: input is on {input.device} but bias is on {bias.device}")
 
 
 @torch.library.register_fake("fastnn::linear_act")

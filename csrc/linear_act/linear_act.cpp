@@ -35,8 +35,8 @@ std::tuple<Tensor, Tensor> linear_act_forward_cpu(const Tensor& input, const Ten
   const Act act = parse_activation(kLinearActOp, activation);
   const DType dt = cpu_dtype(input);
   const int64_t K = weight.size(1), N = weight.size(0);
-  const Tensor x = input.reshape({-1, K});
-  const int64_t M = x.size(0);
+  const int64_t M = linear_rows(input);
+  const Tensor x = input.reshape({M, K});
   const bool has_bias = bias.has_value() && bias->defined();
   const Tensor b = has_bias ? bias->contiguous() : Tensor();
   const bool save_z = !act_saves_output(act, slope);
@@ -71,8 +71,8 @@ std::tuple<Tensor, Tensor, Tensor> linear_act_backward_cpu(const Tensor& grad_ou
   const Act act = parse_activation(kLinearActOp, activation);
   const DType dt = cpu_dtype(input);
   const int64_t K = weight.size(1), N = weight.size(0);
-  const Tensor x = input.reshape({-1, K});
-  const int64_t M = x.size(0);
+  const int64_t M = linear_rows(input);
+  const Tensor x = input.reshape({M, K});
   TORCH_CHECK(grad_output.numel() == M * N && saved.numel() == M * N, kLinearActOp,
               ": backward got grad_output/saved of the wrong size");
   TORCH_CHECK(grad_output.scalar_type() == input.scalar_type() && saved.scalar_type() == input.scalar_type(),
@@ -172,9 +172,10 @@ class LinearActFunction : public torch::autograd::Function<LinearActFunction> {
       Tensor z = at::linear(input, weight, has_bias ? c10::optional<Tensor>(bias) : c10::nullopt);
       Tensor gz = act_backward_composite(act, z, g, slope);
       const int64_t K = weight.size(1), N = weight.size(0);
-      Tensor gz2 = gz.reshape({-1, N});
+      const int64_t M = linear_rows(input);
+      Tensor gz2 = gz.reshape({M, N});
       gi = ctx->needs_input_grad(0) ? gz.matmul(weight) : Tensor();
-      gw = ctx->needs_input_grad(1) ? gz2.t().mm(input.reshape({-1, K})) : Tensor();
+      gw = ctx->needs_input_grad(1) ? gz2.t().mm(input.reshape({M, K})) : Tensor();
       gb = has_bias && ctx->needs_input_grad(2) ? gz2.sum(0) : Tensor();
     } else {
       std::array<bool, 2> mask{ctx->needs_input_grad(0), ctx->needs_input_grad(1)};

@@ -35,6 +35,13 @@ inline void check_linear_act_args(const at::Tensor& input, const at::Tensor& wei
   }
 }
 
+// Number of rows of (..., K) seen as a matrix (reshape(-1, K) is ambiguous when K == 0).
+inline int64_t linear_rows(const at::Tensor& input) {
+  int64_t m = 1;
+  for (int64_t d = 0; d + 1 < input.dim(); ++d) m *= input.size(d);
+  return m;
+}
+
 // (..., K) -> (..., N)
 inline std::vector<int64_t> linear_out_shape(const at::Tensor& input, int64_t N) {
   std::vector<int64_t> s(input.sizes().begin(), input.sizes().end());

@@ -11,6 +11,11 @@
 #include "optim_cpu.h"
 #include "optim_functors.h"
 
+// No fused multiply-adds beyond the ones the rules spell out: torch's results depend on which
+// operations are fused, and the compiler must not fuse others on its own.
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+
 namespace fastnn {
 inline namespace FASTNN_ISA_NS {
 namespace optim_cpu {
@@ -154,3 +159,5 @@ inline const OptimCpuKernels& table() {
 }  // namespace optim_cpu
 }  // namespace FASTNN_ISA_NS
 }  // namespace fastnn
+
+#pragma GCC pop_options

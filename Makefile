@@ -1,0 +1,51 @@
+# Quick start:  make demo   (sets up .venv, builds fastnn, runs the validation against torch)
+#               make test   (sets up .venv, builds fastnn, runs the test suite)
+PYTHON ?= python3
+VENV   ?= .venv
+VPY    := $(VENV)/bin/python
+TORCH  ?= torch==2.13.0
+# CUDA compile check: a second venv with the CUDA build of torch (installs from local disk here).
+CUDA_VENV  ?= .venv-cuda
+CUDA_TORCH ?= torch==2.14.1
+CUDA_HOME  ?= /usr/local/cuda
+export MAX_JOBS ?= 2
+
+SOURCES := $(shell find csrc -type f) setup.py pyproject.toml
+
+.PHONY: demo test build bench cuda-build clean
+
+$(VENV)/.deps: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q "$(TORCH)" numpy ninja pybind11 "setuptools>=64" wheel pytest pytest-benchmark \
+		hypothesis tqdm matplotlib Pillow scikit-learn
+	touch $@
+
+$(VENV)/.built: $(VENV)/.deps $(SOURCES)
+	FASTNN_CUDA=0 $(VPY) -m pip install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+build: $(VENV)/.built
+
+demo: build
+	$(VPY) -m fastnn.demo
+
+test: build
+	$(VPY) -m pytest -q tests
+
+bench: build
+	cd benchmarks && ../$(VPY) bench_linear_act.py && ../$(VPY) bench_optim.py
+
+$(CUDA_VENV)/.deps:
+	$(PYTHON) -m venv $(CUDA_VENV)
+	$(CUDA_VENV)/bin/python -m pip install -q "$(CUDA_TORCH)" numpy ninja pybind11 "setuptools>=64" wheel
+	touch $@
+
+cuda-build: $(CUDA_VENV)/.deps
+	rm -rf build/cuda && CUDA_HOME=$(CUDA_HOME) FASTNN_CUDA=1 $(CUDA_VENV)/bin/python setup.py \
+		build_ext --build-temp build/cuda/tmp --build-lib build/cuda/lib
+	cd build/cuda/lib && ../../../$(CUDA_VENV)/bin/python -c \
+		"import torch, fastnn._C as c; assert c.built_with_cuda(), 'CUDA kernels missing'; \
+		 print('fastnn CUDA build OK with torch', torch.__version__)"
+
+clean:
+	rm -rf build *.egg-info fastnn/*.so

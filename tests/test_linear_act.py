@@ -1,0 +1,281 @@
+"""fastnn.linear_act on the CPU: gradients against float64 references, parity with torch, ops."""
+import pytest
+import torch
+from torch.autograd import gradcheck, gradgradcheck
+
+import fastnn
+from torch_reference import torch_act, torch_linear_act
+
+ACTS = fastnn.ACTIVATIONS
+# in_features 5 runs the one-pass kernels, 19 the BLAS path (kDirectMaxK = 16 in linear_act.cpp).
+KS = [5, 19]
+
+
+def make(shape_x, n_out, dtype=torch.float64, bias=True, noncontig=False, seed=None, requires_grad=True):
+    g = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**31)
+    k = shape_x[-1]
+    if noncontig:  # every tensor strided: x transposed view, w transposed view, b a strided slice
+        x = torch.randn(*shape_x[:-1][::-1], k, generator=g, dtype=dtype)
+        x = x.transpose(0, -2) if x.dim() > 1 else x
+        x = torch.randn(k, *shape_x[:-1], generator=g, dtype=dtype).movedim(0, -1)
+        w = torch.randn(k, n_out, generator=g, dtype=dtype).t()
+        b = torch.randn(2 * n_out, generator=g, dtype=dtype)[::2] if bias else None
+        assert not x.is_contiguous() or x.dim() == 1
+        assert not w.is_contiguous()
+    else:
+        x = torch.randn(*shape_x, generator=g, dtype=dtype)
+        w = torch.randn(n_out, k, generator=g, dtype=dtype)
+        b = torch.randn(n_out, generator=g, dtype=dtype) if bias else None
+    x = x.detach().requires_grad_(requires_grad)
+    w = w.detach().requires_grad_(requires_grad)
+    if b is not None:
+        b = b.detach().requires_grad_(requires_grad)
+    return x, w, b
+
+
+def call(act, slope=0.01):
+    def f(x, w, b=None):
+        return fastnn.linear_act(x, w, b, act, slope)
+    return f
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("layout", ["2d", "3d", "noncontig"])
+@pytest.mark.parametrize("k", KS)
+def test_gradcheck_float64(act, bias, layout, k):
+    shape = {"2d": (6, k), "3d": (2, 3, k), "noncontig": (7, k)}[layout]
+    x, w, b = make(shape, 4, bias=bias, noncontig=layout == "noncontig")
+    inputs = (x, w, b) if bias else (x, w)
+    assert gradcheck(call(act), inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("k", KS)
+def test_gradgradcheck_float64(act, k):
+    x, w, b = make((4, k), 3)
+    assert gradgradcheck(call(act), (x, w, b), eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("slope", [0.2, 0.0, -0.3])
+def test_leaky_relu_slopes_float64(slope):
+    # slope > 0 saves the output for backward, slope <= 0 the pre-activation: both must be right.
+    x, w, b = make((9, 6), 5)
+    assert gradcheck(call("leaky_relu", slope), (x, w, b), eps=1e-6, atol=1e-5, rtol=1e-4)
+    y = fastnn.linear_act(x, w, b, "leaky_relu", slope)
+    torch.testing.assert_close(y, torch_linear_act(x, w, b, "leaky_relu", slope))
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("shape", [(1, 1, 32), (37, 13, 29), (3, 5, 17, 19), (300, 19, 130), (2, 128, 67)])
+def test_float32_parity_with_torch(act, shape, cpu_isa):
+    *lead, k, n = shape
+    x, w, b = make((*lead, k), n, dtype=torch.float32)
+    y = fastnn.linear_act(x, w, b, act)
+    g = torch.randn_like(y)
+    y.backward(g)
+    got = (y.detach(), x.grad, w.grad, b.grad)
+    x2, w2, b2 = (t.detach().clone().requires_grad_() for t in (x, w, b))
+    y2 = torch_linear_act(x2, w2, b2, act)
+    y2.backward(g)
+    want = (y2.detach(), x2.grad, w2.grad, b2.grad)
+    for name, a, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, want):
+        # float32 sums over up to 300 terms in a different order: a few ulps of the magnitudes summed.
+        torch.testing.assert_close(a, e, rtol=2e-5, atol=2e-5 * max(1.0, e.abs().max().item()), msg=name)
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_activation_math_extremes(act, cpu_isa):
+    # Large, tiny, zero and non-finite pre-activations through the vectorized float math.
+    z = torch.tensor([-1e4, -100., -88.8, -30., -20.5, -9., -3., -1.3, -0.6, -1e-3, -1e-30, 0., 1e-30, 1e-3, 0.6,
+                      1.3, 3., 9., 19.9, 20.5, 30., 88.8, 100., 1e4, float("inf"), float("-inf"), float("nan")])
+    z = torch.cat([z, torch.linspace(-12, 12, 2001)])
+    eye = torch.ones(1, 1)
+    y = fastnn.linear_act(z[:, None], eye, None, act)[:, 0]
+    want = torch_act(act, z.double()).float()
+    torch.testing.assert_close(y, want, rtol=2e-6, atol=1e-7, equal_nan=True)
+    zz = z[torch.isfinite(z)].double()[:, None].requires_grad_()
+    ref = torch.autograd.grad(torch_act(act, zz).sum(), zz)[0].float()
+    zf = zz.detach().float().requires_grad_()
+    got = torch.autograd.grad(fastnn.linear_act(zf, eye, None, act).sum(), zf)[0]
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "gelu", "silu"])
+@pytest.mark.parametrize("k", KS)
+def test_bfloat16_close_to_float32(act, k):
+    x, w, b = make((33, k), 24, dtype=torch.float32, requires_grad=False)
+    xb, wb, bb = (t.bfloat16().requires_grad_() for t in (x, w, b))
+    y = fastnn.linear_act(xb, wb, bb, act)
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    x32, w32, b32 = (t.bfloat16().float().requires_grad_() for t in (x, w, b))
+    ref = torch_linear_act(x32, w32, b32, act)
+    ref.sum().backward()
+    scale = ref.abs().max().item()
+    torch.testing.assert_close(y.float(), ref, rtol=2e-2, atol=2e-2 * scale)
+    for a, e in ((xb.grad, x32.grad), (wb.grad, w32.grad), (bb.grad, b32.grad)):
+        torch.testing.assert_close(a.float(), e, rtol=3e-2, atol=3e-2 * e.abs().max().item())
+
+
+@pytest.mark.parametrize("k", KS)
+def test_empty_batch(k):
+    x, w, b = make((0, k), 6, dtype=torch.float32)
+    y = fastnn.linear_act(x, w, b, "gelu")
+    assert y.shape == (0, 6)
+    y.sum().backward()
+    assert x.grad.shape == (0, k)
+    assert torch.equal(w.grad, torch.zeros_like(w))
+    assert torch.equal(b.grad, torch.zeros_like(b))
+
+
+def test_zero_in_features():
+    x = torch.randn(4, 0, requires_grad=True)
+    w = torch.randn(3, 0, requires_grad=True)
+    b = torch.randn(3, requires_grad=True)
+    y = fastnn.linear_act(x, w, b, "tanh")
+    torch.testing.assert_close(y, torch.tanh(b).expand(4, 3))
+    y.sum().backward()
+    torch.testing.assert_close(b.grad, (4 * (1 - torch.tanh(b) ** 2)).detach())
+
+
+def test_one_dimensional_input():
+    x, w, b = make((11,), 3)
+    torch.testing.assert_close(fastnn.linear_act(x, w, b, "silu"), torch_linear_act(x, w, b, "silu"))
+    assert gradcheck(call("silu"), (x, w, b))
+
+
+def test_expanded_grad_output():
+    # sum().backward() hands backward a stride-0 grad_output.
+    x, w, b = make((8, 20), 5)
+    fastnn.linear_act(x, w, b, "sigmoid").sum().backward()
+    x2, w2, b2 = (t.detach().clone().requires_grad_() for t in (x, w, b))
+    torch_linear_act(x2, w2, b2, "sigmoid").sum().backward()
+    for a, e in ((x.grad, x2.grad), (w.grad, w2.grad), (b.grad, b2.grad)):
+        torch.testing.assert_close(a, e)
+
+
+def test_only_requested_gradients():
+    x, w, b = make((8, 20), 5)
+    x.requires_grad_(False)
+    fastnn.linear_act(x, w, b, "relu").sum().backward()
+    assert x.grad is None and w.grad is not None and b.grad is not None
+
+
+def test_no_grad_and_inference_mode():
+    x, w, b = make((8, 20), 5, dtype=torch.float32)
+    want = torch_linear_act(x, w, b, "gelu")
+    with torch.no_grad():
+        torch.testing.assert_close(fastnn.linear_act(x, w, b, "gelu"), want)
+    with torch.inference_mode():
+        torch.testing.assert_close(fastnn.linear_act(x, w, b, "gelu"), want.detach())
+
+
+@pytest.mark.parametrize("act", ["identity", "tanh", "gelu"])
+@pytest.mark.parametrize("k", KS)
+def test_deterministic(act, k):
+    torch.manual_seed(123)
+    x, w, b = make((517, k), 33, dtype=torch.float32, seed=7)
+    outs = []
+    for _ in range(2):
+        for t in (x, w, b):
+            t.grad = None
+        y = fastnn.linear_act(x, w, b, act)
+        y.backward(torch.ones_like(y))
+        outs.append([y.detach().clone(), x.grad.clone(), w.grad.clone(), b.grad.clone()])
+    for a, e in zip(*outs):
+        assert torch.equal(a, e)
+
+
+def test_same_result_with_one_or_two_threads():
+    x, w, b = make((4096, 40), 64, dtype=torch.float32, seed=3)
+    res = []
+    before = torch.get_num_threads()
+    try:
+        for nt in (1, 2):
+            torch.set_num_threads(nt)
+            for t in (x, w, b):
+                t.grad = None
+            y = fastnn.linear_act(x, w, b, "tanh")
+            y.backward(torch.ones_like(y))
+            res.append(b.grad.clone())
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(res[0], res[1])
+
+
+def test_opcheck():
+    for k in KS:
+        for act in ("relu", "gelu"):
+            x, w, b = make((5, k), 4, dtype=torch.float32)
+            torch.library.opcheck(torch.ops.fastnn.linear_act.default, (x, w, b, act, 0.01))
+            torch.library.opcheck(torch.ops.fastnn.linear_act.default, (x, w, None, act, 0.01))
+            xd = x.detach()
+            torch.library.opcheck(torch.ops.fastnn.linear_act_forward.default, (xd, w.detach(), b.detach(), act, 0.01))
+            y, z = torch.ops.fastnn.linear_act_forward(xd, w.detach(), b.detach(), act, 0.01)
+            saved = y if act == "relu" else z
+            torch.library.opcheck(torch.ops.fastnn.linear_act_backward.default,
+                                  (torch.randn_like(y), xd, w.detach(), saved, True, act, 0.01, [True, True]))
+
+
+def test_torch_compile_fullgraph():
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(fastnn.nn.Linear(13, 32, activation="gelu"), fastnn.nn.Linear(32, 5))
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    x = torch.randn(9, 13)
+    y = compiled(x)
+    torch.testing.assert_close(y, model(x))
+    y.sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model(x).sum().backward()
+    for a, e in zip(grads, (p.grad for p in model.parameters())):
+        torch.testing.assert_close(a, e)
+
+
+class TestBadInput:
+    def test_unknown_activation(self):
+        x, w, b = make((3, 4), 2, dtype=torch.float32)
+        with pytest.raises(ValueError, match="unknown activation 'swish'"):
+            fastnn.linear_act(x, w, b, "swish")
+
+    def test_dtype_mismatch(self):
+        x, w, b = make((3, 4), 2, dtype=torch.float32)
+        with pytest.raises(RuntimeError, match="fastnn.linear_act: dtype mismatch"):
+            fastnn.linear_act(x.double(), w, b, "relu")
+        with pytest.raises(RuntimeError, match="bias is"):
+            fastnn.linear_act(x, w, b.double(), "relu")
+
+    def test_wrong_feature_size(self):
+        x, w, b = make((3, 4), 2, dtype=torch.float32)
+        with pytest.raises(RuntimeError, match="in_features=4"):
+            fastnn.linear_act(torch.randn(3, 5), w, b, "relu")
+
+    def test_wrong_bias_size(self):
+        x, w, _ = make((3, 4), 2, dtype=torch.float32)
+        with pytest.raises(RuntimeError, match="bias must be 1-D"):
+            fastnn.linear_act(x, w, torch.randn(3), "relu")
+
+    def test_integer_tensors(self):
+        with pytest.raises(RuntimeError, match="floating-point"):
+            fastnn.linear_act(torch.ones(3, 4, dtype=torch.int64), torch.ones(2, 4, dtype=torch.int64), None, "relu")
+
+    def test_weight_rank(self):
+        with pytest.raises(RuntimeError, match="weight must be 2-D"):
+            fastnn.linear_act(torch.randn(3, 4), torch.randn(4), None, "relu")
+        with pytest.raises(RuntimeError, match="weight must be 2-D"):
+            fastnn.linear_act(torch.randn(3, 4), torch.randn(1, 2, 4), None, "relu")
+
+    def test_scalar_input(self):
+        with pytest.raises(RuntimeError, match="at least 1 dimension"):
+            fastnn.linear_act(torch.tensor(1.0), torch.randn(2, 1), None, "relu")
+
+    def test_half_on_cpu(self):
+        with pytest.raises(RuntimeError, match="unsupported dtype"):
+            fastnn.linear_act(torch.randn(3, 4).half(), torch.randn(2, 4).half(), None, "relu")
+
+    def test_device_mismatch(self):
+        x = torch.randn(3, 4)
+        w = torch.randn(2, 4, device="meta")
+        with pytest.raises(RuntimeError, match="device mismatch"):
+            torch.ops.fastnn.linear_act_forward(x, w, None, "relu", 0.01)
