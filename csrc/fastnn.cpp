@@ -21,13 +21,15 @@ TORCH_LIBRARY(fastnn, m) {
       "linear_act_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor saved, bool has_bias,"
       " str activation, float negative_slope, bool[2] output_mask) -> (Tensor, Tensor, Tensor)");
 
+  // lr_is_float32[g]: group g's lr is a float32 tensor; torch then computes lr-derived scalars
+  // (Adam's lr / bias_correction1, Adagrad's decayed lr) in float32, and so do we.
   // Multi-tensor optimizer steps. Tensors of all param groups in one call; per-group hyper-parameters
   // as lists, group_sizes[i] tensors per group, in order. Steps (float32 scalars) are incremented here.
   m.def(
       "adam_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs,"
       " Tensor(d!)[] max_exp_avg_sqs, Tensor(e!)[] state_steps, int[] group_sizes, float[] lr, float[] beta1,"
       " float[] beta2, float[] weight_decay, float[] eps, bool[] amsgrad, bool[] maximize,"
-      " bool decoupled_weight_decay, Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
+      " bool decoupled_weight_decay, bool[] lr_is_float32, Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
   m.def(
       "rmsprop_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] square_avgs, Tensor(c!)[] grad_avgs,"
       " Tensor(d!)[] momentum_buffers, Tensor(e!)[] state_steps, int[] group_sizes, float[] lr, float[] alpha,"
@@ -41,7 +43,7 @@ TORCH_LIBRARY(fastnn, m) {
   m.def(
       "adagrad_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] state_sums, Tensor(c!)[] state_steps,"
       " int[] group_sizes, float[] lr, float[] lr_decay, float[] weight_decay, float[] eps, bool[] maximize,"
-      " Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
+      " bool[] lr_is_float32, Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
 }
 
 bool fastnn_built_with_cuda();  // csrc/cuda_info.cpp

@@ -23,6 +23,10 @@ def _scalar(x):
     return float(x) if isinstance(x, torch.Tensor) else x
 
 
+def _is_f32(x):
+    return isinstance(x, torch.Tensor) and x.dtype == torch.float32
+
+
 class _FusedStep:
     """Mixin: collects the tensors of all groups and calls one native op per device."""
 
@@ -98,7 +102,7 @@ class Adam(_FusedStep, torch.optim.Adam):
 
     def _fused_step(self, groups, grad_scale, found_inf, created):
         params, grads, exp_avgs, exp_avg_sqs, max_sqs, steps, sizes = [], [], [], [], [], [], []
-        lr, b1, b2, wd, eps, ams, maxi = [], [], [], [], [], [], []
+        lr, b1, b2, wd, eps, ams, maxi, lr32 = [], [], [], [], [], [], [], []
         decoupled = None
         for g, ps in groups:
             d = bool(g.get("decoupled_weight_decay", False))
@@ -134,8 +138,9 @@ class Adam(_FusedStep, torch.optim.Adam):
             eps.append(_scalar(g["eps"]))
             ams.append(bool(amsgrad))
             maxi.append(bool(g["maximize"]))
+            lr32.append(_is_f32(g["lr"]))
         _ops_ns.adam_(params, grads, exp_avgs, exp_avg_sqs, max_sqs, steps, sizes, lr, b1, b2, wd, eps, ams, maxi,
-                      bool(decoupled), grad_scale, found_inf)
+                      bool(decoupled), lr32, grad_scale, found_inf)
 
 
 class AdamW(Adam, torch.optim.AdamW):
@@ -226,7 +231,7 @@ class Adagrad(_FusedStep, torch.optim.Adagrad):
 
     def _fused_step(self, groups, grad_scale, found_inf, created):
         params, grads, sums, steps, sizes = [], [], [], [], []
-        lr, lr_decay, wd, eps, maxi = [], [], [], [], []
+        lr, lr_decay, wd, eps, maxi, lr32 = [], [], [], [], [], []
         for g, ps in groups:
             for p in ps:
                 st = self.state[p]
@@ -246,4 +251,5 @@ class Adagrad(_FusedStep, torch.optim.Adagrad):
             wd.append(_scalar(g["weight_decay"]))
             eps.append(_scalar(g["eps"]))
             maxi.append(bool(g["maximize"]))
-        _ops_ns.adagrad_(params, grads, sums, steps, sizes, lr, lr_decay, wd, eps, maxi, grad_scale, found_inf)
+            lr32.append(_is_f32(g["lr"]))
+        _ops_ns.adagrad_(params, grads, sums, steps, sizes, lr, lr_decay, wd, eps, maxi, lr32, grad_scale, found_inf)

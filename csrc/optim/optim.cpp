@@ -164,7 +164,7 @@ void adam_cpu(TensorList params, TensorList grads, TensorList exp_avgs, TensorLi
               TensorList max_exp_avg_sqs, TensorList steps, at::IntArrayRef group_sizes, at::ArrayRef<double> lr,
               at::ArrayRef<double> beta1, at::ArrayRef<double> beta2, at::ArrayRef<double> weight_decay,
               at::ArrayRef<double> eps, c10::List<bool> amsgrad, c10::List<bool> maximize, bool decoupled,
-              const c10::optional<Tensor>& grad_scale, const c10::optional<Tensor>& found_inf) {
+              c10::List<bool> lr_f32, const c10::optional<Tensor>& grad_scale, const c10::optional<Tensor>& found_inf) {
   const char* op = decoupled ? "fastnn.optim.AdamW" : "fastnn.optim.Adam";
   const int64_t n = params.size();
   const size_t G = group_sizes.size();
@@ -172,6 +172,7 @@ void adam_cpu(TensorList params, TensorList grads, TensorList exp_avgs, TensorLi
   check_group_list(op, "lr", lr, G); check_group_list(op, "betas", beta1, G); check_group_list(op, "betas", beta2, G);
   check_group_list(op, "weight_decay", weight_decay, G); check_group_list(op, "eps", eps, G);
   check_group_list(op, "amsgrad", amsgrad, G); check_group_list(op, "maximize", maximize, G);
+  check_group_list(op, "lr_is_float32", lr_f32, G);
   check_list_len(op, "grads", grads, n, true); check_list_len(op, "exp_avgs", exp_avgs, n, true);
   check_list_len(op, "exp_avg_sqs", exp_avg_sqs, n, true); check_list_len(op, "state_steps", steps, n, true);
   bool any_ams = false;
@@ -201,8 +202,12 @@ void adam_cpu(TensorList params, TensorList grads, TensorList exp_avgs, TensorLi
     const int64_t g = gi[i];
     const double step = bump_step(r.step);
     const double bc1 = 1 - std::pow(beta1[g], step), bc2 = 1 - std::pow(beta2[g], step);
-    const double step_size = lr[g] / bc1;
-    r.k[0] = weight_decay[g]; r.k[1] = 1 - lr[g] * weight_decay[g]; r.k[2] = 1 - beta1[g];
+    double step_size = lr[g] / bc1, decay_keep = 1 - lr[g] * weight_decay[g];
+    if (lr_f32.get(g)) {
+      step_size = double(float(lr[g]) / float(bc1));
+      decay_keep = double(1.f - float(lr[g]) * float(weight_decay[g]));
+    }
+    r.k[0] = weight_decay[g]; r.k[1] = decay_keep; r.k[2] = 1 - beta1[g];
     r.k[3] = beta2[g]; r.k[4] = 1 - beta2[g]; r.k[5] = std::pow(bc2, 0.5); r.k[6] = eps[g]; r.k[7] = -step_size;
   }
   execute(op, OptKind::Adam, rows, grad_scale);
@@ -297,14 +302,14 @@ void sgd_cpu(TensorList params, TensorList grads, TensorList momentum_buffers, c
 void adagrad_cpu(TensorList params, TensorList grads, TensorList state_sums, TensorList steps,
                  at::IntArrayRef group_sizes, at::ArrayRef<double> lr, at::ArrayRef<double> lr_decay,
                  at::ArrayRef<double> weight_decay, at::ArrayRef<double> eps, c10::List<bool> maximize,
-                 const c10::optional<Tensor>& grad_scale, const c10::optional<Tensor>& found_inf) {
+                 c10::List<bool> lr_f32, const c10::optional<Tensor>& grad_scale, const c10::optional<Tensor>& found_inf) {
   const char* op = "fastnn.optim.Adagrad";
   const int64_t n = params.size();
   const size_t G = group_sizes.size();
   auto gi = group_index(op, group_sizes, n);
   check_group_list(op, "lr", lr, G); check_group_list(op, "lr_decay", lr_decay, G);
   check_group_list(op, "weight_decay", weight_decay, G); check_group_list(op, "eps", eps, G);
-  check_group_list(op, "maximize", maximize, G);
+  check_group_list(op, "maximize", maximize, G); check_group_list(op, "lr_is_float32", lr_f32, G);
   check_list_len(op, "grads", grads, n, true); check_list_len(op, "state_sums", state_sums, n, true);
   check_list_len(op, "state_steps", steps, n, true);
   for (size_t g = 0; g < G; ++g) {
@@ -326,7 +331,8 @@ void adagrad_cpu(TensorList params, TensorList grads, TensorList state_sums, Ten
     Row& r = rows[i];
     const int64_t g = gi[i];
     const double step = bump_step(r.step);
-    const double clr = lr[g] / (1 + (step - 1) * lr_decay[g]);
+    const double denom = 1 + (step - 1) * lr_decay[g];
+    const double clr = lr_f32.get(g) ? double(float(lr[g]) / float(denom)) : lr[g] / denom;
     r.k[0] = weight_decay[g]; r.k[1] = eps[g]; r.k[2] = -clr;
   }
   execute(op, OptKind::Adagrad, rows, grad_scale);
