@@ -119,8 +119,6 @@ def _run_side_by_side(name, opts, dtype, steps, scheduler=False, groups=False):
 def test_trajectory_is_bitwise_torch(case, dtype, cpu_isa):
     """200 steps: every parameter and state bit for bit equal to torch (with IEEE sqrt, see ieee_sqrt)."""
     name, opts = case
-    if cpu_isa == "base":
-        pytest.skip("the baseline ISA has no hardware FMA; torch's AVX kernels fuse, so bits differ there")
     pa, pb, oa, ob, worst = run_side_by_side(name, opts, dtype, 200)
     for a, b in zip(pa, pb):
         assert torch.equal(a, b), f"max rel diff {worst}"
