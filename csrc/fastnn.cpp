@@ -6,6 +6,7 @@
 #include <torch/extension.h>
 
 #include "cpu_isa/cpu_isa.h"
+#include "optim/optim.h"
 
 TORCH_LIBRARY(fastnn, m) {
   // y = act(input @ weight.T + bias). Differentiable (autograd kernel in linear_act.cpp).
@@ -54,4 +55,11 @@ PYBIND11_MODULE(_C, m) {
   m.def("cpu_isas_supported", &fastnn::cpu_isas_supported, "Instruction sets this CPU can run");
   m.def("set_cpu_isa", &fastnn::set_cpu_isa, "Switch the CPU kernels to another supported instruction set");
   m.def("built_with_cuda", &fastnn_built_with_cuda, "Whether the CUDA kernels were compiled in");
+  pybind11::class_<fastnn::OptimizerPlan>(m, "OptimizerPlan")
+      .def(pybind11::init<const std::string&, std::vector<at::Tensor>, std::vector<int64_t>,
+                          const std::vector<std::vector<c10::optional<at::Tensor>>>&,
+                          const std::vector<c10::optional<at::Tensor>>&, std::vector<bool>>())
+      .def("fresh", &fastnn::OptimizerPlan::fresh)
+      .def("step", &fastnn::OptimizerPlan::step, pybind11::arg("h"), pybind11::arg("b"),
+           pybind11::arg("grad_scale") = pybind11::none(), pybind11::arg("found_inf") = pybind11::none());
 }

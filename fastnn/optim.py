@@ -2,21 +2,26 @@
 
 Each class subclasses its torch.optim counterpart, so constructor arguments, defaults, validation,
 param_group keys and state_dict layout are torch's own; only ``step`` differs: one native call per
-step (torch.ops.fastnn.adam_ etc.) updates every parameter of every group.
+step updates every parameter of every group. The tensors are gathered once into a native plan
+(rebuilt when parameters or state change), so a step passes a few scalars, not lists of tensors.
+The same kernels are also exposed as ops: torch.ops.fastnn.adam_, rmsprop_, sgd_, adagrad_.
 
 GradScaler: like torch's fused optimizers these set ``_step_supports_amp_scaling``; the scaler hands
 us ``grad_scale``/``found_inf``, the kernel divides gradients by the scale in the same pass and the
 whole step (state and step counts included) is skipped when an inf/NaN was found. Unlike torch's
 fused CPU kernels, the unscaled gradients are not written back into ``.grad``.
+
+Numerics: each update repeats torch's single-tensor (foreach=False) arithmetic operation by
+operation, so trajectories are torch's bit for bit, except that our square roots are IEEE-exact
+where torch's CPU sqrt (MKL vector math) is 1 ulp off on ~1% of elements.
 """
 import torch
 from torch.optim.optimizer import _get_scalar_dtype
 
+from . import _C
 from . import _ops  # noqa: F401  (registers the ops)
 
 __all__ = ["Adam", "AdamW", "RMSprop", "SGD", "Adagrad"]
-
-_ops_ns = torch.ops.fastnn
 
 
 def _scalar(x):
@@ -27,47 +32,83 @@ def _is_f32(x):
     return isinstance(x, torch.Tensor) and x.dtype == torch.float32
 
 
+def _zeros(p):
+    return torch.zeros_like(p, memory_format=torch.preserve_format)
+
+
 class _FusedStep:
-    """Mixin: collects the tensors of all groups and calls one native op per device."""
+    """Mixin over a torch.optim class: the plan cache and the step."""
 
     _step_supports_amp_scaling = True
     _name = "fastnn.optim"
+    _kind = None          # native optimizer kind
+    _state_keys = ()      # state tensors in the kernel's order
+    _has_step = True      # keeps a "step" count in state
 
-    def _check_unsupported(self):
-        for g in self.param_groups:
-            if g.get("differentiable", False):
-                raise ValueError(f"{self._name}: differentiable=True is not supported by the fused kernels")
+    # -- per optimizer --
+    def _hparams(self, g):
+        raise NotImplementedError  # pragma: no cover  (each optimizer below defines it)
 
-    def _new_step_tensor(self):
-        return torch.tensor(0.0, dtype=_get_scalar_dtype())
+    def _init_state(self, p, g, st):
+        """Create missing state for p like torch does (st is its state dict); returns keys added."""
+        raise NotImplementedError  # pragma: no cover
 
-    def _fix_step(self, state):
-        # A step loaded onto another device (map_location, capturable checkpoints) is moved back to
-        # a CPU scalar: the kernels keep counts on the host.
-        s = state["step"]
-        if not isinstance(s, torch.Tensor):
-            state["step"] = torch.tensor(float(s), dtype=_get_scalar_dtype())
-        elif s.device.type != "cpu" or s.dtype not in (torch.float32, torch.float64) or s.dim() != 0:
-            state["step"] = torch.tensor(float(s), dtype=_get_scalar_dtype())
+    # -- plan --
+    def _plan_key(self):
+        return id(self.state), tuple((id(g["params"]), len(g["params"])) for g in self.param_groups)
 
-    def _collect(self):
-        """[(group, [params with grads])], checking devices; grads None are skipped."""
-        out = []
+    def _build_plan(self):
+        params, group, steps, fresh = [], [], [], []
+        states = [[] for _ in self._state_keys]
         device = None
-        for g in self.param_groups:
-            ps = [p for p in g["params"] if p.grad is not None]
-            for p in ps:
+        fresh_set = getattr(self, "_fastnn_fresh", set())
+        for gi, g in enumerate(self.param_groups):
+            for p in g["params"]:
                 if device is None:
                     device = p.device
                 elif p.device != device:
                     raise RuntimeError(f"{self._name}: all parameters must be on one device, found {device} "
                                        f"and {p.device}")
-                if p.grad.is_sparse:
-                    raise RuntimeError(f"{self._name}: sparse gradients are not supported")
-                if torch.is_complex(p):
-                    raise RuntimeError(f"{self._name}: complex parameters are not supported")
-            out.append((g, ps))
-        return out, device
+                st = self.state[p] if p in self.state else {}
+                if self._has_step and "step" in st:
+                    self._fix_step(st)
+                params.append(p)
+                group.append(gi)
+                for lst, k in zip(states, self._state_keys):
+                    lst.append(st.get(k))
+                steps.append(st.get("step"))
+                fresh.append(p in fresh_set)
+        self._fastnn_params = params
+        self._fastnn_plan = _C.OptimizerPlan(self._kind, params, group, states,
+                                             steps if self._has_step else [], fresh)
+        self._fastnn_key = self._plan_key()
+        return self._fastnn_plan
+
+    def _plan(self):
+        if getattr(self, "_fastnn_key", None) != self._plan_key():
+            return self._build_plan()
+        return self._fastnn_plan
+
+    def _fix_step(self, state):
+        # A step loaded onto another device (map_location, capturable or fused checkpoints) becomes
+        # a CPU scalar again: the CPU kernels keep counts on the host.
+        s = state["step"]
+        if not isinstance(s, torch.Tensor) or s.device.type != "cpu" or s.dtype not in (
+                torch.float32, torch.float64) or s.dim() != 0:
+            state["step"] = torch.tensor(float(s), dtype=_get_scalar_dtype())
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self._fastnn_key = None
+
+    def add_param_group(self, param_group):
+        super().add_param_group(param_group)
+        self._fastnn_key = None
+
+    def _check_unsupported(self):
+        for g in self.param_groups:
+            if g.get("differentiable", False):
+                raise ValueError(f"{self._name}: differentiable=True is not supported by the fused kernels")
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -76,22 +117,37 @@ class _FusedStep:
             with torch.enable_grad():
                 loss = closure()
         self._check_unsupported()
-        groups, device = self._collect()
-        if device is None:
+        plan = self._plan()
+        if not self._fastnn_params:
             return loss
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
-        if device.type == "cpu":
-            # GradScaler keeps its scale where the parameters are; the CPU kernel wants host scalars.
-            grad_scale = None if grad_scale is None else grad_scale.reshape(()).cpu()
-            found_inf = None if found_inf is None else found_inf.reshape(()).cpu()
-        created = []
-        try:
-            self._fused_step(groups, grad_scale, found_inf, created)
-        except BaseException:
-            for p in created:  # leave no half-initialised state behind
-                self.state.pop(p, None)
-            raise
+        if grad_scale is not None:
+            grad_scale = grad_scale.reshape(()).cpu()
+        if found_inf is not None:
+            found_inf = found_inf.reshape(()).cpu()
+        h, b = zip(*(self._hparams(g) for g in self.param_groups))
+        missing = plan.step(h, b, grad_scale, found_inf)
+        if missing:
+            added = []
+            try:
+                group_of = {id(p): g for g in self.param_groups for p in g["params"]}
+                for i in missing:
+                    p = self._fastnn_params[i]
+                    added.append((p, self._init_state(p, group_of[id(p)], self.state[p])))
+                missing = self._build_plan().step(h, b, grad_scale, found_inf)
+                assert not missing, "fastnn.optim: state initialisation did not complete"
+            except BaseException:
+                for p, keys in added:  # leave no half-initialised state behind
+                    for k in keys:
+                        self.state[p].pop(k, None)
+                    if not self.state[p]:
+                        del self.state[p]
+                self._fastnn_key = None
+                raise
+        if getattr(self, "_fastnn_fresh", None):
+            still = set(self._fastnn_plan.fresh())
+            self._fastnn_fresh = {p for i, p in enumerate(self._fastnn_params) if i in still}
         return loss
 
 
@@ -99,48 +155,25 @@ class Adam(_FusedStep, torch.optim.Adam):
     """torch.optim.Adam with a fused multi-tensor step (decoupled_weight_decay=True is AdamW)."""
 
     _name = "fastnn.optim.Adam"
+    _kind = "adam"
+    _state_keys = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
-    def _fused_step(self, groups, grad_scale, found_inf, created):
-        params, grads, exp_avgs, exp_avg_sqs, max_sqs, steps, sizes = [], [], [], [], [], [], []
-        lr, b1, b2, wd, eps, ams, maxi, lr32 = [], [], [], [], [], [], [], []
-        decoupled = None
-        for g, ps in groups:
-            d = bool(g.get("decoupled_weight_decay", False))
-            if decoupled is None:
-                decoupled = d
-            elif decoupled != d and ps:
-                raise ValueError(f"{self._name}: param groups mix decoupled_weight_decay True and False")
-            amsgrad = g["amsgrad"]
-            for p in ps:
-                st = self.state[p]
-                if len(st) == 0:
-                    created.append(p)
-                    st["step"] = self._new_step_tensor()
-                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    if amsgrad:
-                        st["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                elif amsgrad and "max_exp_avg_sq" not in st:
-                    st["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                self._fix_step(st)
-                params.append(p)
-                grads.append(p.grad)
-                exp_avgs.append(st["exp_avg"])
-                exp_avg_sqs.append(st["exp_avg_sq"])
-                max_sqs.append(st["max_exp_avg_sq"] if amsgrad else p.new_empty(0))
-                steps.append(st["step"])
-            sizes.append(len(ps))
-            beta1, beta2 = g["betas"]
-            lr.append(_scalar(g["lr"]))
-            b1.append(_scalar(beta1))
-            b2.append(_scalar(beta2))
-            wd.append(_scalar(g["weight_decay"]))
-            eps.append(_scalar(g["eps"]))
-            ams.append(bool(amsgrad))
-            maxi.append(bool(g["maximize"]))
-            lr32.append(_is_f32(g["lr"]))
-        _ops_ns.adam_(params, grads, exp_avgs, exp_avg_sqs, max_sqs, steps, sizes, lr, b1, b2, wd, eps, ams, maxi,
-                      bool(decoupled), lr32, grad_scale, found_inf)
+    def _hparams(self, g):
+        beta1, beta2 = g["betas"]
+        return ([_scalar(g["lr"]), _scalar(beta1), _scalar(beta2), _scalar(g["weight_decay"]), _scalar(g["eps"])],
+                [bool(g["amsgrad"]), bool(g["maximize"]), _is_f32(g["lr"]),
+                 bool(g.get("decoupled_weight_decay", False))])
+
+    def _init_state(self, p, g, st):
+        added = []
+        for k in ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if g["amsgrad"] else ()):
+            if k not in st:
+                st[k] = _zeros(p)
+                added.append(k)
+        if "step" not in st:
+            st["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
+            added.append("step")
+        return added
 
 
 class AdamW(Adam, torch.optim.AdamW):
@@ -153,103 +186,69 @@ class RMSprop(_FusedStep, torch.optim.RMSprop):
     """torch.optim.RMSprop (centered, momentum) with a fused multi-tensor step."""
 
     _name = "fastnn.optim.RMSprop"
+    _kind = "rmsprop"
+    _state_keys = ("square_avg", "grad_avg", "momentum_buffer")
 
-    def _fused_step(self, groups, grad_scale, found_inf, created):
-        params, grads, sq, gavg, bufs, steps, sizes = [], [], [], [], [], [], []
-        lr, alpha, eps, wd, mom, cen, maxi = [], [], [], [], [], [], []
-        for g, ps in groups:
-            centered, momentum = g["centered"], _scalar(g["momentum"])
-            for p in ps:
-                st = self.state[p]
-                if len(st) == 0:
-                    created.append(p)
-                    st["step"] = self._new_step_tensor()
-                    st["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    if momentum > 0:
-                        st["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    if centered:
-                        st["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                self._fix_step(st)
-                params.append(p)
-                grads.append(p.grad)
-                sq.append(st["square_avg"])
-                gavg.append(st["grad_avg"] if centered else p.new_empty(0))
-                bufs.append(st["momentum_buffer"] if momentum > 0 else p.new_empty(0))
-                steps.append(st["step"])
-            sizes.append(len(ps))
-            lr.append(_scalar(g["lr"]))
-            alpha.append(_scalar(g["alpha"]))
-            eps.append(_scalar(g["eps"]))
-            wd.append(_scalar(g["weight_decay"]))
-            mom.append(momentum)
-            cen.append(bool(centered))
-            maxi.append(bool(g["maximize"]))
-        _ops_ns.rmsprop_(params, grads, sq, gavg, bufs, steps, sizes, lr, alpha, eps, wd, mom, cen, maxi,
-                         grad_scale, found_inf)
+    def _hparams(self, g):
+        return ([_scalar(g["lr"]), _scalar(g["alpha"]), _scalar(g["eps"]), _scalar(g["weight_decay"]),
+                 _scalar(g["momentum"])],
+                [bool(g["centered"]), bool(g["maximize"])])
+
+    def _init_state(self, p, g, st):
+        want = ["square_avg"]
+        if _scalar(g["momentum"]) > 0:
+            want.append("momentum_buffer")
+        if g["centered"]:
+            want.append("grad_avg")
+        added = [k for k in want if k not in st]
+        for k in added:
+            st[k] = _zeros(p)
+        if "step" not in st:
+            st["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
+            added.append("step")
+        return added
 
 
 class SGD(_FusedStep, torch.optim.SGD):
     """torch.optim.SGD (momentum, dampening, nesterov) with a fused multi-tensor step."""
 
     _name = "fastnn.optim.SGD"
+    _kind = "sgd"
+    _state_keys = ("momentum_buffer",)
+    _has_step = False
 
-    def _fused_step(self, groups, grad_scale, found_inf, created):
-        params, grads, bufs, first, sizes = [], [], [], [], []
-        lr, mom, damp, wd, nest, maxi = [], [], [], [], [], []
-        for g, ps in groups:
-            momentum = _scalar(g["momentum"])
-            for p in ps:
-                params.append(p)
-                grads.append(p.grad)
-                if momentum != 0:
-                    st = self.state[p]
-                    buf = st.get("momentum_buffer")
-                    if buf is None:
-                        created.append(p)
-                        buf = st["momentum_buffer"] = torch.empty_like(p, memory_format=torch.preserve_format)
-                        first.append(True)
-                    else:
-                        first.append(False)
-                    bufs.append(buf)
-                else:
-                    bufs.append(p.new_empty(0))
-                    first.append(False)
-            sizes.append(len(ps))
-            lr.append(_scalar(g["lr"]))
-            mom.append(momentum)
-            damp.append(_scalar(g["dampening"]))
-            wd.append(_scalar(g["weight_decay"]))
-            nest.append(bool(g["nesterov"]))
-            maxi.append(bool(g["maximize"]))
-        _ops_ns.sgd_(params, grads, bufs, first, sizes, lr, mom, damp, wd, nest, maxi, grad_scale, found_inf)
+    def _hparams(self, g):
+        return ([_scalar(g["lr"]), _scalar(g["momentum"]), _scalar(g["dampening"]), _scalar(g["weight_decay"])],
+                [bool(g["nesterov"]), bool(g["maximize"])])
+
+    def _init_state(self, p, g, st):
+        # torch sets the buffer to the (decayed) gradient on the first step: the kernel does that
+        # for buffers marked fresh.
+        st["momentum_buffer"] = _zeros(p)
+        if not hasattr(self, "_fastnn_fresh"):
+            self._fastnn_fresh = set()
+        self._fastnn_fresh.add(p)
+        return ["momentum_buffer"]
 
 
 class Adagrad(_FusedStep, torch.optim.Adagrad):
     """torch.optim.Adagrad with a fused multi-tensor step."""
 
     _name = "fastnn.optim.Adagrad"
+    _kind = "adagrad"
+    _state_keys = ("sum",)
 
-    def _fused_step(self, groups, grad_scale, found_inf, created):
-        params, grads, sums, steps, sizes = [], [], [], [], []
-        lr, lr_decay, wd, eps, maxi, lr32 = [], [], [], [], [], []
-        for g, ps in groups:
-            for p in ps:
-                st = self.state[p]
-                if len(st) == 0:  # a param added after construction (torch fills state in __init__)
-                    created.append(p)
-                    st["step"] = self._new_step_tensor()
-                    st["sum"] = torch.full_like(p, _scalar(g["initial_accumulator_value"]),
-                                                memory_format=torch.preserve_format)
-                self._fix_step(st)
-                params.append(p)
-                grads.append(p.grad)
-                sums.append(st["sum"])
-                steps.append(st["step"])
-            sizes.append(len(ps))
-            lr.append(_scalar(g["lr"]))
-            lr_decay.append(_scalar(g["lr_decay"]))
-            wd.append(_scalar(g["weight_decay"]))
-            eps.append(_scalar(g["eps"]))
-            maxi.append(bool(g["maximize"]))
-            lr32.append(_is_f32(g["lr"]))
-        _ops_ns.adagrad_(params, grads, sums, steps, sizes, lr, lr_decay, wd, eps, maxi, lr32, grad_scale, found_inf)
+    def _hparams(self, g):
+        return ([_scalar(g["lr"]), _scalar(g["lr_decay"]), _scalar(g["weight_decay"]), _scalar(g["eps"])],
+                [bool(g["maximize"]), _is_f32(g["lr"])])
+
+    def _init_state(self, p, g, st):  # a param added after construction (torch fills state in __init__)
+        added = []
+        if "sum" not in st:
+            st["sum"] = torch.full_like(p, _scalar(g["initial_accumulator_value"]),
+                                        memory_format=torch.preserve_format)
+            added.append("sum")
+        if "step" not in st:
+            st["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
+            added.append("step")
+        return added

@@ -1,12 +1,14 @@
-// fastnn::adam_, rmsprop_, sgd_, adagrad_ on the CPU: validate everything, then one kernel call
+// fastnn::adam_, rmsprop_, sgd_, adagrad_ on the CPU, and OptimizerPlan, the cached form the
+// Python optimizers call every step. Both validate everything, then make one kernel call
 // (csrc/optim/optim_cpu_kernels.h) for all tensors of all param groups.
 //
 // Nothing is modified until every argument has been checked, so a bad input leaves parameters and
 // state untouched. Tensors whose layout the kernel cannot stream directly (a parameter that is not
 // dense, or grad/state strides that differ from the parameter's) are staged through contiguous
 // copies and copied back: the real parameter is always the one updated.
+#include "optim.h"
+
 #include <torch/library.h>
-#include <ATen/ATen.h>
 
 #include <cmath>
 
@@ -21,9 +23,122 @@ using at::TensorList;
 struct Row {
   Tensor p, g, s[3], step;
   bool use[3] = {false, false, false};
+  bool first = false;  // SGD: momentum buffer is new
+  int64_t group = 0;
   int flags = 0;
   double k[8] = {0, 0, 0, 0, 0, 0, 0, 0};
 };
+
+// ---- what each optimizer's group hyper-parameters mean (GroupHP.h / GroupHP.b) ----
+//   Adam:    h = lr, beta1, beta2, weight_decay, eps   b = amsgrad, maximize, lr_is_float32, decoupled
+//   RMSprop: h = lr, alpha, eps, weight_decay, momentum b = centered, maximize
+//   SGD:     h = lr, momentum, dampening, weight_decay  b = nesterov, maximize
+//   Adagrad: h = lr, lr_decay, weight_decay, eps        b = maximize, lr_is_float32
+
+const char* op_name(OptKind kind, const GroupHP& hp) {
+  switch (kind) {
+    case OptKind::Adam: return hp.b[3] ? "fastnn.optim.AdamW" : "fastnn.optim.Adam";
+    case OptKind::RMSprop: return "fastnn.optim.RMSprop";
+    case OptKind::SGD: return "fastnn.optim.SGD";
+    case OptKind::Adagrad: return "fastnn.optim.Adagrad";
+  }
+  return "fastnn.optim";
+}
+
+void check_hp(OptKind kind, const GroupHP& hp) {
+  const char* op = op_name(kind, hp);
+  const double lr = hp.h[0];
+  TORCH_CHECK(lr >= 0, op, ": invalid learning rate: ", lr);
+  switch (kind) {
+    case OptKind::Adam:
+      TORCH_CHECK(hp.h[4] >= 0, op, ": invalid epsilon value: ", hp.h[4]);
+      TORCH_CHECK(hp.h[1] >= 0 && hp.h[1] < 1, op, ": invalid beta parameter at index 0: ", hp.h[1]);
+      TORCH_CHECK(hp.h[2] >= 0 && hp.h[2] < 1, op, ": invalid beta parameter at index 1: ", hp.h[2]);
+      TORCH_CHECK(hp.h[3] >= 0, op, ": invalid weight_decay value: ", hp.h[3]);
+      break;
+    case OptKind::RMSprop:
+      TORCH_CHECK(hp.h[2] >= 0, op, ": invalid epsilon value: ", hp.h[2]);
+      TORCH_CHECK(hp.h[1] >= 0, op, ": invalid alpha value: ", hp.h[1]);
+      TORCH_CHECK(hp.h[3] >= 0, op, ": invalid weight_decay value: ", hp.h[3]);
+      TORCH_CHECK(hp.h[4] >= 0, op, ": invalid momentum value: ", hp.h[4]);
+      break;
+    case OptKind::SGD:
+      TORCH_CHECK(hp.h[1] >= 0, op, ": invalid momentum value: ", hp.h[1]);
+      TORCH_CHECK(hp.h[3] >= 0, op, ": invalid weight_decay value: ", hp.h[3]);
+      TORCH_CHECK(!hp.b[0] || (hp.h[1] > 0 && hp.h[2] == 0), op,
+                  ": Nesterov momentum requires a momentum and zero dampening");
+      break;
+    case OptKind::Adagrad:
+      TORCH_CHECK(hp.h[1] >= 0, op, ": invalid lr_decay value: ", hp.h[1]);
+      TORCH_CHECK(hp.h[2] >= 0, op, ": invalid weight_decay value: ", hp.h[2]);
+      TORCH_CHECK(hp.h[3] >= 0, op, ": invalid epsilon value: ", hp.h[3]);
+      break;
+  }
+}
+
+// Which state tensors a row needs, and its flag bits.
+void set_usage(OptKind kind, const GroupHP& hp, Row& r) {
+  auto F = [](bool c, int f) { return c ? f : 0; };
+  switch (kind) {
+    case OptKind::Adam:
+      r.use[0] = r.use[1] = true;
+      r.use[2] = hp.b[0];
+      r.flags = F(hp.b[1], kMaximize) | F(hp.h[3] != 0, kWeightDecay) | F(hp.b[0], kAmsgrad) | F(hp.b[3], kDecoupled);
+      break;
+    case OptKind::RMSprop:
+      r.use[0] = true;
+      r.use[1] = hp.b[0];
+      r.use[2] = hp.h[4] > 0;
+      r.flags = F(hp.b[1], kMaximize) | F(hp.h[3] != 0, kWeightDecay) | F(hp.b[0], kCentered) |
+                F(hp.h[4] > 0, kMomentum);
+      break;
+    case OptKind::SGD:
+      r.use[0] = hp.h[1] != 0;
+      r.flags = F(hp.b[1], kMaximize) | F(hp.h[3] != 0, kWeightDecay) | F(hp.h[1] != 0, kMomentum) |
+                F(hp.b[0], kNesterov) | F(hp.h[1] != 0 && r.first, kFirstStep);
+      break;
+    case OptKind::Adagrad:
+      r.use[0] = true;
+      r.flags = F(hp.b[0], kMaximize) | F(hp.h[2] != 0, kWeightDecay);
+      break;
+  }
+}
+
+// Constants of a row's update, from its group and its (already incremented) step.
+void set_consts(OptKind kind, const GroupHP& hp, Row& r, double step) {
+  const double lr = hp.h[0];
+  switch (kind) {
+    case OptKind::Adam: {
+      const double beta1 = hp.h[1], beta2 = hp.h[2], wd = hp.h[3];
+      const double bc1 = 1 - std::pow(beta1, step), bc2 = 1 - std::pow(beta2, step);
+      double step_size = lr / bc1, decay_keep = 1 - lr * wd;
+      if (hp.b[2]) {  // torch does this arithmetic on the float32 lr tensor
+        step_size = double(float(lr) / float(bc1));
+        decay_keep = double(1.f - float(lr) * float(wd));
+      }
+      const double k[8] = {wd, decay_keep, 1 - beta1, beta2, 1 - beta2, std::pow(bc2, 0.5), hp.h[4], -step_size};
+      std::copy(k, k + 8, r.k);
+      break;
+    }
+    case OptKind::RMSprop: {
+      const double k[6] = {hp.h[3], hp.h[1], 1 - hp.h[1], hp.h[2], hp.h[4], -lr};
+      std::copy(k, k + 6, r.k);
+      break;
+    }
+    case OptKind::SGD: {
+      const double k[4] = {hp.h[3], hp.h[1], 1 - hp.h[2], -lr};
+      std::copy(k, k + 4, r.k);
+      break;
+    }
+    case OptKind::Adagrad: {
+      const double denom = 1 + (step - 1) * hp.h[1];
+      const double clr = hp.b[1] ? double(float(lr) / float(denom)) : lr / denom;
+      const double k[3] = {hp.h[2], hp.h[3], -clr};
+      std::copy(k, k + 3, r.k);
+      break;
+    }
+  }
+}
 
 DType opt_dtype(const char* op, const Tensor& p) {
   switch (p.scalar_type()) {
@@ -37,32 +152,9 @@ DType opt_dtype(const char* op, const Tensor& p) {
   }
 }
 
-// Per-tensor group index from group_sizes; checks that the sizes cover the tensors exactly.
-std::vector<int64_t> group_index(const char* op, at::IntArrayRef group_sizes, int64_t n) {
-  std::vector<int64_t> gi;
-  gi.reserve(n);
-  for (size_t gidx = 0; gidx < group_sizes.size(); ++gidx) {
-    TORCH_CHECK(group_sizes[gidx] >= 0, op, ": negative group size");
-    for (int64_t j = 0; j < group_sizes[gidx]; ++j) gi.push_back(int64_t(gidx));
-  }
-  TORCH_CHECK(int64_t(gi.size()) == n, op, ": group_sizes add up to ", gi.size(), " but ", n,
-              " parameters were given");
-  return gi;
-}
-
-template <class L>
-void check_group_list(const char* op, const char* name, const L& list, size_t ngroups) {
-  TORCH_CHECK(list.size() == ngroups, op, ": ", name, " has ", list.size(), " entries for ", ngroups, " groups");
-}
-
-void check_list_len(const char* op, const char* name, TensorList l, int64_t n, bool required) {
-  TORCH_CHECK(l.size() == 0 ? !required || n == 0 : int64_t(l.size()) == n, op, ": ", name, " has ", l.size(),
-              " tensors but there are ", n, " parameters");
-}
-
-void validate_rows(const char* op, const std::vector<Row>& rows, const c10::optional<Tensor>& grad_scale,
-                   const c10::optional<Tensor>& found_inf) {
-  static const char* state_names[3] = {"state 0", "state 1", "state 2"};
+void validate_rows(const char* op, bool has_step, const std::vector<Row>& rows,
+                   const c10::optional<Tensor>& grad_scale, const c10::optional<Tensor>& found_inf) {
+  static const char* state_names[3] = {"first state", "second state", "third state"};
   for (size_t i = 0; i < rows.size(); ++i) {
     const Row& r = rows[i];
     TORCH_CHECK(r.p.defined() && r.g.defined(), op, ": parameter ", i, " or its gradient is undefined");
@@ -80,10 +172,11 @@ void validate_rows(const char* op, const std::vector<Row>& rows, const c10::opti
       if (!r.use[s]) continue;
       TORCH_CHECK(r.s[s].defined() && r.s[s].sizes() == r.p.sizes() && r.s[s].scalar_type() == r.p.scalar_type() &&
                       r.s[s].device() == r.p.device(),
-                  op, ": ", state_names[s], " of parameter ", i, " must match the parameter's shape, dtype and device");
+                  op, ": ", state_names[s], " of parameter ", i,
+                  " must match the parameter's shape, dtype and device");
     }
-    if (r.step.defined()) {
-      TORCH_CHECK(r.step.numel() == 1 && r.step.device().is_cpu() &&
+    if (has_step) {
+      TORCH_CHECK(r.step.defined() && r.step.numel() == 1 && r.step.device().is_cpu() &&
                       (r.step.scalar_type() == at::kFloat || r.step.scalar_type() == at::kDouble),
                   op, ": step of parameter ", i, " must be a float32/float64 CPU scalar tensor");
     }
@@ -93,10 +186,6 @@ void validate_rows(const char* op, const std::vector<Row>& rows, const c10::opti
       TORCH_CHECK((*t)->numel() == 1 && (*t)->device().is_cpu(), op,
                   ": grad_scale and found_inf must be one-element CPU tensors");
   }
-}
-
-bool found_inf_set(const c10::optional<Tensor>& found_inf) {
-  return found_inf.has_value() && found_inf->defined() && found_inf->item<double>() != 0.0;
 }
 
 // Increments step and returns its new value (as torch's `step_t += 1; step = step_t.item()`).
@@ -118,7 +207,7 @@ void execute(const char* op, OptKind kind, std::vector<Row>& rows, const c10::op
   const bool unscale = grad_scale.has_value() && grad_scale->defined();
   if (unscale) scale = grad_scale->item<float>();
   struct Staged { Tensor dst, tmp; };
-  std::vector<Staged> copy_back;
+  std::vector<Staged> keep;  // copies to write back (dst defined) or just to keep alive
   std::vector<OptSlot> slots[3];
   for (Row& r : rows) {
     bool direct = r.p.is_non_overlapping_and_dense();
@@ -126,91 +215,126 @@ void execute(const char* op, OptKind kind, std::vector<Row>& rows, const c10::op
     OptSlot slot{};
     if (direct) {
       // A gradient laid out differently is only read: one copy in the parameter's layout.
-      Tensor g = same_layout(r.g, r.p) ? r.g : at::empty_like(r.p).copy_(r.g);
+      Tensor g = r.g;
+      if (!same_layout(r.g, r.p)) {
+        g = at::empty_like(r.p).copy_(r.g);
+        keep.push_back({Tensor(), g});
+      }
       slot.param = r.p.data_ptr();
       slot.grad = g.data_ptr();
       for (int s = 0; s < 3; ++s) slot.state[s] = r.use[s] ? r.s[s].data_ptr() : nullptr;
-      if (!same_layout(r.g, r.p)) copy_back.push_back({Tensor(), g});  // keeps the copy alive
     } else {
       Tensor p = r.p.contiguous();
-      copy_back.push_back({r.p, p});
-      slot.param = p.data_ptr();
+      keep.push_back({r.p, p});
       Tensor g = r.g.contiguous();
-      copy_back.push_back({Tensor(), g});
+      keep.push_back({Tensor(), g});
+      slot.param = p.data_ptr();
       slot.grad = g.data_ptr();
       for (int s = 0; s < 3; ++s) {
         if (!r.use[s]) continue;
         Tensor t = r.s[s].contiguous();
-        if (!t.is_same(r.s[s])) copy_back.push_back({r.s[s], t});
+        if (!t.is_same(r.s[s])) keep.push_back({r.s[s], t});
         slot.state[s] = t.data_ptr();
       }
     }
     slot.numel = r.p.numel();
     slot.flags = r.flags;
-    for (int j = 0; j < 8; ++j) slot.k[j] = r.k[j];
+    std::copy(r.k, r.k + 8, slot.k);
     slots[int(opt_dtype(op, r.p))].push_back(slot);
   }
   const auto& kern = optim_cpu_kernels();
   for (int d = 0; d < 3; ++d)
-    if (!slots[d].empty()) kern.step(kind, DType(d), slots[d].data(), int64_t(slots[d].size()), unscale ? &scale : nullptr);
-  for (auto& c : copy_back)
+    if (!slots[d].empty())
+      kern.step(kind, DType(d), slots[d].data(), int64_t(slots[d].size()), unscale ? &scale : nullptr);
+  for (auto& c : keep)
     if (c.dst.defined()) c.dst.copy_(c.tmp);
 }
 
-template <class T>
-const T& at_group(const std::vector<T>& v, int64_t g) { return v[g]; }
+// The common step: check hyper-parameters and tensors, then (unless found_inf is set) bump the
+// steps, compute the constants and run the kernel. Returns false when the step was skipped.
+bool run_step(OptKind kind, std::vector<Row>& rows, const std::vector<GroupHP>& hps,
+              const c10::optional<Tensor>& grad_scale, const c10::optional<Tensor>& found_inf) {
+  const char* op = op_name(kind, hps.empty() ? GroupHP{} : hps[0]);
+  for (const auto& hp : hps) check_hp(kind, hp);
+  for (Row& r : rows) set_usage(kind, hps[r.group], r);
+  const bool has_step = kind != OptKind::SGD;
+  validate_rows(op, has_step, rows, grad_scale, found_inf);
+  if (found_inf.has_value() && found_inf->defined() && found_inf->item<double>() != 0.0) return false;
+  for (Row& r : rows) set_consts(kind, hps[r.group], r, has_step ? bump_step(r.step) : 0.0);
+  execute(op, kind, rows, grad_scale);
+  return true;
+}
+
+// ---- the torch.library ops: lists in, per-group hyper-parameters as lists ----
+
+std::vector<int64_t> group_index(const char* op, at::IntArrayRef group_sizes, int64_t n) {
+  std::vector<int64_t> gi;
+  gi.reserve(n);
+  for (size_t g = 0; g < group_sizes.size(); ++g) {
+    TORCH_CHECK(group_sizes[g] >= 0, op, ": negative group size");
+    for (int64_t j = 0; j < group_sizes[g]; ++j) gi.push_back(int64_t(g));
+  }
+  TORCH_CHECK(int64_t(gi.size()) == n, op, ": group_sizes add up to ", gi.size(), " but ", n,
+              " parameters were given");
+  return gi;
+}
+
+// Builds rows from the op's tensor lists; a state list may be empty when no group uses it.
+std::vector<Row> rows_from_lists(const char* op, TensorList params, TensorList grads,
+                                 std::initializer_list<TensorList> states, TensorList steps,
+                                 at::IntArrayRef group_sizes) {
+  const int64_t n = params.size();
+  auto gi = group_index(op, group_sizes, n);
+  TORCH_CHECK(int64_t(grads.size()) == n, op, ": ", grads.size(), " gradients for ", n, " parameters");
+  TORCH_CHECK(steps.empty() || int64_t(steps.size()) == n, op, ": ", steps.size(), " steps for ", n,
+              " parameters");
+  std::vector<Row> rows(n);
+  int s = 0;
+  for (TensorList l : states) {
+    TORCH_CHECK(l.empty() || int64_t(l.size()) == n, op, ": a state list has ", l.size(), " tensors for ", n,
+                " parameters");
+    for (int64_t i = 0; i < int64_t(l.size()); ++i) rows[i].s[s] = l[i];
+    ++s;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    rows[i].p = params[i];
+    rows[i].g = grads[i];
+    rows[i].group = gi[i];
+    if (!steps.empty()) rows[i].step = steps[i];
+  }
+  return rows;
+}
+
+template <class... Lists>
+std::vector<GroupHP> group_hps(const char* op, size_t G, std::initializer_list<at::ArrayRef<double>> h,
+                               std::initializer_list<const c10::List<bool>*> b) {
+  std::vector<GroupHP> hps(G);
+  int j = 0;
+  for (auto l : h) {
+    TORCH_CHECK(l.size() == G, op, ": a hyper-parameter list has ", l.size(), " entries for ", G, " groups");
+    for (size_t g = 0; g < G; ++g) hps[g].h[j] = l[g];
+    ++j;
+  }
+  j = 0;
+  for (auto l : b) {
+    TORCH_CHECK(l->size() == G, op, ": a flag list has ", l->size(), " entries for ", G, " groups");
+    for (size_t g = 0; g < G; ++g) hps[g].b[j] = l->get(g);
+    ++j;
+  }
+  return hps;
+}
 
 void adam_cpu(TensorList params, TensorList grads, TensorList exp_avgs, TensorList exp_avg_sqs,
               TensorList max_exp_avg_sqs, TensorList steps, at::IntArrayRef group_sizes, at::ArrayRef<double> lr,
               at::ArrayRef<double> beta1, at::ArrayRef<double> beta2, at::ArrayRef<double> weight_decay,
               at::ArrayRef<double> eps, c10::List<bool> amsgrad, c10::List<bool> maximize, bool decoupled,
-              c10::List<bool> lr_f32, const c10::optional<Tensor>& grad_scale, const c10::optional<Tensor>& found_inf) {
+              c10::List<bool> lr_f32, const c10::optional<Tensor>& grad_scale,
+              const c10::optional<Tensor>& found_inf) {
   const char* op = decoupled ? "fastnn.optim.AdamW" : "fastnn.optim.Adam";
-  const int64_t n = params.size();
-  const size_t G = group_sizes.size();
-  auto gi = group_index(op, group_sizes, n);
-  check_group_list(op, "lr", lr, G); check_group_list(op, "betas", beta1, G); check_group_list(op, "betas", beta2, G);
-  check_group_list(op, "weight_decay", weight_decay, G); check_group_list(op, "eps", eps, G);
-  check_group_list(op, "amsgrad", amsgrad, G); check_group_list(op, "maximize", maximize, G);
-  check_group_list(op, "lr_is_float32", lr_f32, G);
-  check_list_len(op, "grads", grads, n, true); check_list_len(op, "exp_avgs", exp_avgs, n, true);
-  check_list_len(op, "exp_avg_sqs", exp_avg_sqs, n, true); check_list_len(op, "state_steps", steps, n, true);
-  bool any_ams = false;
-  for (size_t g = 0; g < G; ++g) {
-    TORCH_CHECK(lr[g] >= 0, op, ": invalid learning rate: ", lr[g]);
-    TORCH_CHECK(eps[g] >= 0, op, ": invalid epsilon value: ", eps[g]);
-    TORCH_CHECK(beta1[g] >= 0 && beta1[g] < 1, op, ": invalid beta parameter at index 0: ", beta1[g]);
-    TORCH_CHECK(beta2[g] >= 0 && beta2[g] < 1, op, ": invalid beta parameter at index 1: ", beta2[g]);
-    TORCH_CHECK(weight_decay[g] >= 0, op, ": invalid weight_decay value: ", weight_decay[g]);
-    any_ams = any_ams || amsgrad.get(g);
-  }
-  check_list_len(op, "max_exp_avg_sqs", max_exp_avg_sqs, n, any_ams);
-  std::vector<Row> rows(n);
-  for (int64_t i = 0; i < n; ++i) {
-    Row& r = rows[i];
-    const int64_t g = gi[i];
-    r.p = params[i]; r.g = grads[i]; r.s[0] = exp_avgs[i]; r.s[1] = exp_avg_sqs[i]; r.step = steps[i];
-    r.use[0] = r.use[1] = true;
-    if (amsgrad.get(g)) { r.s[2] = max_exp_avg_sqs[i]; r.use[2] = true; }
-    r.flags = (maximize.get(g) ? kMaximize : 0) | (weight_decay[g] != 0 ? kWeightDecay : 0) |
-              (amsgrad.get(g) ? kAmsgrad : 0) | (decoupled ? kDecoupled : 0);
-  }
-  validate_rows(op, rows, grad_scale, found_inf);
-  if (found_inf_set(found_inf)) return;
-  for (int64_t i = 0; i < n; ++i) {
-    Row& r = rows[i];
-    const int64_t g = gi[i];
-    const double step = bump_step(r.step);
-    const double bc1 = 1 - std::pow(beta1[g], step), bc2 = 1 - std::pow(beta2[g], step);
-    double step_size = lr[g] / bc1, decay_keep = 1 - lr[g] * weight_decay[g];
-    if (lr_f32.get(g)) {
-      step_size = double(float(lr[g]) / float(bc1));
-      decay_keep = double(1.f - float(lr[g]) * float(weight_decay[g]));
-    }
-    r.k[0] = weight_decay[g]; r.k[1] = decay_keep; r.k[2] = 1 - beta1[g];
-    r.k[3] = beta2[g]; r.k[4] = 1 - beta2[g]; r.k[5] = std::pow(bc2, 0.5); r.k[6] = eps[g]; r.k[7] = -step_size;
-  }
-  execute(op, OptKind::Adam, rows, grad_scale);
+  auto rows = rows_from_lists(op, params, grads, {exp_avgs, exp_avg_sqs, max_exp_avg_sqs}, steps, group_sizes);
+  auto hps = group_hps(op, group_sizes.size(), {lr, beta1, beta2, weight_decay, eps}, {&amsgrad, &maximize, &lr_f32});
+  for (auto& hp : hps) hp.b[3] = decoupled;
+  run_step(OptKind::Adam, rows, hps, grad_scale, found_inf);
 }
 
 void rmsprop_cpu(TensorList params, TensorList grads, TensorList square_avgs, TensorList grad_avgs,
@@ -219,42 +343,9 @@ void rmsprop_cpu(TensorList params, TensorList grads, TensorList square_avgs, Te
                  at::ArrayRef<double> momentum, c10::List<bool> centered, c10::List<bool> maximize,
                  const c10::optional<Tensor>& grad_scale, const c10::optional<Tensor>& found_inf) {
   const char* op = "fastnn.optim.RMSprop";
-  const int64_t n = params.size();
-  const size_t G = group_sizes.size();
-  auto gi = group_index(op, group_sizes, n);
-  check_group_list(op, "lr", lr, G); check_group_list(op, "alpha", alpha, G); check_group_list(op, "eps", eps, G);
-  check_group_list(op, "weight_decay", weight_decay, G); check_group_list(op, "momentum", momentum, G);
-  check_group_list(op, "centered", centered, G); check_group_list(op, "maximize", maximize, G);
-  check_list_len(op, "grads", grads, n, true); check_list_len(op, "square_avgs", square_avgs, n, true);
-  check_list_len(op, "state_steps", steps, n, true);
-  bool any_c = false, any_m = false;
-  for (size_t g = 0; g < G; ++g) {
-    TORCH_CHECK(lr[g] >= 0, op, ": invalid learning rate: ", lr[g]);
-    TORCH_CHECK(eps[g] >= 0, op, ": invalid epsilon value: ", eps[g]);
-    TORCH_CHECK(momentum[g] >= 0, op, ": invalid momentum value: ", momentum[g]);
-    TORCH_CHECK(weight_decay[g] >= 0, op, ": invalid weight_decay value: ", weight_decay[g]);
-    TORCH_CHECK(alpha[g] >= 0, op, ": invalid alpha value: ", alpha[g]);
-    any_c = any_c || centered.get(g);
-    any_m = any_m || momentum[g] > 0;
-  }
-  check_list_len(op, "grad_avgs", grad_avgs, n, any_c);
-  check_list_len(op, "momentum_buffers", momentum_buffers, n, any_m);
-  std::vector<Row> rows(n);
-  for (int64_t i = 0; i < n; ++i) {
-    Row& r = rows[i];
-    const int64_t g = gi[i];
-    r.p = params[i]; r.g = grads[i]; r.s[0] = square_avgs[i]; r.use[0] = true; r.step = steps[i];
-    if (centered.get(g)) { r.s[1] = grad_avgs[i]; r.use[1] = true; }
-    if (momentum[g] > 0) { r.s[2] = momentum_buffers[i]; r.use[2] = true; }
-    r.flags = (maximize.get(g) ? kMaximize : 0) | (weight_decay[g] != 0 ? kWeightDecay : 0) |
-              (centered.get(g) ? kCentered : 0) | (momentum[g] > 0 ? kMomentum : 0);
-    r.k[0] = weight_decay[g]; r.k[1] = alpha[g]; r.k[2] = 1 - alpha[g]; r.k[3] = eps[g]; r.k[4] = momentum[g];
-    r.k[5] = -lr[g];
-  }
-  validate_rows(op, rows, grad_scale, found_inf);
-  if (found_inf_set(found_inf)) return;
-  for (Row& r : rows) bump_step(r.step);
-  execute(op, OptKind::RMSprop, rows, grad_scale);
+  auto rows = rows_from_lists(op, params, grads, {square_avgs, grad_avgs, momentum_buffers}, steps, group_sizes);
+  auto hps = group_hps(op, group_sizes.size(), {lr, alpha, eps, weight_decay, momentum}, {&centered, &maximize});
+  run_step(OptKind::RMSprop, rows, hps, grad_scale, found_inf);
 }
 
 void sgd_cpu(TensorList params, TensorList grads, TensorList momentum_buffers, c10::List<bool> first_step,
@@ -263,82 +354,103 @@ void sgd_cpu(TensorList params, TensorList grads, TensorList momentum_buffers, c
              c10::List<bool> maximize, const c10::optional<Tensor>& grad_scale,
              const c10::optional<Tensor>& found_inf) {
   const char* op = "fastnn.optim.SGD";
-  const int64_t n = params.size();
-  const size_t G = group_sizes.size();
-  auto gi = group_index(op, group_sizes, n);
-  check_group_list(op, "lr", lr, G); check_group_list(op, "momentum", momentum, G);
-  check_group_list(op, "dampening", dampening, G); check_group_list(op, "weight_decay", weight_decay, G);
-  check_group_list(op, "nesterov", nesterov, G); check_group_list(op, "maximize", maximize, G);
-  check_list_len(op, "grads", grads, n, true);
-  bool any_m = false;
-  for (size_t g = 0; g < G; ++g) {
-    TORCH_CHECK(lr[g] >= 0, op, ": invalid learning rate: ", lr[g]);
-    TORCH_CHECK(momentum[g] >= 0, op, ": invalid momentum value: ", momentum[g]);
-    TORCH_CHECK(weight_decay[g] >= 0, op, ": invalid weight_decay value: ", weight_decay[g]);
-    TORCH_CHECK(!nesterov.get(g) || (momentum[g] > 0 && dampening[g] == 0), op,
-                ": Nesterov momentum requires a momentum and zero dampening");
-    any_m = any_m || momentum[g] != 0;
-  }
-  check_list_len(op, "momentum_buffers", momentum_buffers, n, any_m);
-  TORCH_CHECK(int64_t(first_step.size()) == (any_m ? n : int64_t(first_step.size())), op,
+  auto rows = rows_from_lists(op, params, grads, {momentum_buffers}, {}, group_sizes);
+  TORCH_CHECK(first_step.size() == rows.size() || first_step.size() == 0, op,
               ": first_step must have one entry per parameter");
-  std::vector<Row> rows(n);
-  for (int64_t i = 0; i < n; ++i) {
-    Row& r = rows[i];
-    const int64_t g = gi[i];
-    r.p = params[i]; r.g = grads[i];
-    const bool mom = momentum[g] != 0;
-    if (mom) { r.s[0] = momentum_buffers[i]; r.use[0] = true; }
-    r.flags = (maximize.get(g) ? kMaximize : 0) | (weight_decay[g] != 0 ? kWeightDecay : 0) |
-              (mom ? kMomentum : 0) | (nesterov.get(g) ? kNesterov : 0) |
-              (mom && first_step.get(i) ? kFirstStep : 0);
-    r.k[0] = weight_decay[g]; r.k[1] = momentum[g]; r.k[2] = 1 - dampening[g]; r.k[3] = -lr[g];
-  }
-  validate_rows(op, rows, grad_scale, found_inf);
-  if (found_inf_set(found_inf)) return;
-  execute(op, OptKind::SGD, rows, grad_scale);
+  for (size_t i = 0; i < first_step.size(); ++i) rows[i].first = first_step.get(i);
+  auto hps = group_hps(op, group_sizes.size(), {lr, momentum, dampening, weight_decay}, {&nesterov, &maximize});
+  run_step(OptKind::SGD, rows, hps, grad_scale, found_inf);
 }
 
 void adagrad_cpu(TensorList params, TensorList grads, TensorList state_sums, TensorList steps,
                  at::IntArrayRef group_sizes, at::ArrayRef<double> lr, at::ArrayRef<double> lr_decay,
                  at::ArrayRef<double> weight_decay, at::ArrayRef<double> eps, c10::List<bool> maximize,
-                 c10::List<bool> lr_f32, const c10::optional<Tensor>& grad_scale, const c10::optional<Tensor>& found_inf) {
+                 c10::List<bool> lr_f32, const c10::optional<Tensor>& grad_scale,
+                 const c10::optional<Tensor>& found_inf) {
   const char* op = "fastnn.optim.Adagrad";
-  const int64_t n = params.size();
-  const size_t G = group_sizes.size();
-  auto gi = group_index(op, group_sizes, n);
-  check_group_list(op, "lr", lr, G); check_group_list(op, "lr_decay", lr_decay, G);
-  check_group_list(op, "weight_decay", weight_decay, G); check_group_list(op, "eps", eps, G);
-  check_group_list(op, "maximize", maximize, G); check_group_list(op, "lr_is_float32", lr_f32, G);
-  check_list_len(op, "grads", grads, n, true); check_list_len(op, "state_sums", state_sums, n, true);
-  check_list_len(op, "state_steps", steps, n, true);
-  for (size_t g = 0; g < G; ++g) {
-    TORCH_CHECK(lr[g] >= 0, op, ": invalid learning rate: ", lr[g]);
-    TORCH_CHECK(lr_decay[g] >= 0, op, ": invalid lr_decay value: ", lr_decay[g]);
-    TORCH_CHECK(weight_decay[g] >= 0, op, ": invalid weight_decay value: ", weight_decay[g]);
-    TORCH_CHECK(eps[g] >= 0, op, ": invalid epsilon value: ", eps[g]);
-  }
-  std::vector<Row> rows(n);
-  for (int64_t i = 0; i < n; ++i) {
-    Row& r = rows[i];
-    const int64_t g = gi[i];
-    r.p = params[i]; r.g = grads[i]; r.s[0] = state_sums[i]; r.use[0] = true; r.step = steps[i];
-    r.flags = (maximize.get(g) ? kMaximize : 0) | (weight_decay[g] != 0 ? kWeightDecay : 0);
-  }
-  validate_rows(op, rows, grad_scale, found_inf);
-  if (found_inf_set(found_inf)) return;
-  for (int64_t i = 0; i < n; ++i) {
-    Row& r = rows[i];
-    const int64_t g = gi[i];
-    const double step = bump_step(r.step);
-    const double denom = 1 + (step - 1) * lr_decay[g];
-    const double clr = lr_f32.get(g) ? double(float(lr[g]) / float(denom)) : lr[g] / denom;
-    r.k[0] = weight_decay[g]; r.k[1] = eps[g]; r.k[2] = -clr;
-  }
-  execute(op, OptKind::Adagrad, rows, grad_scale);
+  auto rows = rows_from_lists(op, params, grads, {state_sums}, steps, group_sizes);
+  auto hps = group_hps(op, group_sizes.size(), {lr, lr_decay, weight_decay, eps}, {&maximize, &lr_f32});
+  run_step(OptKind::Adagrad, rows, hps, grad_scale, found_inf);
+}
+
+OptKind parse_kind(const std::string& k) {
+  if (k == "adam") return OptKind::Adam;
+  if (k == "rmsprop") return OptKind::RMSprop;
+  if (k == "sgd") return OptKind::SGD;
+  if (k == "adagrad") return OptKind::Adagrad;
+  TORCH_CHECK_VALUE(false, "fastnn.optim: unknown optimizer kind '", k, "'");
 }
 
 }  // namespace
+
+// ---- OptimizerPlan ----
+
+OptimizerPlan::OptimizerPlan(const std::string& kind, std::vector<Tensor> params, std::vector<int64_t> group,
+                             const std::vector<std::vector<c10::optional<Tensor>>>& states,
+                             const std::vector<c10::optional<Tensor>>& steps, std::vector<bool> first)
+    : kind_(int(parse_kind(kind))), params_(std::move(params)), group_(std::move(group)), first_(std::move(first)) {
+  const size_t n = params_.size();
+  TORCH_CHECK(group_.size() == n && states.size() <= 3 && first_.size() == n && (steps.empty() || steps.size() == n),
+              "fastnn.optim: inconsistent plan");
+  auto unwrap = [](const std::vector<c10::optional<Tensor>>& l) {
+    std::vector<Tensor> out;
+    out.reserve(l.size());
+    for (const auto& t : l) out.push_back(t.has_value() ? *t : Tensor());
+    return out;
+  };
+  for (size_t s = 0; s < states.size(); ++s) {
+    states_[s] = unwrap(states[s]);
+    TORCH_CHECK(states_[s].empty() || states_[s].size() == n, "fastnn.optim: inconsistent plan");
+  }
+  steps_ = unwrap(steps);
+}
+
+std::vector<int64_t> OptimizerPlan::fresh() const {
+  std::vector<int64_t> out;
+  for (size_t i = 0; i < first_.size(); ++i)
+    if (first_[i]) out.push_back(int64_t(i));
+  return out;
+}
+
+std::vector<int64_t> OptimizerPlan::step(const std::vector<std::vector<double>>& h,
+                                         const std::vector<std::vector<bool>>& b,
+                                         const c10::optional<Tensor>& grad_scale,
+                                         const c10::optional<Tensor>& found_inf) {
+  const OptKind kind = OptKind(kind_);
+  TORCH_CHECK(h.size() == b.size(), "fastnn.optim: inconsistent hyper-parameters");
+  std::vector<GroupHP> hps(h.size());
+  for (size_t g = 0; g < h.size(); ++g) {
+    TORCH_CHECK(h[g].size() <= 5 && b[g].size() <= 4, "fastnn.optim: too many hyper-parameters");
+    std::copy(h[g].begin(), h[g].end(), hps[g].h);
+    std::copy(b[g].begin(), b[g].end(), hps[g].b);
+  }
+  std::vector<Row> rows;
+  rows.reserve(params_.size());
+  std::vector<int64_t> missing;  // params with a gradient whose state the caller must create first
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor& g = params_[i].grad();
+    if (!g.defined()) continue;  // torch skips parameters without gradients
+    Row r;
+    r.p = params_[i];
+    r.g = g;
+    r.group = group_[i];
+    TORCH_CHECK(r.group >= 0 && r.group < int64_t(hps.size()), "fastnn.optim: inconsistent plan");
+    r.first = first_[i];
+    for (int s = 0; s < 3; ++s)
+      if (!states_[s].empty()) r.s[s] = states_[s][i];
+    if (!steps_.empty()) r.step = steps_[i];
+    set_usage(kind, hps[r.group], r);
+    bool ok = kind == OptKind::SGD || r.step.defined();
+    for (int s = 0; s < 3; ++s) ok = ok && (!r.use[s] || r.s[s].defined());
+    if (!ok) missing.push_back(int64_t(i));
+    rows.push_back(std::move(r));
+  }
+  if (!missing.empty() || rows.empty()) return missing;
+  if (run_step(kind, rows, hps, grad_scale, found_inf))
+    for (size_t i = 0; i < first_.size(); ++i)
+      if (params_[i].grad().defined()) first_[i] = false;
+  return missing;
+}
 
 TORCH_LIBRARY_IMPL(fastnn, CPU, m) {
   m.impl("adam_", &adam_cpu);

@@ -1,0 +1,43 @@
+// OptimizerPlan: the tensors of a fastnn.optim optimizer, gathered once (Python rebuilds it when
+// params or state change) so that a step crosses into C++ with a handful of scalars instead of
+// five lists of tensors (torch's per-tensor boxing costs ~1 us per parameter from Python).
+#pragma once
+#include <ATen/ATen.h>
+
+#include <string>
+#include <vector>
+
+namespace fastnn {
+
+struct GroupHP {
+  double h[5] = {0, 0, 0, 0, 0};
+  bool b[4] = {false, false, false, false};
+};
+
+class OptimizerPlan {
+ public:
+  // kind: adam, rmsprop, sgd, adagrad. states: up to 3 lists (undefined tensors where a parameter
+  // has no such state yet); steps empty for SGD; first: SGD momentum buffers that are new.
+  OptimizerPlan(const std::string& kind, std::vector<at::Tensor> params, std::vector<int64_t> group,
+                const std::vector<std::vector<c10::optional<at::Tensor>>>& states,
+                const std::vector<c10::optional<at::Tensor>>& steps, std::vector<bool> first);
+
+  // One step with per-group hyper-parameters (see optim.cpp for their order). Reads each parameter's
+  // .grad; parameters without one are skipped. Returns the indices of parameters that have a
+  // gradient but lack state (nothing was done: create it and rebuild the plan).
+  std::vector<int64_t> step(const std::vector<std::vector<double>>& h, const std::vector<std::vector<bool>>& b,
+                            const c10::optional<at::Tensor>& grad_scale, const c10::optional<at::Tensor>& found_inf);
+
+  // SGD: indices whose momentum buffer has not been through a step yet.
+  std::vector<int64_t> fresh() const;
+
+ private:
+  int kind_;
+  std::vector<at::Tensor> params_;
+  std::vector<int64_t> group_;
+  std::vector<at::Tensor> states_[3];
+  std::vector<at::Tensor> steps_;
+  std::vector<bool> first_;
+};
+
+}  // namespace fastnn
