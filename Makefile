@@ -1,4 +1,5 @@
-# Quick start:  make demo   (sets up .venv, builds fastnn, runs the validation against torch)
+# Quick start:  make demo   (sets up .venv, builds fastnn, installs fonts when root, runs the
+#                            validation of fastnn against torch: python -m fastnn.validate --quick)
 #               make test   (sets up .venv, builds fastnn, runs the test suite)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -12,7 +13,7 @@ export MAX_JOBS ?= 2
 
 SOURCES := $(shell find csrc -type f) setup.py pyproject.toml
 
-.PHONY: demo test build bench cuda-build clean
+.PHONY: demo test build bench fonts cuda-build clean
 
 $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +27,11 @@ $(VENV)/.built: $(VENV)/.deps $(SOURCES)
 
 build: $(VENV)/.built
 
-demo: build
-	$(VPY) -m fastnn.demo
+fonts:
+	@bash scripts/install_fonts.sh
+
+demo: build fonts
+	$(VPY) -m fastnn.validate --quick
 
 test: build
 	$(VPY) -m pytest -q tests

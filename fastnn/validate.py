@@ -1,0 +1,437 @@
+"""Validate fastnn against native PyTorch on real training: ``python -m fastnn.validate``.
+
+Each workload trains a native torch model and its fastnn twin (``fastnn.nn.fuse`` of a copy, so the
+same initial weights) with the same seed and the same batches; the torch model uses torch.optim,
+the twin fastnn.optim. Reported per workload: final metrics of both, the largest relative parameter
+difference seen during training, time per epoch of each and the speed-up, and a PASS/FAIL parity
+verdict with its tolerance. Plots and a JSON summary go to --out. Exit code: 0 all PASS, 1 a FAIL,
+2 bad input (unknown workload, unusable data).
+
+    python -m fastnn.validate [WORKLOAD ...] [--device cpu|cuda] [--epochs N] [--data-dir PATH]
+                              [--out DIR] [--quick]
+"""
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+import fastnn
+from . import data as fdata
+
+# Parity: parameters must stay within PARAM_TOL of torch's (max |a - b| / max |a| per tensor);
+# final regression metrics within 1 %, accuracies within 0.5 percentage points.
+PARAM_TOL = 1e-3
+METRIC_RTOL = 0.01
+ACC_TOL_PP = 0.5
+
+
+def _progress(iterable, desc, total=None):
+    try:
+        from tqdm import tqdm
+        return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True, file=sys.stderr)
+    except ImportError:
+        return iterable
+
+
+def _max_rel_param_diff(ma, mb):
+    worst = 0.0
+    for (na, a), (nb, b) in zip(sorted(ma.state_dict().items()), sorted(mb.state_dict().items())):
+        assert na == nb, (na, nb)
+        scale = a.abs().max().item() or 1.0
+        worst = max(worst, (a - b).abs().max().item() / scale)
+    return worst
+
+
+class Pair:
+    """A torch model and its fastnn twin, trained on the same batches."""
+
+    def __init__(self, model, opt_name, opt_kwargs, device):
+        self.torch_model = model.to(device)
+        self.fast_model = fastnn.nn.fuse(copy.deepcopy(model)).to(device)
+        self.torch_opt = getattr(torch.optim, opt_name)(self.torch_model.parameters(), **opt_kwargs)
+        self.fast_opt = getattr(fastnn.optim, opt_name)(self.fast_model.parameters(), **opt_kwargs)
+        self.hist = {"torch": [], "fastnn": []}
+        self.epoch_time = {"torch": [], "fastnn": []}
+        self.max_param_diff = 0.0
+
+    def models(self):
+        return {"torch": self.torch_model, "fastnn": self.fast_model}
+
+    def fit(self, x, y, loss_fn, epochs, batch, seed, desc, eval_fn=None):
+        n = len(x)
+        gen = torch.Generator().manual_seed(seed)
+        perms = [torch.randperm(n, generator=gen).to(x.device) for _ in range(epochs)]
+        for epoch in _progress(range(epochs), desc):
+            for name, model, opt in (("torch", self.torch_model, self.torch_opt),
+                                     ("fastnn", self.fast_model, self.fast_opt)):
+                model.train()
+                t0 = time.perf_counter()
+                total = 0.0
+                for i in range(0, n, batch):
+                    idx = perms[epoch][i:i + batch]
+                    opt.zero_grad()
+                    loss = loss_fn(model(x[idx]), y[idx])
+                    loss.backward()
+                    opt.step()
+                    total += loss.detach() * len(idx)
+                total = total.item() / n
+                self.epoch_time[name].append(time.perf_counter() - t0)
+                self.hist[name].append(total if eval_fn is None else eval_fn(model))
+            self.max_param_diff = max(self.max_param_diff, _max_rel_param_diff(self.torch_model, self.fast_model))
+        return self
+
+    def timing(self):
+        t = {k: float(np.median(v)) for k, v in self.epoch_time.items()}
+        return {"torch_s_per_epoch": t["torch"], "fastnn_s_per_epoch": t["fastnn"],
+                "speedup": t["torch"] / t["fastnn"]}
+
+
+def _verdict(pair, metrics, kinds):
+    """metrics: {name: (torch, fastnn)}; kinds: {name: 'rel' | 'pp'}."""
+    ok = pair.max_param_diff <= PARAM_TOL
+    notes = []
+    for name, (a, b) in metrics.items():
+        if kinds.get(name) == "pp":
+            good = abs(a - b) * 100 <= ACC_TOL_PP
+        else:
+            good = abs(a - b) <= METRIC_RTOL * max(abs(a), 1e-12)
+        ok = ok and good
+        if not good:
+            notes.append(name)
+    tol = f"params {PARAM_TOL:g} rel, metrics {METRIC_RTOL:.0%} rel, accuracy {ACC_TOL_PP} pp"
+    return ("PASS" if ok else "FAIL"), tol, notes
+
+
+def _tensor(a, device):
+    return torch.as_tensor(a, device=device)
+
+
+# ------------------------------------------------------------------------------ workloads
+
+def notmnist_mlp(args, out):
+    device = args.device
+    if args.data_dir:
+        x, y, info = fdata.load_notmnist(args.data_dir)
+        rng = np.random.default_rng(0)
+        idx = rng.permutation(len(x))
+        n_te = n_va = len(x) // 10
+        parts = {"test": idx[:n_te], "val": idx[n_te:n_te + n_va], "train": idx[n_te + n_va:]}
+        splits = {k: (x[v], y[v]) for k, v in parts.items()}
+        source = f"{info['source']} ({len(x)} images, {info['skipped']} unreadable skipped)"
+    else:
+        fonts = fdata.usable_fonts()
+        splits = fdata.generate_notmnist(seed=0, variants=3 if args.quick else 6, fonts=fonts)
+        source = (f"generated from {len(fonts)} fonts (font-disjoint: {len(splits['fonts']['train'])} train / "
+                  f"{len(splits['fonts']['val'])} val / {len(splits['fonts']['test'])} test fonts)")
+
+    def prep(s):
+        xs, ys = s
+        return _tensor(xs.reshape(len(xs), -1).astype(np.float32) / 255.0, device), _tensor(ys, device)
+
+    tr, va, te = prep(splits["train"]), prep(splits["val"]), prep(splits["test"])
+    epochs = args.epochs or (4 if args.quick else 15)
+    results = []
+    for opt_name, kw in (("Adam", dict(lr=1e-3)), ("SGD", dict(lr=0.1, momentum=0.9))):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+
+        def acc(m, s):
+            m.eval()
+            with torch.no_grad():
+                return (m(s[0]).argmax(1) == s[1]).float().mean().item()
+
+        pair = Pair(model, opt_name, kw, device).fit(tr[0], tr[1], nn.functional.cross_entropy, epochs, 128, 0,
+                                                     f"notmnist-mlp {opt_name}")
+        metrics = {f"{s}_acc": (acc(pair.torch_model, d), acc(pair.fast_model, d))
+                   for s, d in (("train", tr), ("val", va), ("test", te))}
+        metrics["final_loss"] = (pair.hist["torch"][-1], pair.hist["fastnn"][-1])
+        verdict, tol, notes = _verdict(pair, metrics, {k: "pp" for k in metrics if k.endswith("acc")})
+        results.append(dict(workload="notmnist-mlp", variant=opt_name, data=source, metrics=metrics,
+                            max_param_rel_diff=pair.max_param_diff, **pair.timing(), verdict=verdict,
+                            tolerance=tol, failed=notes, history=pair.hist))
+        _plot_losses(out, f"notmnist-mlp-{opt_name.lower()}", pair.hist, "training loss (cross-entropy)")
+        if opt_name == "Adam":
+            _plot_letters(out, te, pair.fast_model)
+    return results
+
+
+def linreg_rmsprop(args, out):
+    device = args.device
+    x, y = fdata.linear_data(seed=0)
+    epochs = args.epochs or 30
+    results = []
+    for variant in ("raw", "standardised"):
+        torch.manual_seed(0)
+        xt, yt = _tensor(x, device), _tensor(y, device)
+        if variant == "raw":
+            model = nn.Linear(2, 1, bias=False)
+        else:
+            # Standardise inputs and targets; the model de-standardises its output, so metrics and
+            # predictions stay in the original units.
+            xm, xs, ym, ys = x.mean(0), x.std(0), y.mean(0), y.std(0)
+            model = _Standardised(nn.Linear(2, 1, bias=False), xm, xs, ym, ys)
+        pair = Pair(model, "RMSprop", dict(lr=0.01), device)
+        if variant == "standardised":
+            loss_fn = _scaled_mse(float(y.std()))
+        else:
+            loss_fn = nn.functional.mse_loss
+        pair.fit(xt, yt, loss_fn, epochs, 100, 0, f"linreg-rmsprop {variant}")
+
+        def mse(m):
+            with torch.no_grad():
+                return nn.functional.mse_loss(m(xt), yt).item()
+
+        def weights(m):
+            w = m.weight if variant == "raw" else m.inner.weight
+            w = w.detach().cpu().numpy().ravel()
+            if variant == "standardised":
+                w = w * float(y.std()) / x.std(0)
+            return [float(v) for v in w]
+
+        metrics = {"mse": (mse(pair.torch_model), mse(pair.fast_model))}
+        wt, wf = weights(pair.torch_model), weights(pair.fast_model)
+        metrics["w1"], metrics["w2"] = (wt[0], wf[0]), (wt[1], wf[1])
+        verdict, tol, notes = _verdict(pair, metrics, {})
+        results.append(dict(workload="linreg-rmsprop", variant=variant, data="y = 5 x1 + 3 x2 + N(0,1), x ~ 100 N(0,1)",
+                            metrics=metrics, max_param_rel_diff=pair.max_param_diff, **pair.timing(),
+                            verdict=verdict, tolerance=tol, failed=notes, history=pair.hist))
+        _plot_losses(out, f"linreg-rmsprop-{variant}", pair.hist, "training loss (MSE, original units)", log=True)
+    return results
+
+
+class _Standardised(nn.Module):
+    def __init__(self, inner, xm, xs, ym, ys):
+        super().__init__()
+        self.inner = inner
+        for k, v in (("xm", xm), ("xs", xs), ("ym", ym), ("ys", ys)):
+            self.register_buffer(k, torch.as_tensor(np.asarray(v, dtype=np.float32)))
+
+    def forward(self, x):
+        return self.inner((x - self.xm) / self.xs) * self.ys + self.ym
+
+
+def _scaled_mse(scale):
+    # Train on the standardised target's scale (the model predicts in original units).
+    def f(pred, y):
+        return nn.functional.mse_loss(pred / scale, y / scale)
+    return f
+
+
+class _Hetero(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(1, 32), nn.Tanh(), nn.Linear(32, 64), nn.Tanh(), nn.Linear(64, 128),
+                                   nn.Tanh())
+        self.mean = nn.Linear(128, 1)
+        self.log_var = nn.Linear(128, 1)
+
+    def forward(self, x):
+        h = self.trunk(x)
+        return torch.cat([self.mean(h), self.log_var(h)], 1)
+
+
+def _gaussian_nll(out, y):
+    mu, s = out[:, :1], out[:, 1:]
+    return (0.5 * torch.exp(-s) * (y - mu) ** 2 + 0.5 * s).mean()  # may go negative: fine
+
+
+def hetero_regression(args, out):
+    device = args.device
+    x, y = fdata.toy_data(seed=0)
+    xm, xs = float(x.mean()), float(x.std())
+    xt, yt = _tensor((x - xm) / xs, device), _tensor(y, device)
+    epochs = args.epochs or (15 if args.quick else 100)
+    torch.manual_seed(0)
+    pair = Pair(_Hetero(), "Adam", dict(lr=1e-3), device).fit(xt, yt, _gaussian_nll, epochs, 100, 0,
+                                                              "hetero-regression")
+    truth = _tensor(fdata.toy_function(x).astype(np.float32), device)
+
+    def evaluate(m):
+        m.eval()
+        with torch.no_grad():
+            o = m(xt)
+            return _gaussian_nll(o, yt).item(), nn.functional.mse_loss(o[:, :1], truth).item()
+
+    (nt, mt), (nf, mf) = evaluate(pair.torch_model), evaluate(pair.fast_model)
+    metrics = {"nll": (nt, nf), "mean_mse_vs_truth": (mt, mf)}
+    verdict, tol, notes = _verdict(pair, metrics, {})
+    _plot_losses(out, "hetero-regression", pair.hist, "training loss (Gaussian NLL)")
+    _plot_hetero(out, x, y, xt, pair)
+    return [dict(workload="hetero-regression", variant="Adam 1e-3", data="sin(x/15-4)+2+sin(x/10-5)+N(0,0.2)",
+                 metrics=metrics, max_param_rel_diff=pair.max_param_diff, **pair.timing(), verdict=verdict,
+                 tolerance=tol, failed=notes, history=pair.hist)]
+
+
+def diabetes_mlp(args, out):
+    device = args.device
+    (xtr, ytr), (xte, yte) = fdata.diabetes_data(seed=0)
+    xm, xs, ym, ys = xtr.mean(0), xtr.std(0), ytr.mean(0), ytr.std(0)
+    to = lambda a, m, s: _tensor((a - m) / s, device)  # noqa: E731
+    xt, yt, xv = to(xtr, xm, xs), to(ytr, ym, ys), to(xte, xm, xs)
+    epochs = args.epochs or (60 if args.quick else 300)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 1))
+    pair = Pair(model, "Adam", dict(lr=1e-3), device).fit(xt, yt, nn.functional.mse_loss, epochs, 32, 0,
+                                                          "diabetes-mlp")
+
+    def evaluate(m):
+        m.eval()
+        with torch.no_grad():
+            pred = m(xv).cpu().numpy() * ys + ym
+        return float(((pred - yte) ** 2).mean()), float((np.abs(pred - yte) / np.abs(yte)).mean() * 100)
+
+    (mt, pt), (mf, pf) = evaluate(pair.torch_model), evaluate(pair.fast_model)
+    metrics = {"test_mse": (mt, mf), "test_mape_pct": (pt, pf)}
+    verdict, tol, notes = _verdict(pair, metrics, {})
+    _plot_losses(out, "diabetes-mlp", pair.hist, "training loss (MSE, standardised)")
+    return [dict(workload="diabetes-mlp", variant="Adam 1e-3", data="scikit-learn diabetes, 80/20 split",
+                 metrics=metrics, max_param_rel_diff=pair.max_param_diff, **pair.timing(), verdict=verdict,
+                 tolerance=tol, failed=notes, history=pair.hist)]
+
+
+WORKLOADS = {"notmnist-mlp": notmnist_mlp, "linreg-rmsprop": linreg_rmsprop, "hetero-regression": hetero_regression,
+             "diabetes-mlp": diabetes_mlp}
+
+
+# ------------------------------------------------------------------------------ plots
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _plot_losses(out, name, hist, ylabel, log=False):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(range(1, len(hist["torch"]) + 1), hist["torch"], "-", lw=3, alpha=0.5, label="torch")
+    ax.plot(range(1, len(hist["fastnn"]) + 1), hist["fastnn"], "--", lw=1.5, label="fastnn")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    if log:
+        ax.set_yscale("log")
+    ax.set_title(f"{name}: torch vs fastnn")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, f"{name}-loss.png"), dpi=100)
+    plt.close(fig)
+
+
+def _plot_hetero(out, x, y, xt, pair):
+    plt = _plt()
+    m = pair.fast_model
+    m.eval()
+    with torch.no_grad():
+        o = m(xt).cpu().numpy()
+    mu, var = o[:, 0], np.exp(o[:, 1])
+    xx = x[:, 0]
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(7, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    sub = slice(None, None, 10)
+    a1.scatter(xx[sub], y[sub, 0], s=2, c="0.6", label="data")
+    a1.plot(xx, fdata.toy_function(xx), "k-", lw=1, label="true function")
+    a1.plot(xx, mu, "C1-", lw=1.5, label="fastnn mean")
+    a1.fill_between(xx, mu - 2 * np.sqrt(var), mu + 2 * np.sqrt(var), color="C1", alpha=0.25, label="+-2 sigma")
+    a1.legend(loc="upper left", fontsize=8)
+    a1.set_title("hetero-regression (fastnn model)")
+    a2.plot(xx, var, "C2-", label="predicted variance")
+    a2.axhline(0.04, color="k", lw=0.8, ls=":", label="true variance 0.2^2")
+    a2.set_xlabel("x")
+    a2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "hetero-regression-fit.png"), dpi=100)
+    plt.close(fig)
+
+
+def _plot_letters(out, te, model, n=40):
+    plt = _plt()
+    model.eval()
+    with torch.no_grad():
+        pred = model(te[0][:n]).argmax(1).cpu().numpy()
+    imgs, truth = te[0][:n].cpu().numpy().reshape(-1, 28, 28), te[1][:n].cpu().numpy()
+    cols = 10
+    fig, axes = plt.subplots(math.ceil(len(imgs) / cols), cols, figsize=(cols * 0.9, math.ceil(len(imgs) / cols)))
+    for ax, im, p, t in zip(axes.ravel(), imgs, pred, truth):
+        ax.imshow(im, cmap="gray")
+        ax.set_title(fdata.LETTERS[p], color="green" if p == t else "red", fontsize=9)
+        ax.axis("off")
+    for ax in axes.ravel()[len(imgs):]:
+        ax.axis("off")
+    fig.suptitle("notMNIST test letters, fastnn predictions (red = wrong)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "notmnist-test-letters.png"), dpi=100)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------ CLI
+
+def _fmt(v):
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def print_table(results):
+    for r in results:
+        print(f"\n== {r['workload']} ({r['variant']}) -- {r['data']}")
+        print(f"   {'metric':<22}{'torch':>14}{'fastnn':>14}")
+        for k, (a, b) in r["metrics"].items():
+            print(f"   {k:<22}{_fmt(a):>14}{_fmt(b):>14}")
+        print(f"   max relative parameter difference during training: {r['max_param_rel_diff']:.2e}")
+        print(f"   time/epoch: torch {r['torch_s_per_epoch'] * 1e3:.1f} ms, fastnn {r['fastnn_s_per_epoch'] * 1e3:.1f} ms"
+              f" -> {r['speedup']:.2f}x")
+        extra = f" (outside tolerance: {', '.join(r['failed'])})" if r["failed"] else ""
+        print(f"   parity: {r['verdict']} [{r['tolerance']}]{extra}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m fastnn.validate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("workloads", nargs="*", metavar="WORKLOAD",
+                    help=f"any of: {', '.join(WORKLOADS)} (default: all)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--epochs", type=int, default=None, help="override every workload's epoch count")
+    ap.add_argument("--data-dir", default=None, help="real notMNIST folder or .tar.gz (default: generate from fonts)")
+    ap.add_argument("--out", default="validation", help="where the JSON summary and plots go")
+    ap.add_argument("--quick", action="store_true", help="small sizes: a few minutes on 2 CPU cores")
+    args = ap.parse_args(argv)
+    unknown = [w for w in args.workloads if w not in WORKLOADS]
+    if unknown:
+        ap.error(f"unknown workload(s): {', '.join(unknown)} (choose from {', '.join(WORKLOADS)})")
+    if args.epochs is not None and args.epochs < 1:
+        ap.error("--epochs must be at least 1")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but no CUDA device is available", file=sys.stderr)
+        return 2
+    if args.data_dir is not None:
+        if not os.path.exists(args.data_dir):
+            print(f"error: --data-dir {args.data_dir}: no such file or directory", file=sys.stderr)
+            return 2
+        if os.path.isdir(args.data_dir) and not os.listdir(args.data_dir):
+            print(f"error: --data-dir {args.data_dir} is empty", file=sys.stderr)
+            return 2
+    os.makedirs(args.out, exist_ok=True)
+    results = []
+    t0 = time.perf_counter()
+    for w in args.workloads or list(WORKLOADS):
+        try:
+            results += WORKLOADS[w](args, args.out)
+        except fdata.DataError as e:
+            print(f"error: {w}: {e}", file=sys.stderr)
+            return 2
+    print_table(results)
+    summary = {"machine": f"{os.cpu_count()} cores, torch {torch.__version__}, fastnn CPU ISA {fastnn.cpu_isa()}",
+               "device": args.device, "quick": args.quick, "seconds": time.perf_counter() - t0, "results": results}
+    with open(os.path.join(args.out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    fails = [r for r in results if r["verdict"] != "PASS"]
+    print(f"\n{len(results) - len(fails)} passed, {len(fails)} failed; plots and summary.json in {os.path.abspath(args.out)}")
+    return 1 if fails else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
