@@ -64,15 +64,17 @@ template <> struct ActFn<Act::Gelu> {  // exact: z * Phi(z)
     return fm::normcdf(z) + z * inv_sqrt_2pi * fm::exp(C(-0.5) * z * z);
   }
 };
-template <> struct ActFn<Act::GeluTanh> {  // 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))
+// 0.5 z (1 + tanh(u)) with u = sqrt(2/pi) (z + 0.044715 z^3), computed as z * sigmoid(2u): the same
+// function, without the cancellation of 1 + tanh(u) for negative z.
+template <> struct ActFn<Act::GeluTanh> {
   template <class C> FASTNN_INLINE FASTNN_HD static C value(C z, C) {
-    const C k = C(0.79788456080286535588), a = C(0.044715);
-    return C(0.5) * z * (C(1) + fm::tanh(k * (z + a * z * z * z)));
+    const C k2 = C(1.5957691216057307118), a = C(0.044715);  // 2 sqrt(2/pi)
+    return z * fm::sigmoid(k2 * (z + a * z * z * z));
   }
   template <class C> FASTNN_INLINE FASTNN_HD static C grad(C z, C) {
-    const C k = C(0.79788456080286535588), a = C(0.044715);
-    C t = fm::tanh(k * (z + a * z * z * z));
-    return C(0.5) * (C(1) + t) + C(0.5) * z * (C(1) - t * t) * k * (C(1) + C(3) * a * z * z);
+    const C k2 = C(1.5957691216057307118), a = C(0.044715);
+    C s = fm::sigmoid(k2 * (z + a * z * z * z));
+    return s + z * s * (C(1) - s) * k2 * (C(1) + C(3) * a * z * z);
   }
 };
 template <> struct ActFn<Act::Silu> {

@@ -42,16 +42,18 @@ FASTNN_INLINE float exp_host(float x) {
   return x < lo ? 0.f : p;
 }
 
+// tanh as one rational function x P(x^2) / Q(x^2) on |x| <= 9 (beyond, float tanh is 1): a
+// weighted least-squares fit of the relative error (Lawson iterations), max error 3.5e-7 (~6 ulp)
+// when evaluated in float. One division and ~10 FMAs: half the cost of the exp-based form.
 FASTNN_INLINE float tanh_host(float x) {
-  const float c[5] = {-3.3333331254e-01f, 1.3332869860e-01f, -5.3861001079e-02f, 2.1033257215e-02f,
-                      -6.1389268730e-03f};
-  float ax = x < 0 ? -x : x;
-  float z = x * x;
-  float small = x + x * z * horner(c, z);
-  float e = exp_host(2.f * ax);
-  float big = 1.f - 2.f / (e + 1.f);
-  big = x < 0 ? -big : big;
-  return ax < 0.625f ? small : big;
+  const float p[5] = {9.9999996631e-01f, 1.3384961767e-01f, 3.5002192480e-03f, 2.0682319726e-05f,
+                      1.3448081441e-08f};
+  const float q[5] = {1.f, 4.6718276361e-01f, 2.5894727562e-02f, 3.2930964908e-04f, 7.8166283545e-07f};
+  float xc = x > 9.f ? 9.f : (x < -9.f ? -9.f : x);  // NaN passes through
+  float z = xc * xc;
+  float r = xc * horner(p, z) / horner(q, z);
+  r = r > 1.f ? 1.f : (r < -1.f ? -1.f : r);
+  return r;
 }
 
 FASTNN_INLINE float sigmoid_host(float x) { return 1.f / (1.f + exp_host(-x)); }
