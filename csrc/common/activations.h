@@ -60,8 +60,9 @@ template <> struct ActFn<Act::Tanh> {
 template <> struct ActFn<Act::Gelu> {  // exact: z * Phi(z)
   template <class C> FASTNN_INLINE FASTNN_HD static C value(C z, C) { return z * fm::normcdf(z); }
   template <class C> FASTNN_INLINE FASTNN_HD static C grad(C z, C) {
-    const C inv_sqrt_2pi = C(0.39894228040143267794);
-    return fm::normcdf(z) + z * inv_sqrt_2pi * fm::exp(C(-0.5) * z * z);
+    C pdf;
+    C cdf = fm::normcdf_pdf(z, pdf);
+    return cdf + z * pdf;
   }
 };
 // 0.5 z (1 + tanh(u)) with u = sqrt(2/pi) (z + 0.044715 z^3), computed as z * sigmoid(2u): the same
