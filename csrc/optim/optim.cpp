@@ -13,11 +13,13 @@
 #include <cmath>
 
 #include "../cpu_isa/cpu_isa.h"
+#include "optim_functors.h"
 
 namespace fastnn {
 namespace {
 
 using at::Tensor;
+using optim_rules::make_consts;
 using at::TensorList;
 
 struct Row {
@@ -105,40 +107,7 @@ void set_usage(OptKind kind, const GroupHP& hp, Row& r) {
 }
 
 // Constants of a row's update, from its group and its (already incremented) step.
-void set_consts(OptKind kind, const GroupHP& hp, Row& r, double step) {
-  const double lr = hp.h[0];
-  switch (kind) {
-    case OptKind::Adam: {
-      const double beta1 = hp.h[1], beta2 = hp.h[2], wd = hp.h[3];
-      const double bc1 = 1 - std::pow(beta1, step), bc2 = 1 - std::pow(beta2, step);
-      double step_size = lr / bc1, decay_keep = 1 - lr * wd;
-      if (hp.b[2]) {  // torch does this arithmetic on the float32 lr tensor
-        step_size = double(float(lr) / float(bc1));
-        decay_keep = double(1.f - float(lr) * float(wd));
-      }
-      const double k[8] = {wd, decay_keep, 1 - beta1, beta2, 1 - beta2, std::pow(bc2, 0.5), hp.h[4], -step_size};
-      std::copy(k, k + 8, r.k);
-      break;
-    }
-    case OptKind::RMSprop: {
-      const double k[6] = {hp.h[3], hp.h[1], 1 - hp.h[1], hp.h[2], hp.h[4], -lr};
-      std::copy(k, k + 6, r.k);
-      break;
-    }
-    case OptKind::SGD: {
-      const double k[4] = {hp.h[3], hp.h[1], 1 - hp.h[2], -lr};
-      std::copy(k, k + 4, r.k);
-      break;
-    }
-    case OptKind::Adagrad: {
-      const double denom = 1 + (step - 1) * hp.h[1];
-      const double clr = hp.b[1] ? double(float(lr) / float(denom)) : lr / denom;
-      const double k[3] = {hp.h[2], hp.h[3], -clr};
-      std::copy(k, k + 3, r.k);
-      break;
-    }
-  }
-}
+void set_consts(OptKind kind, const GroupHP& hp, Row& r, double step) { make_consts(kind, hp.h, hp.b, step, r.k); }
 
 DType opt_dtype(const char* op, const Tensor& p) {
   switch (p.scalar_type()) {

@@ -38,16 +38,13 @@ template <class T> FASTNN_INLINE compute_t<T> unscaled(T g, compute_t<T> scale, 
 template <class T, int F>
 void adam_range(const OptSlot& s, int64_t b, int64_t e, const float* gs) {
   using C = compute_t<T>;
-  AdamConsts<C> k;
-  k.wd = (C)s.k[0]; k.decay_keep = (C)s.k[1]; k.w1 = (C)s.k[2]; k.one_minus_w1 = C(1) - k.w1;
-  k.w1_small = (k.w1 < 0 ? -k.w1 : k.w1) < C(0.5);
-  k.beta2 = (C)s.k[3]; k.omb2 = (C)s.k[4]; k.bc2_sqrt = (C)s.k[5]; k.eps = (C)s.k[6]; k.neg_step_size = (C)s.k[7];
+  const AdamConsts<C> k = adam_consts<C>(s.k);
   const C scale = gs ? (C)*gs : C(1);
   T* __restrict p = (T*)s.param; const T* __restrict g = (const T*)s.grad;
   T* __restrict m = (T*)s.state[0]; T* __restrict v = (T*)s.state[1]; T* __restrict vm = (T*)s.state[2];
   for (int64_t i = b; i < e; ++i) {
     C pp = load(p[i]), mm = load(m[i]), vv = load(v[i]), vmax = (F & kAmsgrad) ? load(vm[i]) : C(0);
-    adam<F>(k, pp, unscaled(g[i], scale, F & kUnscale), mm, vv, vmax);
+    adam(F, k, pp, unscaled(g[i], scale, F & kUnscale), mm, vv, vmax);
     p[i] = store_as<T>(pp); m[i] = store_as<T>(mm); v[i] = store_as<T>(vv);
     if (F & kAmsgrad) vm[i] = store_as<T>(vmax);
   }
@@ -56,17 +53,14 @@ void adam_range(const OptSlot& s, int64_t b, int64_t e, const float* gs) {
 template <class T, int F>
 void rmsprop_range(const OptSlot& s, int64_t b, int64_t e, const float* gs) {
   using C = compute_t<T>;
-  RmspropConsts<C> k;
-  k.wd = (C)s.k[0]; k.alpha = (C)s.k[1]; k.oma = (C)s.k[2]; k.w = k.oma; k.one_minus_w = C(1) - k.w;
-  k.w_small = (k.w < 0 ? -k.w : k.w) < C(0.5);
-  k.eps = (C)s.k[3]; k.momentum = (C)s.k[4]; k.neg_lr = (C)s.k[5];
+  const RmspropConsts<C> k = rmsprop_consts<C>(s.k);
   const C scale = gs ? (C)*gs : C(1);
   T* __restrict p = (T*)s.param; const T* __restrict g = (const T*)s.grad;
   T* __restrict sq = (T*)s.state[0]; T* __restrict ga = (T*)s.state[1]; T* __restrict bf = (T*)s.state[2];
   for (int64_t i = b; i < e; ++i) {
     C pp = load(p[i]), ss = load(sq[i]);
     C aa = (F & kCentered) ? load(ga[i]) : C(0), mb = (F & kMomentum) ? load(bf[i]) : C(0);
-    rmsprop<F>(k, pp, unscaled(g[i], scale, F & kUnscale), ss, aa, mb);
+    rmsprop(F, k, pp, unscaled(g[i], scale, F & kUnscale), ss, aa, mb);
     p[i] = store_as<T>(pp); sq[i] = store_as<T>(ss);
     if (F & kCentered) ga[i] = store_as<T>(aa);
     if (F & kMomentum) bf[i] = store_as<T>(mb);
@@ -76,13 +70,12 @@ void rmsprop_range(const OptSlot& s, int64_t b, int64_t e, const float* gs) {
 template <class T, int F>
 void sgd_range(const OptSlot& s, int64_t b, int64_t e, const float* gs) {
   using C = compute_t<T>;
-  SgdConsts<C> k;
-  k.wd = (C)s.k[0]; k.momentum = (C)s.k[1]; k.one_minus_dampening = (C)s.k[2]; k.neg_lr = (C)s.k[3];
+  const SgdConsts<C> k = sgd_consts<C>(s.k);
   const C scale = gs ? (C)*gs : C(1);
   T* __restrict p = (T*)s.param; const T* __restrict g = (const T*)s.grad; T* __restrict bf = (T*)s.state[0];
   for (int64_t i = b; i < e; ++i) {
     C pp = load(p[i]), mb = (F & kMomentum) && !(F & kFirstStep) ? load(bf[i]) : C(0);
-    sgd<F>(k, pp, unscaled(g[i], scale, F & kUnscale), mb);
+    sgd(F, k, pp, unscaled(g[i], scale, F & kUnscale), mb);
     p[i] = store_as<T>(pp);
     if (F & kMomentum) bf[i] = store_as<T>(mb);
   }
@@ -91,13 +84,12 @@ void sgd_range(const OptSlot& s, int64_t b, int64_t e, const float* gs) {
 template <class T, int F>
 void adagrad_range(const OptSlot& s, int64_t b, int64_t e, const float* gs) {
   using C = compute_t<T>;
-  AdagradConsts<C> k;
-  k.wd = (C)s.k[0]; k.eps = (C)s.k[1]; k.neg_clr = (C)s.k[2];
+  const AdagradConsts<C> k = adagrad_consts<C>(s.k);
   const C scale = gs ? (C)*gs : C(1);
   T* __restrict p = (T*)s.param; const T* __restrict g = (const T*)s.grad; T* __restrict sm = (T*)s.state[0];
   for (int64_t i = b; i < e; ++i) {
     C pp = load(p[i]), ss = load(sm[i]);
-    adagrad<F>(k, pp, unscaled(g[i], scale, F & kUnscale), ss);
+    adagrad(F, k, pp, unscaled(g[i], scale, F & kUnscale), ss);
     p[i] = store_as<T>(pp); sm[i] = store_as<T>(ss);
   }
 }

@@ -72,8 +72,9 @@ template <class C> struct AdamConsts {
   C bc2_sqrt, eps, neg_step_size;
 };
 
-template <int F, class C>
-FASTNN_INLINE FASTNN_HD void adam(const AdamConsts<C>& k, C& p, C g, C& m, C& v, C& vmax) {
+// F: OptFlag bits; a compile-time constant on the CPU (branches fold away), per tensor on the GPU.
+template <class C>
+FASTNN_INLINE FASTNN_HD void adam(const int F, const AdamConsts<C>& k, C& p, C g, C& m, C& v, C& vmax) {
   if (F & kMaximize) g = -g;
   if (F & kWeightDecay) {
     if (F & kDecoupled) p = p * k.decay_keep;
@@ -97,8 +98,8 @@ template <class C> struct RmspropConsts {
   C eps, momentum, neg_lr;
 };
 
-template <int F, class C>
-FASTNN_INLINE FASTNN_HD void rmsprop(const RmspropConsts<C>& k, C& p, C g, C& sq, C& gavg, C& buf) {
+template <class C>
+FASTNN_INLINE FASTNN_HD void rmsprop(const int F, const RmspropConsts<C>& k, C& p, C g, C& sq, C& gavg, C& buf) {
   if (F & kMaximize) g = -g;
   if (F & kWeightDecay) g = fma_(k.wd, p, g);
   sq = sq * k.alpha;
@@ -124,8 +125,8 @@ template <class C> struct SgdConsts {
   C wd, momentum, one_minus_dampening, neg_lr;
 };
 
-template <int F, class C>
-FASTNN_INLINE FASTNN_HD void sgd(const SgdConsts<C>& k, C& p, C g, C& buf) {
+template <class C>
+FASTNN_INLINE FASTNN_HD void sgd(const int F, const SgdConsts<C>& k, C& p, C g, C& buf) {
   if (F & kMaximize) g = -g;
   if (F & kWeightDecay) g = fma_(k.wd, p, g);
   if (F & kMomentum) {
@@ -144,13 +145,77 @@ template <class C> struct AdagradConsts {
   C wd, eps, neg_clr;
 };
 
-template <int F, class C>
-FASTNN_INLINE FASTNN_HD void adagrad(const AdagradConsts<C>& k, C& p, C g, C& sum) {
+template <class C>
+FASTNN_INLINE FASTNN_HD void adagrad(const int F, const AdagradConsts<C>& k, C& p, C g, C& sum) {
   if (F & kMaximize) g = -g;
   if (F & kWeightDecay) g = fma_(k.wd, p, g);
   sum = fma_(C(1) * g, g, sum);
   C stdv = sqrt_(sum) + k.eps;
   p = p + (k.neg_clr * g) / stdv;
+}
+
+// The per-tensor constants k[8] of a step from the group's hyper-parameters h/b (layout in optim.h)
+// and the tensor's step count after its increment; double, as torch computes them.
+//   Adam    k = wd, 1 - lr wd, 1 - beta1, beta2, 1 - beta2, sqrt(1 - beta2^t), eps, -lr / (1 - beta1^t)
+//   RMSprop k = wd, alpha, 1 - alpha, eps, momentum, -lr
+//   SGD     k = wd, momentum, 1 - dampening, -lr
+//   Adagrad k = wd, eps, -lr / (1 + (t - 1) lr_decay)
+// A float32 lr tensor (b[2] for Adam, b[1] for Adagrad) makes torch do the lr arithmetic in
+// float32; so does this.
+FASTNN_INLINE FASTNN_HD void make_consts(OptKind kind, const double* h, const bool* b, double step, double* k) {
+  const double lr = h[0];
+  switch (kind) {
+    case OptKind::Adam: {
+      const double beta1 = h[1], beta2 = h[2], wd = h[3];
+      const double bc1 = 1 - ::pow(beta1, step), bc2 = 1 - ::pow(beta2, step);
+      double step_size = lr / bc1, decay_keep = 1 - lr * wd;
+      if (b[2]) {
+        step_size = double(float(lr) / float(bc1));
+        decay_keep = double(1.f - float(lr) * float(wd));
+      }
+      k[0] = wd; k[1] = decay_keep; k[2] = 1 - beta1; k[3] = beta2; k[4] = 1 - beta2;
+      k[5] = ::pow(bc2, 0.5); k[6] = h[4]; k[7] = -step_size;
+      break;
+    }
+    case OptKind::RMSprop:
+      k[0] = h[3]; k[1] = h[1]; k[2] = 1 - h[1]; k[3] = h[2]; k[4] = h[4]; k[5] = -lr;
+      break;
+    case OptKind::SGD:
+      k[0] = h[3]; k[1] = h[1]; k[2] = 1 - h[2]; k[3] = -lr;
+      break;
+    case OptKind::Adagrad: {
+      const double denom = 1 + (step - 1) * h[1];
+      const double clr = b[1] ? double(float(lr) / float(denom)) : lr / denom;
+      k[0] = h[2]; k[1] = h[3]; k[2] = -clr;
+      break;
+    }
+  }
+}
+
+// Rounds k to the compute type as ATen rounds a Python scalar, and fills the rule's constants.
+template <class C> FASTNN_INLINE FASTNN_HD AdamConsts<C> adam_consts(const double* k) {
+  AdamConsts<C> c;
+  c.wd = (C)k[0]; c.decay_keep = (C)k[1]; c.w1 = (C)k[2]; c.one_minus_w1 = C(1) - c.w1;
+  c.w1_small = (c.w1 < 0 ? -c.w1 : c.w1) < C(0.5);
+  c.beta2 = (C)k[3]; c.omb2 = (C)k[4]; c.bc2_sqrt = (C)k[5]; c.eps = (C)k[6]; c.neg_step_size = (C)k[7];
+  return c;
+}
+template <class C> FASTNN_INLINE FASTNN_HD RmspropConsts<C> rmsprop_consts(const double* k) {
+  RmspropConsts<C> c;
+  c.wd = (C)k[0]; c.alpha = (C)k[1]; c.oma = (C)k[2]; c.w = c.oma; c.one_minus_w = C(1) - c.w;
+  c.w_small = (c.w < 0 ? -c.w : c.w) < C(0.5);
+  c.eps = (C)k[3]; c.momentum = (C)k[4]; c.neg_lr = (C)k[5];
+  return c;
+}
+template <class C> FASTNN_INLINE FASTNN_HD SgdConsts<C> sgd_consts(const double* k) {
+  SgdConsts<C> c;
+  c.wd = (C)k[0]; c.momentum = (C)k[1]; c.one_minus_dampening = (C)k[2]; c.neg_lr = (C)k[3];
+  return c;
+}
+template <class C> FASTNN_INLINE FASTNN_HD AdagradConsts<C> adagrad_consts(const double* k) {
+  AdagradConsts<C> c;
+  c.wd = (C)k[0]; c.eps = (C)k[1]; c.neg_clr = (C)k[2];
+  return c;
 }
 
 }  // namespace optim_rules
