@@ -39,7 +39,8 @@ def rel(paths):
 def extension():
     cxx = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
            "-Wno-unused-function"]
-    sources = rel(glob.glob(os.path.join(ROOT, "csrc", "**", "*.cpp"), recursive=True))
+    sources = rel(glob.glob(os.path.join(ROOT, "csrc", "**", "*.cpp"), recursive=True)
+                  + glob.glob(os.path.join(ROOT, "csrc", "**", "*.cu"), recursive=True))
     cuda_sources = rel(glob.glob(os.path.join(ROOT, "csrc", "**", "*_cuda*.cpp"), recursive=True)
                        + glob.glob(os.path.join(ROOT, "csrc", "**", "*.cu"), recursive=True))
     use_cuda = want_cuda()
@@ -48,7 +49,8 @@ def extension():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
         define.append(("FASTNN_WITH_CUDA", "1"))
         include_dirs = [os.path.join(ROOT, "csrc")]
-        # cuBLAS headers ship in the nvidia wheels next to a pip-installed CUDA torch.
+        # cuBLAS headers (included by ATen's CUDA headers) ship in the nvidia wheels beside a
+        # pip-installed CUDA torch.
         for sp in sys.path:
             for sub in ("nvidia/cu13/include", "nvidia/cublas/include", "nvidia/cuda_runtime/include"):
                 d = os.path.join(sp, sub)
@@ -58,7 +60,7 @@ def extension():
         return cpp_extension.CUDAExtension(
             "fastnn._C", sources, include_dirs=include_dirs, define_macros=define,
             extra_compile_args={"cxx": cxx + ["-DFASTNN_WITH_CUDA=1"], "nvcc": nvcc + ["-DFASTNN_WITH_CUDA=1"]},
-            extra_link_args=["-fopenmp", "-lcublas"])
+            extra_link_args=["-fopenmp"])
     sources = [s for s in sources if s not in cuda_sources]
     return cpp_extension.CppExtension(
         "fastnn._C", sources, include_dirs=[os.path.join(ROOT, "csrc")],

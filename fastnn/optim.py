@@ -71,7 +71,7 @@ class _FusedStep:
                                        f"and {p.device}")
                 st = self.state[p] if p in self.state else {}
                 if self._has_step and "step" in st:
-                    self._fix_step(st)
+                    self._fix_step(st, p, g)
                 params.append(p)
                 group.append(gi)
                 for lst, k in zip(states, self._state_keys):
@@ -89,13 +89,21 @@ class _FusedStep:
             return self._build_plan()
         return self._fastnn_plan
 
-    def _fix_step(self, state):
-        # A step loaded onto another device (map_location, capturable or fused checkpoints) becomes
-        # a CPU scalar again: the CPU kernels keep counts on the host.
+    def _step_tensor(self, p, g, value=0.0):
+        # capturable=True on CUDA keeps the count on the device (no host sync, CUDA-graph safe);
+        # otherwise it is a host scalar, as in torch's for-loop and foreach paths.
+        if p.is_cuda and g.get("capturable", False):
+            return torch.tensor(float(value), dtype=torch.float32, device=p.device)
+        return torch.tensor(float(value), dtype=_get_scalar_dtype())
+
+    def _fix_step(self, state, p, g):
+        # A step loaded from another device (map_location, capturable or fused checkpoints) is put
+        # where this optimizer keeps it.
         s = state["step"]
-        if not isinstance(s, torch.Tensor) or s.device.type != "cpu" or s.dtype not in (
-                torch.float32, torch.float64) or s.dim() != 0:
-            state["step"] = torch.tensor(float(s), dtype=_get_scalar_dtype())
+        want = self._step_tensor(p, g)
+        if (not isinstance(s, torch.Tensor) or s.device != want.device or s.dim() != 0
+                or (s.dtype != want.dtype and not (s.device.type == "cpu" and s.dtype == torch.float64))):
+            state["step"] = self._step_tensor(p, g, float(s))
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
@@ -122,10 +130,11 @@ class _FusedStep:
             return loss
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
-        if grad_scale is not None:
-            grad_scale = grad_scale.reshape(()).cpu()
-        if found_inf is not None:
-            found_inf = found_inf.reshape(()).cpu()
+        if self._fastnn_params[0].device.type == "cpu":  # CUDA kernels read them on the device
+            if grad_scale is not None:
+                grad_scale = grad_scale.reshape(()).float().cpu()
+            if found_inf is not None:
+                found_inf = found_inf.reshape(()).float().cpu()
         h, b = zip(*(self._hparams(g) for g in self.param_groups))
         missing = plan.step(h, b, grad_scale, found_inf)
         if missing:
@@ -171,7 +180,7 @@ class Adam(_FusedStep, torch.optim.Adam):
                 st[k] = _zeros(p)
                 added.append(k)
         if "step" not in st:
-            st["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
+            st["step"] = self._step_tensor(p, g)
             added.append("step")
         return added
 
@@ -204,7 +213,7 @@ class RMSprop(_FusedStep, torch.optim.RMSprop):
         for k in added:
             st[k] = _zeros(p)
         if "step" not in st:
-            st["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
+            st["step"] = self._step_tensor(p, g)
             added.append("step")
         return added
 
@@ -249,6 +258,6 @@ class Adagrad(_FusedStep, torch.optim.Adagrad):
                                         memory_format=torch.preserve_format)
             added.append("sum")
         if "step" not in st:
-            st["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
+            st["step"] = self._step_tensor(p, g)
             added.append("step")
         return added

@@ -289,3 +289,17 @@ class TestBadInput:
         w = torch.randn(2, 4, device="meta")
         with pytest.raises(RuntimeError, match="device mismatch"):
             torch.ops.fastnn.linear_act_forward(x, w, None, "relu", 0.01)
+
+
+def test_autocast_cpu_runs_in_bfloat16_like_nn_linear():
+    lin = fastnn.nn.Linear(19, 7, activation="gelu")
+    ref = torch.nn.Linear(19, 7)
+    ref.load_state_dict(lin.state_dict())
+    x = torch.randn(5, 19, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = lin(x)
+        r = torch.nn.functional.gelu(ref(x))
+    assert y.dtype == r.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), r.float(), rtol=2e-2, atol=2e-2)
+    y.float().sum().backward()
+    assert x.grad.dtype == torch.float32 and lin.weight.grad.dtype == torch.float32

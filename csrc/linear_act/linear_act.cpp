@@ -4,6 +4,7 @@
 // computes the whole layer in one pass (BLAS call overhead dominates there); bias and activation
 // are applied in one pass over the GEMM output. Backward: activation derivative and bias-gradient
 // reduction in one pass, then two GEMMs (or, for small in_features, everything in one pass).
+#include <ATen/autocast_mode.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
@@ -193,7 +194,30 @@ Tensor linear_act_autograd(const Tensor& input, const Tensor& weight, const c10:
   return LinearActFunction::apply(input, weight, bias, activation, slope);
 }
 
+// Under torch.autocast the op runs in the autocast dtype, as nn.Linear does.
+template <c10::DeviceType D, c10::DispatchKey K>
+Tensor linear_act_autocast(const Tensor& input, const Tensor& weight, const c10::optional<Tensor>& bias,
+                           c10::string_view activation, double slope) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(K);
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("fastnn::linear_act", "")
+                       .typed<Tensor(const Tensor&, const Tensor&, const c10::optional<Tensor>&, c10::string_view,
+                                     double)>();
+  const auto dt = at::autocast::get_autocast_dtype(D);
+  auto cast = [&](const Tensor& t) { return at::autocast::cached_cast(dt, t, D); };
+  c10::optional<Tensor> b = bias.has_value() && bias->defined() ? c10::optional<Tensor>(cast(*bias)) : c10::nullopt;
+  return op.call(cast(input), cast(weight), b, activation, slope);
+}
+
 }  // namespace
+
+TORCH_LIBRARY_IMPL(fastnn, AutocastCPU, m) {
+  m.impl("linear_act", &linear_act_autocast<c10::DeviceType::CPU, c10::DispatchKey::AutocastCPU>);
+}
+
+TORCH_LIBRARY_IMPL(fastnn, AutocastCUDA, m) {
+  m.impl("linear_act", &linear_act_autocast<c10::DeviceType::CUDA, c10::DispatchKey::AutocastCUDA>);
+}
 
 TORCH_LIBRARY_IMPL(fastnn, CPU, m) {
   m.impl("linear_act", &linear_act_cpu);

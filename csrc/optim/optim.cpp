@@ -8,6 +8,7 @@
 // copies and copied back: the real parameter is always the one updated.
 #include "optim.h"
 
+#include <c10/core/impl/VirtualGuardImpl.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -109,29 +110,37 @@ void set_usage(OptKind kind, const GroupHP& hp, Row& r) {
 // Constants of a row's update, from its group and its (already incremented) step.
 void set_consts(OptKind kind, const GroupHP& hp, Row& r, double step) { make_consts(kind, hp.h, hp.b, step, r.k); }
 
-DType opt_dtype(const char* op, const Tensor& p) {
+// Storage code of a parameter: 0 float32, 1 float64, 2 float16 (CUDA only), 3 bfloat16.
+int opt_dtype(const char* op, const Tensor& p) {
   switch (p.scalar_type()) {
-    case at::kFloat: return DType::F32;
-    case at::kDouble: return DType::F64;
-    case at::kBFloat16: return DType::BF16;
+    case at::kFloat: return 0;
+    case at::kDouble: return 1;
+    case at::kHalf:
+      TORCH_CHECK(p.is_cuda(), op, ": float16 parameters are supported on CUDA only");
+      return 2;
+    case at::kBFloat16: return 3;
     default:
       TORCH_CHECK(!p.is_complex(), op, ": complex parameters are not supported");
       TORCH_CHECK(false, op, ": parameters of dtype ", p.scalar_type(),
-                  " are not supported (float32, float64, bfloat16)");
+                  " are not supported (float32, float64, bfloat16; float16 on CUDA)");
   }
 }
+
+DType cpu_dtype_of(int code) { return code == 0 ? DType::F32 : code == 1 ? DType::F64 : DType::BF16; }
 
 void validate_rows(const char* op, bool has_step, const std::vector<Row>& rows,
                    const c10::optional<Tensor>& grad_scale, const c10::optional<Tensor>& found_inf) {
   static const char* state_names[3] = {"first state", "second state", "third state"};
+  const c10::Device device = rows.empty() ? c10::Device(c10::kCPU) : rows[0].p.device();
+  TORCH_CHECK(device.is_cpu() || device.is_cuda(), op, ": parameters on ", device, " are not supported");
   for (size_t i = 0; i < rows.size(); ++i) {
     const Row& r = rows[i];
     TORCH_CHECK(r.p.defined() && r.g.defined(), op, ": parameter ", i, " or its gradient is undefined");
     TORCH_CHECK(!r.g.is_sparse() && !r.p.is_sparse(), op, ": sparse gradients are not supported (parameter ", i,
                 ")");
-    TORCH_CHECK(r.p.device().is_cpu() && r.g.device().is_cpu(), op,
-                ": CPU kernel got a tensor on another device (parameter ", i, " is on ", r.p.device(),
-                ", its gradient on ", r.g.device(), ")");
+    TORCH_CHECK(r.p.device() == device && r.g.device() == device, op,
+                ": all parameters and gradients must be on one device (parameter ", i, " is on ", r.p.device(),
+                ", its gradient on ", r.g.device(), ", parameter 0 on ", device, ")");
     opt_dtype(op, r.p);
     TORCH_CHECK(r.g.scalar_type() == r.p.scalar_type(), op, ": parameter ", i, " is ", r.p.scalar_type(),
                 " but its gradient is ", r.g.scalar_type());
@@ -145,15 +154,19 @@ void validate_rows(const char* op, bool has_step, const std::vector<Row>& rows,
                   " must match the parameter's shape, dtype and device");
     }
     if (has_step) {
-      TORCH_CHECK(r.step.defined() && r.step.numel() == 1 && r.step.device().is_cpu() &&
-                      (r.step.scalar_type() == at::kFloat || r.step.scalar_type() == at::kDouble),
-                  op, ": step of parameter ", i, " must be a float32/float64 CPU scalar tensor");
+      const bool host = r.step.defined() && r.step.device().is_cpu() &&
+                        (r.step.scalar_type() == at::kFloat || r.step.scalar_type() == at::kDouble);
+      const bool on_device = r.step.defined() && device.is_cuda() && r.step.device() == device &&
+                             r.step.scalar_type() == at::kFloat;
+      TORCH_CHECK(r.step.defined() && r.step.numel() == 1 && (host || on_device), op, ": step of parameter ", i,
+                  " must be a float32/float64 CPU scalar tensor (or a float32 scalar on the parameter's CUDA device)");
     }
   }
   for (const auto* t : {&grad_scale, &found_inf}) {
     if (t->has_value() && (*t)->defined())
-      TORCH_CHECK((*t)->numel() == 1 && (*t)->device().is_cpu(), op,
-                  ": grad_scale and found_inf must be one-element CPU tensors");
+      TORCH_CHECK((*t)->numel() == 1 && (*t)->scalar_type() == at::kFloat &&
+                      ((*t)->device() == device || (*t)->device().is_cpu()),
+                  op, ": grad_scale and found_inf must be one-element float32 tensors on the parameters' device");
   }
 }
 
@@ -171,13 +184,20 @@ double bump_step(const Tensor& step) {
 
 bool same_layout(const Tensor& a, const Tensor& b) { return a.strides() == b.strides(); }
 
-void execute(const char* op, OptKind kind, std::vector<Row>& rows, const c10::optional<Tensor>& grad_scale) {
-  float scale = 1.f;
-  const bool unscale = grad_scale.has_value() && grad_scale->defined();
-  if (unscale) scale = grad_scale->item<float>();
+}  // namespace
+
+CudaOptimizerExec g_cuda_optimizer_exec = nullptr;
+
+namespace {
+
+// Stages the rows into kernel slots (staging copies where the layout needs them), runs the
+// backend for each dtype present, and copies staged tensors back.
+void execute(const char* op, OptKind kind, std::vector<Row>& rows, const c10::optional<Tensor>& grad_scale,
+             const c10::optional<Tensor>& found_inf, const std::vector<GroupHP>& hps) {
+  const bool cuda = !rows.empty() && rows[0].p.is_cuda();
   struct Staged { Tensor dst, tmp; };
   std::vector<Staged> keep;  // copies to write back (dst defined) or just to keep alive
-  std::vector<OptSlot> slots[3];
+  std::vector<OptSlot> slots[4];
   for (Row& r : rows) {
     bool direct = r.p.is_non_overlapping_and_dense();
     for (int s = 0; s < 3; ++s) direct = direct && (!r.use[s] || same_layout(r.s[s], r.p));
@@ -209,12 +229,35 @@ void execute(const char* op, OptKind kind, std::vector<Row>& rows, const c10::op
     slot.numel = r.p.numel();
     slot.flags = r.flags;
     std::copy(r.k, r.k + 8, slot.k);
-    slots[int(opt_dtype(op, r.p))].push_back(slot);
+    const GroupHP& hp = hps[r.group];
+    std::copy(hp.h, hp.h + 5, slot.h);
+    std::copy(hp.b, hp.b + 4, slot.b);
+    if (r.step.defined()) {
+      if (r.step.is_cuda()) slot.step_dev = r.step.data_ptr<float>();
+      else slot.step_host = float(r.step.item<double>());
+    }
+    slots[opt_dtype(op, r.p)].push_back(slot);
   }
-  const auto& kern = optim_cpu_kernels();
-  for (int d = 0; d < 3; ++d)
-    if (!slots[d].empty())
-      kern.step(kind, DType(d), slots[d].data(), int64_t(slots[d].size()), unscale ? &scale : nullptr);
+  if (cuda) {
+    TORCH_CHECK(g_cuda_optimizer_exec, op, ": parameters are on CUDA but fastnn was built without CUDA kernels");
+    c10::impl::VirtualGuardImpl impl(c10::DeviceType::CUDA);
+    const c10::Device prev = impl.exchangeDevice(rows[0].p.device());
+    struct Restore {
+      c10::impl::VirtualGuardImpl& impl;
+      c10::Device prev;
+      ~Restore() { impl.uncheckedSetDevice(prev); }
+    } restore{impl, prev};
+    for (int d = 0; d < 4; ++d)
+      if (!slots[d].empty()) g_cuda_optimizer_exec(int(kind), d, slots[d], grad_scale, found_inf);
+  } else {
+    float scale = 1.f;
+    const bool unscale = grad_scale.has_value() && grad_scale->defined();
+    if (unscale) scale = grad_scale->item<float>();
+    const auto& kern = optim_cpu_kernels();
+    for (int d = 0; d < 4; ++d)
+      if (!slots[d].empty())
+        kern.step(kind, cpu_dtype_of(d), slots[d].data(), int64_t(slots[d].size()), unscale ? &scale : nullptr);
+  }
   for (auto& c : keep)
     if (c.dst.defined()) c.dst.copy_(c.tmp);
 }
@@ -228,9 +271,30 @@ bool run_step(OptKind kind, std::vector<Row>& rows, const std::vector<GroupHP>& 
   for (Row& r : rows) set_usage(kind, hps[r.group], r);
   const bool has_step = kind != OptKind::SGD;
   validate_rows(op, has_step, rows, grad_scale, found_inf);
-  if (found_inf.has_value() && found_inf->defined() && found_inf->item<double>() != 0.0) return false;
-  for (Row& r : rows) set_consts(kind, hps[r.group], r, has_step ? bump_step(r.step) : 0.0);
-  execute(op, kind, rows, grad_scale);
+  const bool inf_given = found_inf.has_value() && found_inf->defined();
+  // Step counts on the device (capturable) are handled there: incremented now, and decremented
+  // again by found_inf after the kernel (which skips every update when found_inf is set), with no
+  // host synchronisation. Everything else decides on the host.
+  bool device_steps = false;
+  for (const Row& r : rows) device_steps = device_steps || (r.step.defined() && r.step.is_cuda());
+  c10::optional<Tensor> device_inf;
+  if (inf_given && found_inf->is_cuda() && device_steps) {
+    device_inf = found_inf;
+  } else if (inf_given && found_inf->item<double>() != 0.0) {
+    return false;
+  }
+  for (Row& r : rows) {
+    double step = 0.0;
+    if (has_step) {
+      if (r.step.is_cuda()) r.step.add_(1);
+      else step = bump_step(r.step);
+    }
+    set_consts(kind, hps[r.group], r, step);
+  }
+  execute(op, kind, rows, grad_scale, device_inf, hps);
+  if (device_inf)
+    for (Row& r : rows)
+      if (r.step.defined() && r.step.is_cuda()) r.step.sub_(*device_inf);
   return true;
 }
 

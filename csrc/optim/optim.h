@@ -9,6 +9,14 @@
 
 namespace fastnn {
 
+struct OptSlot;
+
+// Set by optim_cuda.cpp in CUDA builds: runs one dtype's slots on the current CUDA stream.
+using CudaOptimizerExec = void (*)(int /*OptKind*/ kind, int dtype, const std::vector<OptSlot>& slots,
+                                   const c10::optional<at::Tensor>& grad_scale,
+                                   const c10::optional<at::Tensor>& found_inf);
+extern CudaOptimizerExec g_cuda_optimizer_exec;
+
 struct GroupHP {
   double h[5] = {0, 0, 0, 0, 0};
   bool b[4] = {false, false, false, false};

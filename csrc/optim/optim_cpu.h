@@ -6,15 +6,22 @@
 
 namespace fastnn {
 
-// One parameter tensor's part of a step. Every pointer addresses `numel` elements laid out alike
-// (the wrapper guarantees it); state pointers an optimizer does not use are null.
+// One parameter tensor's part of a step (shared by the CPU and CUDA launchers). Every pointer
+// addresses `numel` elements laid out alike (the wrapper guarantees it); state pointers an
+// optimizer does not use are null. The CPU kernels read the constants k (computed on the host);
+// the CUDA kernels compute them on the device from h, b and the step (host value, or a device
+// pointer when the step count lives on the GPU: capturable).
 struct OptSlot {
   void* param;
   const void* grad;
   void* state[3];
   int64_t numel;
-  int flags;        // OptFlag bits
-  double k[8];      // per-optimizer constants in double, see make_consts in optim_cpu_kernels.h
+  int flags;           // OptFlag bits
+  float step_host;     // step count after this step's increment
+  const float* step_dev;
+  double k[8];         // see make_consts in optim_functors.h
+  double h[5];         // the group's hyper-parameters (GroupHP)
+  bool b[4];
 };
 
 struct OptimCpuKernels {

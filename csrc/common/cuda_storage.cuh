@@ -1,0 +1,40 @@
+// Loads and stores of the CUDA kernels' storage types in their compute type (torch-free).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "hd.h"
+
+namespace fastnn {
+namespace cuda_detail {
+
+template <class T> struct Acc { using type = float; };
+template <> struct Acc<double> { using type = double; };
+template <class T> using acc_t = typename Acc<T>::type;
+
+__device__ __forceinline__ float ld(float v) { return v; }
+__device__ __forceinline__ double ld(double v) { return v; }
+__device__ __forceinline__ float ld(__half v) { return __half2float(v); }
+__device__ __forceinline__ float ld(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <class T> __device__ __forceinline__ T st(acc_t<T> v);
+template <> __device__ __forceinline__ float st<float>(float v) { return v; }
+template <> __device__ __forceinline__ double st<double>(double v) { return v; }
+template <> __device__ __forceinline__ __half st<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 st<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// Storage codes shared with the torch-side wrappers.
+enum class CudaDType : int { F32 = 0, F64 = 1, F16 = 2, BF16 = 3 };
+
+template <class F>
+inline void dispatch_cuda_dtype(CudaDType d, F&& f) {
+  switch (d) {
+    case CudaDType::F32: f(float{}); break;
+    case CudaDType::F64: f(double{}); break;
+    case CudaDType::F16: f(__half{}); break;
+    case CudaDType::BF16: f(__nv_bfloat16{}); break;
+  }
+}
+
+}  // namespace cuda_detail
+}  // namespace fastnn

@@ -1,0 +1,95 @@
+// fastnn::linear_act on CUDA: cuBLAS GEMMs (through ATen, on the current stream) around the fused
+// passes of linear_act_cuda_kernels.cu, launched on the current stream too (CUDA graphs and
+// torch.compile's reduce-overhead mode capture them correctly).
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "linear_act_common.h"
+#include "linear_act_cuda.h"
+
+namespace fastnn {
+namespace {
+
+using at::Tensor;
+
+int cuda_dtype(const Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return 0;
+    case at::kDouble: return 1;
+    case at::kHalf: return 2;
+    case at::kBFloat16: return 3;
+    default: TORCH_CHECK(false, kLinearActOp, ": unsupported dtype ", t.scalar_type(), " on CUDA");
+  }
+}
+
+void check_cuda(const Tensor& t, const char* what) {
+  TORCH_CHECK(t.is_cuda(), kLinearActOp, ": ", what, " must be a CUDA tensor, got one on ", t.device());
+}
+
+std::tuple<Tensor, Tensor> linear_act_forward_cuda(const Tensor& input, const Tensor& weight,
+                                                   const c10::optional<Tensor>& bias, c10::string_view activation,
+                                                   double slope) {
+  check_linear_act_args(input, weight, bias);
+  check_cuda(input, "input");
+  const Act act = parse_activation(kLinearActOp, activation);
+  const int dt = cuda_dtype(input);
+  c10::cuda::CUDAGuard guard(input.device());
+  const int64_t K = weight.size(1), N = weight.size(0), M = linear_rows(input);
+  const Tensor x = input.reshape({M, K});
+  const bool has_bias = bias.has_value() && bias->defined();
+  const Tensor b = has_bias ? bias->contiguous() : Tensor();
+  const bool save_z = !act_saves_output(act, slope);
+  Tensor y = at::mm(x, weight.t());
+  if (!y.is_contiguous()) y = y.contiguous();
+  Tensor z = save_z ? at::empty({M, N}, input.options()) : at::empty({0}, input.options());
+  cuda_linear_act_epilogue(dt, y.data_ptr(), save_z ? z.data_ptr() : nullptr, has_bias ? b.data_ptr() : nullptr, M,
+                           N, int(act), slope, at::cuda::getCurrentCUDAStream().stream());
+  const auto shape = linear_out_shape(input, N);
+  return {y.view(shape), save_z ? z.view(shape) : z};
+}
+
+Tensor linear_act_cuda(const Tensor& input, const Tensor& weight, const c10::optional<Tensor>& bias,
+                       c10::string_view activation, double slope) {
+  return std::get<0>(linear_act_forward_cuda(input, weight, bias, activation, slope));
+}
+
+std::tuple<Tensor, Tensor, Tensor> linear_act_backward_cuda(const Tensor& grad_output, const Tensor& input,
+                                                            const Tensor& weight, const Tensor& saved, bool has_bias,
+                                                            c10::string_view activation, double slope,
+                                                            std::array<bool, 2> mask) {
+  check_linear_act_args(input, weight, {});
+  check_cuda(input, "input");
+  check_cuda(grad_output, "grad_output");
+  const Act act = parse_activation(kLinearActOp, activation);
+  const int dt = cuda_dtype(input);
+  c10::cuda::CUDAGuard guard(input.device());
+  const int64_t K = weight.size(1), N = weight.size(0), M = linear_rows(input);
+  TORCH_CHECK(grad_output.numel() == M * N && saved.numel() == M * N, kLinearActOp,
+              ": backward got grad_output/saved of the wrong size");
+  const Tensor x = input.reshape({M, K});
+  const Tensor g = grad_output.reshape({M, N}).contiguous();
+  const Tensor s = saved.reshape({M, N}).contiguous();
+  const auto opts = input.options();
+  Tensor gz = at::empty({M, N}, opts);
+  Tensor gb = has_bias ? at::empty({N}, opts) : at::empty({0}, opts);
+  const auto acc = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  Tensor partial = has_bias ? at::empty({cuda_bias_grad_chunks(M) * N}, opts.dtype(acc)) : Tensor();
+  cuda_linear_act_backward_act_bias(dt, g.data_ptr(), s.data_ptr(), gz.data_ptr(), has_bias ? gb.data_ptr() : nullptr,
+                                    has_bias ? partial.data_ptr() : nullptr, M, N, int(act), slope,
+                                    at::cuda::getCurrentCUDAStream().stream());
+  Tensor gi = mask[0] ? at::mm(gz, weight).view(input.sizes()) : at::empty({0}, opts);
+  Tensor gw = mask[1] ? at::mm(gz.t(), x) : at::empty({0}, opts);
+  return {gi, gw, gb};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastnn, CUDA, m) {
+  m.impl("linear_act", &linear_act_cuda);
+  m.impl("linear_act_forward", &linear_act_forward_cuda);
+  m.impl("linear_act_backward", &linear_act_backward_cuda);
+}
+
+}  // namespace fastnn

@@ -1,0 +1,14 @@
+// Torch-free entry point of the CUDA multi-tensor optimizer step (optim_cuda_kernels.cu).
+#pragma once
+#include <cstdint>
+
+#include "optim_cpu.h"
+
+namespace fastnn {
+
+// dtype: 0 float32, 1 float64, 2 float16, 3 bfloat16. grad_scale / found_inf: device pointers or
+// null; with found_inf set, every block returns before touching memory (capturable skip).
+void cuda_optimizer_step(OptKind kind, int dtype, const OptSlot* slots, int64_t n, const float* grad_scale,
+                         const float* found_inf, void* stream);
+
+}  // namespace fastnn
