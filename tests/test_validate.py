@@ -19,10 +19,11 @@ def test_workload_reaches_parity_verdict(workload, tmp_path):
     for r in summary["results"]:
         assert r["workload"] == workload
         assert r["verdict"] == "PASS", r
-        assert r["max_param_rel_diff"] <= validate.PARAM_TOL
+        assert r["max_param_rel_diff"] <= max(validate.PARAM_TOL,
+                                              validate.NOISE_FACTOR * r["noise_param_rel_diff"])
         assert r["torch_s_per_epoch"] > 0 and r["fastnn_s_per_epoch"] > 0
-        for name, (a, b) in r["metrics"].items():
-            assert a == a and b == b, name  # finite, reported for both
+        for name, (a, b, ref) in r["metrics"].items():
+            assert a == a and b == b and ref == ref, name  # reported for torch, fastnn and the noise run
     assert rc == 0
     assert list(tmp_path.glob("*-loss.png"))
 

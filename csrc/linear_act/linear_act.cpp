@@ -50,10 +50,11 @@ std::tuple<Tensor, Tensor> linear_act_forward_cpu(const Tensor& input, const Ten
     kern.forward_direct(dt, xc.data_ptr(), wt.data_ptr(), has_bias ? b.data_ptr() : nullptr, y.data_ptr(),
                         save_z ? z.data_ptr() : nullptr, M, N, K, int(act), slope);
   } else {
-    y = at::mm(x, weight.t());
+    // The bias goes into the GEMM (addmm, as F.linear does): the pre-activation is then bit for bit
+    // torch's, and the epilogue only applies the activation.
+    y = has_bias ? at::addmm(b, x, weight.t()) : at::mm(x, weight.t());
     if (!y.is_contiguous()) y = y.contiguous();
-    kern.forward_epilogue(dt, y.data_ptr(), save_z ? z.data_ptr() : nullptr, has_bias ? b.data_ptr() : nullptr,
-                          M, N, int(act), slope);
+    kern.forward_epilogue(dt, y.data_ptr(), save_z ? z.data_ptr() : nullptr, nullptr, M, N, int(act), slope);
   }
   const auto shape = linear_out_shape(input, N);
   return {y.view(shape), save_z ? z.view(shape) : z};
