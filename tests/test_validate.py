@@ -22,8 +22,8 @@ def test_workload_reaches_parity_verdict(workload, tmp_path):
         assert r["max_param_rel_diff"] <= max(validate.PARAM_TOL,
                                               validate.NOISE_FACTOR * r["noise_param_rel_diff"])
         assert r["torch_s_per_epoch"] > 0 and r["fastnn_s_per_epoch"] > 0
-        for name, (a, b, ref) in r["metrics"].items():
-            assert a == a and b == b and ref == ref, name  # reported for torch, fastnn and the noise run
+        for name, (a, b, *refs) in r["metrics"].items():
+            assert len(refs) == 2 and a == a and b == b, name  # torch, fastnn and the two noise runs
     assert rc == 0
     assert list(tmp_path.glob("*-loss.png"))
 

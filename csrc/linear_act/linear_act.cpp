@@ -2,7 +2,7 @@
 //
 // Forward: the GEMM goes to ATen/BLAS unless in_features is small, where a hand-written kernel
 // computes the whole layer in one pass (BLAS call overhead dominates there); bias and activation
-// are applied in one pass over the GEMM output. Backward: activation derivative and bias-gradient
+// are one vectorized pass over the GEMM output. Backward: activation derivative and bias-gradient
 // reduction in one pass, then two GEMMs (or, for small in_features, everything in one pass).
 #include <ATen/autocast_mode.h>
 #include <torch/autograd.h>
@@ -41,20 +41,31 @@ std::tuple<Tensor, Tensor> linear_act_forward_cpu(const Tensor& input, const Ten
   const bool has_bias = bias.has_value() && bias->defined();
   const Tensor b = has_bias ? bias->contiguous() : Tensor();
   const bool save_z = !act_saves_output(act, slope);
-  Tensor z = save_z ? at::empty({M, N}, input.options()) : at::empty({0}, input.options());
   const auto& kern = linear_act_cpu_kernels();
-  Tensor y;
+  Tensor y, z;
   if (K <= kDirectMaxK) {
     y = at::empty({M, N}, input.options());
+    z = save_z ? at::empty({M, N}, input.options()) : at::empty({0}, input.options());
     const Tensor xc = x.contiguous(), wt = weight.t().contiguous();
     kern.forward_direct(dt, xc.data_ptr(), wt.data_ptr(), has_bias ? b.data_ptr() : nullptr, y.data_ptr(),
                         save_z ? z.data_ptr() : nullptr, M, N, K, int(act), slope);
   } else {
-    // The bias goes into the GEMM (addmm, as F.linear does): the pre-activation is then bit for bit
-    // torch's, and the epilogue only applies the activation.
-    y = has_bias ? at::addmm(b, x, weight.t()) : at::mm(x, weight.t());
-    if (!y.is_contiguous()) y = y.contiguous();
-    kern.forward_epilogue(dt, y.data_ptr(), save_z ? z.data_ptr() : nullptr, nullptr, M, N, int(act), slope);
+    // Backward needs z: the GEMM with the bias (addmm) writes it and the activation goes to a new y
+    // (no pass writes z separately). Otherwise the bias rides along in the in-place activation pass,
+    // which is cheaper than addmm's own bias handling.
+    if (save_z) {
+      z = has_bias ? at::addmm(b, x, weight.t()) : at::mm(x, weight.t());
+      if (!z.is_contiguous()) z = z.contiguous();
+      y = at::empty({M, N}, input.options());
+      kern.forward_epilogue(dt, z.data_ptr(), nullptr, y.data_ptr(), M, N, int(act), slope);
+    } else {
+      y = at::mm(x, weight.t());
+      if (!y.is_contiguous()) y = y.contiguous();
+      z = at::empty({0}, input.options());
+      if (act != Act::Identity || has_bias)
+        kern.forward_epilogue(dt, y.data_ptr(), has_bias ? b.data_ptr() : nullptr, y.data_ptr(), M, N, int(act),
+                              slope);
+    }
   }
   const auto shape = linear_out_shape(input, N);
   return {y.view(shape), save_z ? z.view(shape) : z};

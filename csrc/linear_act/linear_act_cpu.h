@@ -7,8 +7,8 @@
 namespace fastnn {
 
 struct LinearActCpuKernels {
-  // y[M,N] <- act(y + bias) in place (y holds x @ W^T); z <- y + bias when z != nullptr.
-  void (*forward_epilogue)(DType, void* y, void* z, const void* bias, int64_t M, int64_t N, int act,
+  // y[M,N] <- act(src + bias) (bias may be null); src is the BLAS output and may be y (in place).
+  void (*forward_epilogue)(DType, const void* src, const void* bias, void* y, int64_t M, int64_t N, int act,
                            double slope);
   // Small in_features: y = act(x[M,K] @ wt[K,N] + bias) in one pass, no BLAS call.
   void (*forward_direct)(DType, const void* x, const void* wt, const void* bias, void* y, void* z,

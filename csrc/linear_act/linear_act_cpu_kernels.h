@@ -23,24 +23,18 @@ inline int64_t rows_per_chunk(int64_t M, int64_t N) {
 }
 
 template <class T, Act A>
-void forward_epilogue(T* __restrict y, T* __restrict z, const T* __restrict bias, int64_t M, int64_t N,
-                      double slope_d) {
+void forward_epilogue(const T* src, const T* __restrict bias, T* y, int64_t M, int64_t N, double slope_d) {
   using C = compute_t<T>;
   const C slope = (C)slope_d;
+  // src and y may be the same buffer (in place): no __restrict on them.
 #pragma omp parallel for schedule(static) if (M * N >= kParallelMinElems)
   for (int64_t i = 0; i < M; ++i) {
-    T* __restrict yr = y + i * N;
-    if (z) {
-      T* __restrict zr = z + i * N;
-      for (int64_t j = 0; j < N; ++j) {
-        C v = load(yr[j]) + (bias ? load(bias[j]) : C(0));
-        zr[j] = store_as<T>(v);
-        yr[j] = store_as<T>(ActFn<A>::value(v, slope));
-      }
-    } else if (bias) {
-      for (int64_t j = 0; j < N; ++j) yr[j] = store_as<T>(ActFn<A>::value(load(yr[j]) + load(bias[j]), slope));
+    const T* sr = src + i * N;
+    T* yr = y + i * N;
+    if (bias) {
+      for (int64_t j = 0; j < N; ++j) yr[j] = store_as<T>(ActFn<A>::value(load(sr[j]) + load(bias[j]), slope));
     } else {
-      for (int64_t j = 0; j < N; ++j) yr[j] = store_as<T>(ActFn<A>::value(load(yr[j]), slope));
+      for (int64_t j = 0; j < N; ++j) yr[j] = store_as<T>(ActFn<A>::value(load(sr[j]), slope));
     }
   }
 }
@@ -166,12 +160,12 @@ void backward_direct(const T* __restrict g, const T* __restrict saved, const T* 
 }
 
 // ---- type-erased entry points ----
-inline void forward_epilogue_entry(DType d, void* y, void* z, const void* bias, int64_t M, int64_t N, int act,
-                                   double slope) {
+inline void forward_epilogue_entry(DType d, const void* src, const void* bias, void* y, int64_t M, int64_t N,
+                                   int act, double slope) {
   dispatch_dtype(d, [&](auto t) {
     using T = decltype(t);
     dispatch_act(Act(act), [&](auto a) {
-      forward_epilogue<T, decltype(a)::value>((T*)y, (T*)z, (const T*)bias, M, N, slope);
+      forward_epilogue<T, decltype(a)::value>((const T*)src, (const T*)bias, (T*)y, M, N, slope);
     });
   });
 }

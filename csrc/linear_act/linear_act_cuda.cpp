@@ -41,11 +41,14 @@ std::tuple<Tensor, Tensor> linear_act_forward_cuda(const Tensor& input, const Te
   const bool has_bias = bias.has_value() && bias->defined();
   const Tensor b = has_bias ? bias->contiguous() : Tensor();
   const bool save_z = !act_saves_output(act, slope);
-  Tensor y = at::mm(x, weight.t());
-  if (!y.is_contiguous()) y = y.contiguous();
-  Tensor z = save_z ? at::empty({M, N}, input.options()) : at::empty({0}, input.options());
-  cuda_linear_act_epilogue(dt, y.data_ptr(), save_z ? z.data_ptr() : nullptr, has_bias ? b.data_ptr() : nullptr, M,
-                           N, int(act), slope, at::cuda::getCurrentCUDAStream().stream());
+  // Bias inside the GEMM (addmm, as F.linear); the GEMM output is z when backward needs it.
+  Tensor pre = has_bias ? at::addmm(b, x, weight.t()) : at::mm(x, weight.t());
+  if (!pre.is_contiguous()) pre = pre.contiguous();
+  Tensor y = save_z ? at::empty({M, N}, input.options()) : pre;
+  Tensor z = save_z ? pre : at::empty({0}, input.options());
+  if (act != Act::Identity)
+    cuda_linear_act_epilogue(dt, pre.data_ptr(), y.data_ptr(), M * N, int(act), slope,
+                             at::cuda::getCurrentCUDAStream().stream());
   const auto shape = linear_out_shape(input, N);
   return {y.view(shape), save_z ? z.view(shape) : z};
 }

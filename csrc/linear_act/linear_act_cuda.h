@@ -5,9 +5,8 @@
 
 namespace fastnn {
 
-// y[M,N] <- act(y + bias) in place; z <- y + bias when z != nullptr.
-void cuda_linear_act_epilogue(int dtype, void* y, void* z, const void* bias, int64_t M, int64_t N, int act,
-                              double slope, void* stream);
+// y <- act(src) over M*N elements (src = x @ W^T + bias from cuBLAS); src may be y (in place).
+void cuda_linear_act_epilogue(int dtype, const void* src, void* y, int64_t n, int act, double slope, void* stream);
 
 // Rows per chunk of the deterministic bias-gradient reduction, and the chunk count for M rows.
 int64_t cuda_bias_grad_chunks(int64_t M);

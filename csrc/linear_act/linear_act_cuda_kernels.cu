@@ -22,17 +22,11 @@ inline int grid_for(int64_t n) {
   return int(b < 65535 * 4 ? (b > 0 ? b : 1) : 65535 * 4);
 }
 
-// One thread per element of a row-major [M, N] output; grid-stride.
+// One thread per element, grid-stride; src may alias y.
 template <class T, Act A>
-__global__ void epilogue_kernel(T* __restrict__ y, T* __restrict__ z, const T* __restrict__ bias, int64_t M,
-                                int64_t N, acc_t<T> slope) {
-  using C = acc_t<T>;
-  const int64_t total = M * N;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    C v = ld(y[i]) + (bias ? ld(bias[i % N]) : C(0));
-    if (z) z[i] = st<T>(v);
-    y[i] = st<T>(ActFn<A>::value(v, slope));
-  }
+__global__ void epilogue_kernel(const T* src, T* y, int64_t n, acc_t<T> slope) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = st<T>(ActFn<A>::value(ld(src[i]), slope));
 }
 
 // Block (32, 8) covers 32 columns of one chunk of rows: writes gz and one partial column sum per
@@ -77,15 +71,14 @@ __global__ void reduce_partials_kernel(const acc_t<T>* __restrict__ partial, T* 
 
 }  // namespace
 
-void cuda_linear_act_epilogue(int dtype, void* y, void* z, const void* bias, int64_t M, int64_t N, int act,
-                              double slope, void* stream) {
-  if (M * N == 0) return;
+void cuda_linear_act_epilogue(int dtype, const void* src, void* y, int64_t n, int act, double slope, void* stream) {
+  if (n == 0) return;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   dispatch_cuda_dtype(CudaDType(dtype), [&](auto tag) {
     using T = decltype(tag);
     dispatch_act(Act(act), [&](auto a) {
-      epilogue_kernel<T, decltype(a)::value><<<grid_for(M * N), kThreads, 0, s>>>(
-          static_cast<T*>(y), static_cast<T*>(z), static_cast<const T*>(bias), M, N, acc_t<T>(slope));
+      epilogue_kernel<T, decltype(a)::value><<<grid_for(n), kThreads, 0, s>>>(static_cast<const T*>(src),
+                                                                              static_cast<T*>(y), n, acc_t<T>(slope));
     });
   });
 }
