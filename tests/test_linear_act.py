@@ -14,9 +14,7 @@ KS = [5, 19]
 def make(shape_x, n_out, dtype=torch.float64, bias=True, noncontig=False, seed=None, requires_grad=True):
     g = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**31)
     k = shape_x[-1]
-    if noncontig:  # every tensor strided: x transposed view, w transposed view, b a strided slice
-        x = torch.randn(*shape_x[:-1][::-1], k, generator=g, dtype=dtype)
-        x = x.transpose(0, -2) if x.dim() > 1 else x
+    if noncontig:  # every tensor strided: x and w transposed views, b a strided slice
         x = torch.randn(k, *shape_x[:-1], generator=g, dtype=dtype).movedim(0, -1)
         w = torch.randn(k, n_out, generator=g, dtype=dtype).t()
         b = torch.randn(2 * n_out, generator=g, dtype=dtype)[::2] if bias else None

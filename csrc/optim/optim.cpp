@@ -338,7 +338,6 @@ std::vector<Row> rows_from_lists(const char* op, TensorList params, TensorList g
   return rows;
 }
 
-template <class... Lists>
 std::vector<GroupHP> group_hps(const char* op, size_t G, std::initializer_list<at::ArrayRef<double>> h,
                                std::initializer_list<const c10::List<bool>*> b) {
   std::vector<GroupHP> hps(G);
