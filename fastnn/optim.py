@@ -37,21 +37,15 @@ def _zeros(p):
 
 
 class _FusedStep:
-    """Mixin over a torch.optim class: the plan cache and the step."""
+    """Mixin over a torch.optim class: the plan cache and the step. Each optimizer below defines
+    ``_hparams(group) -> (floats, bools)`` in the order its kernel expects (csrc/optim/optim.cpp) and
+    ``_init_state(param, group, state) -> keys added``, creating state exactly as torch does."""
 
     _step_supports_amp_scaling = True
     _name = "fastnn.optim"
     _kind = None          # native optimizer kind
     _state_keys = ()      # state tensors in the kernel's order
     _has_step = True      # keeps a "step" count in state
-
-    # -- per optimizer --
-    def _hparams(self, g):
-        raise NotImplementedError  # pragma: no cover  (each optimizer below defines it)
-
-    def _init_state(self, p, g, st):
-        """Create missing state for p like torch does (st is its state dict); returns keys added."""
-        raise NotImplementedError  # pragma: no cover
 
     # -- plan --
     def _plan_key(self):

@@ -71,11 +71,6 @@ std::tuple<Tensor, Tensor> linear_act_forward_cpu(const Tensor& input, const Ten
   return {y.view(shape), save_z ? z.view(shape) : z};
 }
 
-Tensor linear_act_cpu(const Tensor& input, const Tensor& weight, const c10::optional<Tensor>& bias,
-                      c10::string_view activation, double slope) {
-  return std::get<0>(linear_act_forward_cpu(input, weight, bias, activation, slope));
-}
-
 std::tuple<Tensor, Tensor, Tensor> linear_act_backward_cpu(const Tensor& grad_output, const Tensor& input,
                                                            const Tensor& weight, const Tensor& saved,
                                                            bool has_bias, c10::string_view activation,
@@ -232,7 +227,7 @@ TORCH_LIBRARY_IMPL(fastnn, AutocastCUDA, m) {
 }
 
 TORCH_LIBRARY_IMPL(fastnn, CPU, m) {
-  m.impl("linear_act", &linear_act_cpu);
+  m.impl("linear_act", &linear_act_output_only<&linear_act_forward_cpu>);
   m.impl("linear_act_forward", &linear_act_forward_cpu);
   m.impl("linear_act_backward", &linear_act_backward_cpu);
 }

@@ -49,4 +49,12 @@ inline std::vector<int64_t> linear_out_shape(const at::Tensor& input, int64_t N)
   return s;
 }
 
+// fastnn::linear_act for a backend: its linear_act_forward without the saved tensor.
+template <std::tuple<at::Tensor, at::Tensor> (*Forward)(const at::Tensor&, const at::Tensor&,
+                                                        const c10::optional<at::Tensor>&, c10::string_view, double)>
+at::Tensor linear_act_output_only(const at::Tensor& input, const at::Tensor& weight,
+                                  const c10::optional<at::Tensor>& bias, c10::string_view activation, double slope) {
+  return std::get<0>(Forward(input, weight, bias, activation, slope));
+}
+
 }  // namespace fastnn

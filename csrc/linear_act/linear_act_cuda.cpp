@@ -53,11 +53,6 @@ std::tuple<Tensor, Tensor> linear_act_forward_cuda(const Tensor& input, const Te
   return {y.view(shape), save_z ? z.view(shape) : z};
 }
 
-Tensor linear_act_cuda(const Tensor& input, const Tensor& weight, const c10::optional<Tensor>& bias,
-                       c10::string_view activation, double slope) {
-  return std::get<0>(linear_act_forward_cuda(input, weight, bias, activation, slope));
-}
-
 std::tuple<Tensor, Tensor, Tensor> linear_act_backward_cuda(const Tensor& grad_output, const Tensor& input,
                                                             const Tensor& weight, const Tensor& saved, bool has_bias,
                                                             c10::string_view activation, double slope,
@@ -90,7 +85,7 @@ std::tuple<Tensor, Tensor, Tensor> linear_act_backward_cuda(const Tensor& grad_o
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastnn, CUDA, m) {
-  m.impl("linear_act", &linear_act_cuda);
+  m.impl("linear_act", &linear_act_output_only<&linear_act_forward_cuda>);
   m.impl("linear_act_forward", &linear_act_forward_cuda);
   m.impl("linear_act_backward", &linear_act_backward_cuda);
 }
