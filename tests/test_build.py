@@ -1,0 +1,36 @@
+"""The build switch: FASTNN_CUDA=1 fails loudly where CUDA cannot be built; a CPU build says so."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import fastnn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _setup(env_value):
+    env = dict(os.environ, FASTNN_CUDA=env_value)
+    return subprocess.run([sys.executable, "setup.py", "--name"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.skipif(torch.version.cuda is not None, reason="this torch is a CUDA build")
+def test_forcing_cuda_with_cpu_torch_fails_loudly():
+    r = _setup("1")
+    assert r.returncode != 0
+    assert "CPU-only build" in r.stderr + r.stdout
+
+
+def test_bad_switch_value_is_refused():
+    r = _setup("yes")
+    assert r.returncode != 0 and "FASTNN_CUDA must be 0, 1 or unset" in r.stderr + r.stdout
+
+
+def test_cpu_only_build_does_not_claim_cuda():
+    if torch.version.cuda is None:
+        assert fastnn.built_with_cuda() is False
+    # and the CPU kernels are always there
+    assert fastnn.cpu_isa() in fastnn.cpu_isas_supported()
