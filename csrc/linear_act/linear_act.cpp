@@ -75,18 +75,8 @@ std::tuple<Tensor, Tensor, Tensor> linear_act_backward_cpu(const Tensor& grad_ou
                                                            const Tensor& weight, const Tensor& saved,
                                                            bool has_bias, c10::string_view activation,
                                                            double slope, std::array<bool, 2> mask) {
-  check_linear_act_args(input, weight, {});
-  const Act act = parse_activation(kLinearActOp, activation);
+  const auto [act, M, N, K, x, g, s] = prepare_linear_act_backward(grad_output, input, weight, saved, activation);
   const DType dt = cpu_dtype(input);
-  const int64_t K = weight.size(1), N = weight.size(0);
-  const int64_t M = linear_rows(input);
-  const Tensor x = input.reshape({M, K});
-  TORCH_CHECK(grad_output.numel() == M * N && saved.numel() == M * N, kLinearActOp,
-              ": backward got grad_output/saved of the wrong size");
-  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type() && saved.scalar_type() == input.scalar_type(),
-              kLinearActOp, ": backward dtype mismatch");
-  const Tensor g = grad_output.reshape({M, N}).contiguous();
-  const Tensor s = saved.reshape({M, N}).contiguous();
   const auto opts = input.options();
   Tensor gb = has_bias ? at::empty({N}, opts) : at::empty({0}, opts);
   Tensor gi, gw;
@@ -111,26 +101,19 @@ std::tuple<Tensor, Tensor, Tensor> linear_act_backward_cpu(const Tensor& grad_ou
 
 // ---- autograd ----
 
-// d act(z) / dz * g with differentiable ATen ops, for double backward (create_graph=True).
-Tensor act_backward_composite(Act act, const Tensor& z, const Tensor& g, double slope) {
+// The activation as torch's own differentiable op: double backward differentiates through it,
+// so no derivative formula is written twice.
+Tensor act_value_aten(Act act, const Tensor& z, double slope) {
   switch (act) {
-    case Act::Identity: return g;
-    case Act::Relu: return g * (z > 0).to(g.scalar_type());
-    case Act::LeakyRelu: return g * at::where(z > 0, at::ones_like(z), at::full_like(z, slope));
-    case Act::Sigmoid: { auto s = at::sigmoid(z); return g * s * (1 - s); }
-    case Act::Tanh: { auto t = at::tanh(z); return g * (1 - t * t); }
-    case Act::Gelu: {
-      auto cdf = 0.5 * (1 + at::erf(z * M_SQRT1_2));
-      auto pdf = at::exp(-0.5 * z * z) * (0.5 * M_2_SQRTPI * M_SQRT1_2);
-      return g * (cdf + z * pdf);
-    }
-    case Act::GeluTanh: {
-      const double k = 0.79788456080286535588, a = 0.044715;
-      auto t = at::tanh(k * (z + a * z * z * z));
-      return g * (0.5 * (1 + t) + 0.5 * z * (1 - t * t) * k * (1 + 3 * a * z * z));
-    }
-    case Act::Silu: { auto s = at::sigmoid(z); return g * s * (1 + z * (1 - s)); }
-    case Act::Softplus: return at::where(z > 20, g, g * at::sigmoid(z));
+    case Act::Identity: return z;
+    case Act::Relu: return at::relu(z);
+    case Act::LeakyRelu: return at::leaky_relu(z, slope);
+    case Act::Sigmoid: return at::sigmoid(z);
+    case Act::Tanh: return at::tanh(z);
+    case Act::Gelu: return at::gelu(z);
+    case Act::GeluTanh: return at::gelu(z, "tanh");
+    case Act::Silu: return at::silu(z);
+    case Act::Softplus: return at::softplus(z, 1, 20);
   }
   TORCH_CHECK(false, "unreachable");
 }
@@ -155,7 +138,6 @@ class LinearActFunction : public torch::autograd::Function<LinearActFunction> {
     ctx->save_for_backward({input, weight, has_bias ? *bias : Tensor(), from_output ? y : z});
     ctx->saved_data["act"] = int64_t(act);
     ctx->saved_data["slope"] = slope;
-    ctx->saved_data["from_output"] = from_output;
     return y;
   }
 
@@ -175,10 +157,13 @@ class LinearActFunction : public torch::autograd::Function<LinearActFunction> {
     if (!g.defined()) return {Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
     Tensor gi, gw, gb;
     if (torch::autograd::GradMode::is_enabled()) {
-      // create_graph=True: build the gradient from differentiable ops, recomputing z from the
-      // inputs so that second derivatives through z are right.
+      // create_graph=True: recompute z with differentiable ops (so second derivatives through z are
+      // right) and take the activation's derivative from torch's own op.
       Tensor z = at::linear(input, weight, has_bias ? c10::optional<Tensor>(bias) : c10::nullopt);
-      Tensor gz = act_backward_composite(act, z, g, slope);
+      Tensor gz = act == Act::Identity
+                      ? g
+                      : torch::autograd::grad({act_value_aten(act, z, slope)}, {z}, {g}, /*retain_graph=*/true,
+                                              /*create_graph=*/true)[0];
       const int64_t K = weight.size(1), N = weight.size(0);
       const int64_t M = linear_rows(input);
       Tensor gz2 = gz.reshape({M, N});

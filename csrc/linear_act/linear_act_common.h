@@ -49,6 +49,35 @@ inline std::vector<int64_t> linear_out_shape(const at::Tensor& input, int64_t N)
   return s;
 }
 
+// What every backend's linear_act_backward starts from: checked arguments, the activation, and
+// input / grad_output / saved as contiguous-where-needed matrices.
+struct LinearActBackwardArgs {
+  Act act;
+  int64_t M, N, K;
+  at::Tensor x, g, s;  // [M, K] (a view when possible), [M, N] contiguous, [M, N] contiguous
+};
+
+inline LinearActBackwardArgs prepare_linear_act_backward(const at::Tensor& grad_output, const at::Tensor& input,
+                                                         const at::Tensor& weight, const at::Tensor& saved,
+                                                         c10::string_view activation) {
+  check_linear_act_args(input, weight, {});
+  LinearActBackwardArgs a;
+  a.act = parse_activation(kLinearActOp, activation);
+  a.K = weight.size(1);
+  a.N = weight.size(0);
+  a.M = linear_rows(input);
+  TORCH_CHECK(grad_output.numel() == a.M * a.N && saved.numel() == a.M * a.N, kLinearActOp,
+              ": backward got grad_output/saved of the wrong size");
+  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type() && saved.scalar_type() == input.scalar_type(),
+              kLinearActOp, ": backward dtype mismatch");
+  TORCH_CHECK(grad_output.device() == input.device() && saved.device() == input.device(), kLinearActOp,
+              ": backward device mismatch");
+  a.x = input.reshape({a.M, a.K});
+  a.g = grad_output.reshape({a.M, a.N}).contiguous();
+  a.s = saved.reshape({a.M, a.N}).contiguous();
+  return a;
+}
+
 // fastnn::linear_act for a backend: its linear_act_forward without the saved tensor.
 template <std::tuple<at::Tensor, at::Tensor> (*Forward)(const at::Tensor&, const at::Tensor&,
                                                         const c10::optional<at::Tensor>&, c10::string_view, double)>

@@ -57,18 +57,10 @@ std::tuple<Tensor, Tensor, Tensor> linear_act_backward_cuda(const Tensor& grad_o
                                                             const Tensor& weight, const Tensor& saved, bool has_bias,
                                                             c10::string_view activation, double slope,
                                                             std::array<bool, 2> mask) {
-  check_linear_act_args(input, weight, {});
   check_cuda(input, "input");
-  check_cuda(grad_output, "grad_output");
-  const Act act = parse_activation(kLinearActOp, activation);
+  const auto [act, M, N, K, x, g, s] = prepare_linear_act_backward(grad_output, input, weight, saved, activation);
   const int dt = cuda_dtype(input);
   c10::cuda::CUDAGuard guard(input.device());
-  const int64_t K = weight.size(1), N = weight.size(0), M = linear_rows(input);
-  TORCH_CHECK(grad_output.numel() == M * N && saved.numel() == M * N, kLinearActOp,
-              ": backward got grad_output/saved of the wrong size");
-  const Tensor x = input.reshape({M, K});
-  const Tensor g = grad_output.reshape({M, N}).contiguous();
-  const Tensor s = saved.reshape({M, N}).contiguous();
   const auto opts = input.options();
   Tensor gz = at::empty({M, N}, opts);
   Tensor gb = has_bias ? at::empty({N}, opts) : at::empty({0}, opts);
