@@ -12,16 +12,22 @@ template <class T> struct Acc { using type = float; };
 template <> struct Acc<double> { using type = double; };
 template <class T> using acc_t = typename Acc<T>::type;
 
-__device__ __forceinline__ float ld(float v) { return v; }
-__device__ __forceinline__ double ld(double v) { return v; }
-__device__ __forceinline__ float ld(__half v) { return __half2float(v); }
-__device__ __forceinline__ float ld(__nv_bfloat16 v) { return __bfloat162float(v); }
+__host__ __device__ __forceinline__ float ld(float v) { return v; }
+__host__ __device__ __forceinline__ double ld(double v) { return v; }
+__host__ __device__ __forceinline__ float ld(__half v) { return __half2float(v); }
+__host__ __device__ __forceinline__ float ld(__nv_bfloat16 v) { return __bfloat162float(v); }
 
-template <class T> __device__ __forceinline__ T st(acc_t<T> v);
-template <> __device__ __forceinline__ float st<float>(float v) { return v; }
-template <> __device__ __forceinline__ double st<double>(double v) { return v; }
-template <> __device__ __forceinline__ __half st<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 st<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <class T> __host__ __device__ __forceinline__ T st(acc_t<T> v);
+template <> __host__ __device__ __forceinline__ float st<float>(float v) { return v; }
+template <> __host__ __device__ __forceinline__ double st<double>(double v) { return v; }
+template <> __host__ __device__ __forceinline__ __half st<__half>(float v) { return __float2half_rn(v); }
+template <> __host__ __device__ __forceinline__ __nv_bfloat16 st<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// load/store as a type, for code shared with the CPU launchers (optim_functors.h).
+struct CudaIO {
+  template <class T> static __host__ __device__ __forceinline__ acc_t<T> ld(T v) { return cuda_detail::ld(v); }
+  template <class T> static __host__ __device__ __forceinline__ T st(acc_t<T> v) { return cuda_detail::st<T>(v); }
+};
 
 // Storage codes shared with the torch-side wrappers.
 enum class CudaDType : int { F32 = 0, F64 = 1, F16 = 2, BF16 = 3 };

@@ -28,6 +28,12 @@ template <> FASTNN_INLINE bf16_t store_as<bf16_t>(float v) {
   return bf16_t{(uint16_t)(v != v ? 0x7fc0u : r)};
 }
 
+// load/store as a type, for code shared with the CUDA launchers (optim_functors.h).
+struct CpuIO {
+  template <class T> static FASTNN_INLINE compute_t<T> ld(T v) { return load(v); }
+  template <class T> static FASTNN_INLINE T st(compute_t<T> v) { return store_as<T>(v); }
+};
+
 // Calls f(T{}) with the storage type named by d.
 template <class F>
 inline void dispatch_dtype(DType d, F&& f) {

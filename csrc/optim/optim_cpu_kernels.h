@@ -21,7 +21,6 @@ inline namespace FASTNN_ISA_NS {
 namespace optim_cpu {
 using namespace optim_rules;
 
-constexpr int kUnscale = 1 << 12;  // internal flag: divide gradients by grad_scale
 constexpr int64_t kParallelMinElems = 1 << 16;
 
 // Calls g(std::integral_constant<int, F>) where F is `flags` restricted to Bits..., known at compile time.
@@ -31,67 +30,18 @@ template <int Acc, int B, int... Rest, class G> FASTNN_INLINE void with_flags(in
   else with_flags<Acc, Rest...>(flags, g);
 }
 
-template <class T> FASTNN_INLINE compute_t<T> unscaled(T g, compute_t<T> scale, bool unscale) {
-  return unscale ? load(g) / scale : load(g);
-}
-
-template <class T, int F>
-void adam_range(const OptSlot& s, int64_t b, int64_t e, const float* gs) {
+// Elements [b, e) of one tensor; F is a constant, so the loop body has no branches left.
+template <class T, OptKind K, int F>
+void update_range(const OptSlot& s, int64_t b, int64_t e, const float* gs) {
   using C = compute_t<T>;
-  const AdamConsts<C> k = adam_consts<C>(s.k);
+  const auto c = KindConsts<K, C>::make(s.k);
   const C scale = gs ? (C)*gs : C(1);
-  T* __restrict p = (T*)s.param; const T* __restrict g = (const T*)s.grad;
-  T* __restrict m = (T*)s.state[0]; T* __restrict v = (T*)s.state[1]; T* __restrict vm = (T*)s.state[2];
-  for (int64_t i = b; i < e; ++i) {
-    C pp = load(p[i]), mm = load(m[i]), vv = load(v[i]), vmax = (F & kAmsgrad) ? load(vm[i]) : C(0);
-    adam(F, k, pp, unscaled(g[i], scale, F & kUnscale), mm, vv, vmax);
-    p[i] = store_as<T>(pp); m[i] = store_as<T>(mm); v[i] = store_as<T>(vv);
-    if (F & kAmsgrad) vm[i] = store_as<T>(vmax);
-  }
-}
-
-template <class T, int F>
-void rmsprop_range(const OptSlot& s, int64_t b, int64_t e, const float* gs) {
-  using C = compute_t<T>;
-  const RmspropConsts<C> k = rmsprop_consts<C>(s.k);
-  const C scale = gs ? (C)*gs : C(1);
-  T* __restrict p = (T*)s.param; const T* __restrict g = (const T*)s.grad;
-  T* __restrict sq = (T*)s.state[0]; T* __restrict ga = (T*)s.state[1]; T* __restrict bf = (T*)s.state[2];
-  for (int64_t i = b; i < e; ++i) {
-    C pp = load(p[i]), ss = load(sq[i]);
-    C aa = (F & kCentered) ? load(ga[i]) : C(0), mb = (F & kMomentum) ? load(bf[i]) : C(0);
-    rmsprop(F, k, pp, unscaled(g[i], scale, F & kUnscale), ss, aa, mb);
-    p[i] = store_as<T>(pp); sq[i] = store_as<T>(ss);
-    if (F & kCentered) ga[i] = store_as<T>(aa);
-    if (F & kMomentum) bf[i] = store_as<T>(mb);
-  }
-}
-
-template <class T, int F>
-void sgd_range(const OptSlot& s, int64_t b, int64_t e, const float* gs) {
-  using C = compute_t<T>;
-  const SgdConsts<C> k = sgd_consts<C>(s.k);
-  const C scale = gs ? (C)*gs : C(1);
-  T* __restrict p = (T*)s.param; const T* __restrict g = (const T*)s.grad; T* __restrict bf = (T*)s.state[0];
-  for (int64_t i = b; i < e; ++i) {
-    C pp = load(p[i]), mb = (F & kMomentum) && !(F & kFirstStep) ? load(bf[i]) : C(0);
-    sgd(F, k, pp, unscaled(g[i], scale, F & kUnscale), mb);
-    p[i] = store_as<T>(pp);
-    if (F & kMomentum) bf[i] = store_as<T>(mb);
-  }
-}
-
-template <class T, int F>
-void adagrad_range(const OptSlot& s, int64_t b, int64_t e, const float* gs) {
-  using C = compute_t<T>;
-  const AdagradConsts<C> k = adagrad_consts<C>(s.k);
-  const C scale = gs ? (C)*gs : C(1);
-  T* __restrict p = (T*)s.param; const T* __restrict g = (const T*)s.grad; T* __restrict sm = (T*)s.state[0];
-  for (int64_t i = b; i < e; ++i) {
-    C pp = load(p[i]), ss = load(sm[i]);
-    adagrad(F, k, pp, unscaled(g[i], scale, F & kUnscale), ss);
-    p[i] = store_as<T>(pp); sm[i] = store_as<T>(ss);
-  }
+  T* __restrict p = (T*)s.param;
+  const T* __restrict g = (const T*)s.grad;
+  T* __restrict s0 = (T*)s.state[0];
+  T* __restrict s1 = (T*)s.state[1];
+  T* __restrict s2 = (T*)s.state[2];
+  for (int64_t i = b; i < e; ++i) update_element<K, CpuIO>(F, c, p, g, s0, s1, s2, i, scale);
 }
 
 template <class T>
@@ -100,19 +50,19 @@ FASTNN_INLINE void run_range(OptKind kind, const OptSlot& s, int64_t b, int64_t 
   switch (kind) {
     case OptKind::Adam:
       with_flags<0, kMaximize, kWeightDecay, kAmsgrad, kDecoupled, kUnscale>(
-          f, [&](auto F) { adam_range<T, decltype(F)::value>(s, b, e, gs); });
+          f, [&](auto F) { update_range<T, OptKind::Adam, decltype(F)::value>(s, b, e, gs); });
       break;
     case OptKind::RMSprop:
       with_flags<0, kMaximize, kWeightDecay, kCentered, kMomentum, kUnscale>(
-          f, [&](auto F) { rmsprop_range<T, decltype(F)::value>(s, b, e, gs); });
+          f, [&](auto F) { update_range<T, OptKind::RMSprop, decltype(F)::value>(s, b, e, gs); });
       break;
     case OptKind::SGD:
       with_flags<0, kMaximize, kWeightDecay, kMomentum, kNesterov, kFirstStep, kUnscale>(
-          f, [&](auto F) { sgd_range<T, decltype(F)::value>(s, b, e, gs); });
+          f, [&](auto F) { update_range<T, OptKind::SGD, decltype(F)::value>(s, b, e, gs); });
       break;
     case OptKind::Adagrad:
       with_flags<0, kMaximize, kWeightDecay, kUnscale>(
-          f, [&](auto F) { adagrad_range<T, decltype(F)::value>(s, b, e, gs); });
+          f, [&](auto F) { update_range<T, OptKind::Adagrad, decltype(F)::value>(s, b, e, gs); });
       break;
   }
 }

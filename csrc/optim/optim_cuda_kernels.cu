@@ -28,70 +28,37 @@ struct Launch {
 };
 static_assert(sizeof(Launch) <= 4096, "kernel argument too large");
 
+template <OptKind K, class T>
+__device__ __forceinline__ void update_chunk(const OptSlot& s, const double* k, int64_t start, int64_t end,
+                                             const float* grad_scale) {
+  using C = acc_t<T>;
+  const auto c = KindConsts<K, C>::make(k);
+  const int F = s.flags | (grad_scale ? kUnscale : 0);
+  const C scale = grad_scale ? C(*grad_scale) : C(1);
+  T* p = static_cast<T*>(s.param);
+  const T* g = static_cast<const T*>(s.grad);
+  T* s0 = static_cast<T*>(s.state[0]);
+  T* s1 = static_cast<T*>(s.state[1]);
+  T* s2 = static_cast<T*>(s.state[2]);
+  for (int64_t i = start + threadIdx.x; i < end; i += blockDim.x)
+    update_element<K, CudaIO>(F, c, p, g, s0, s1, s2, i, scale);
+}
+
 template <class T>
 __global__ void __launch_bounds__(kThreads) optimizer_kernel(Launch L, int kind, const float* grad_scale,
                                                              const float* found_inf) {
   if (found_inf && *found_inf != 0.f) return;
-  using C = acc_t<T>;
   const OptSlot& s = L.t[L.tensor_of[blockIdx.x]];
   const int64_t start = int64_t(L.chunk_of[blockIdx.x]) * kChunk;
   const int64_t end = start + kChunk < s.numel ? start + kChunk : s.numel;
   __shared__ double k[8];
   if (threadIdx.x == 0) make_consts(OptKind(kind), s.h, s.b, s.step_dev ? double(*s.step_dev) : double(s.step_host), k);
   __syncthreads();
-  const C scale = grad_scale ? C(*grad_scale) : C(1);
-  const int F = s.flags;
-  T* p = static_cast<T*>(s.param);
-  const T* g = static_cast<const T*>(s.grad);
-  T* s0 = static_cast<T*>(s.state[0]);
-  T* s1 = static_cast<T*>(s.state[1]);
-  T* s2 = static_cast<T*>(s.state[2]);
   switch (OptKind(kind)) {
-    case OptKind::Adam: {
-      const AdamConsts<C> c = adam_consts<C>(k);
-      for (int64_t i = start + threadIdx.x; i < end; i += blockDim.x) {
-        C pp = ld(p[i]), m = ld(s0[i]), v = ld(s1[i]), vm = (F & kAmsgrad) ? ld(s2[i]) : C(0);
-        C gg = grad_scale ? ld(g[i]) / scale : ld(g[i]);
-        adam(F, c, pp, gg, m, v, vm);
-        p[i] = st<T>(pp); s0[i] = st<T>(m); s1[i] = st<T>(v);
-        if (F & kAmsgrad) s2[i] = st<T>(vm);
-      }
-      break;
-    }
-    case OptKind::RMSprop: {
-      const RmspropConsts<C> c = rmsprop_consts<C>(k);
-      for (int64_t i = start + threadIdx.x; i < end; i += blockDim.x) {
-        C pp = ld(p[i]), sq = ld(s0[i]);
-        C ga = (F & kCentered) ? ld(s1[i]) : C(0), mb = (F & kMomentum) ? ld(s2[i]) : C(0);
-        C gg = grad_scale ? ld(g[i]) / scale : ld(g[i]);
-        rmsprop(F, c, pp, gg, sq, ga, mb);
-        p[i] = st<T>(pp); s0[i] = st<T>(sq);
-        if (F & kCentered) s1[i] = st<T>(ga);
-        if (F & kMomentum) s2[i] = st<T>(mb);
-      }
-      break;
-    }
-    case OptKind::SGD: {
-      const SgdConsts<C> c = sgd_consts<C>(k);
-      for (int64_t i = start + threadIdx.x; i < end; i += blockDim.x) {
-        C pp = ld(p[i]), mb = ((F & kMomentum) && !(F & kFirstStep)) ? ld(s0[i]) : C(0);
-        C gg = grad_scale ? ld(g[i]) / scale : ld(g[i]);
-        sgd(F, c, pp, gg, mb);
-        p[i] = st<T>(pp);
-        if (F & kMomentum) s0[i] = st<T>(mb);
-      }
-      break;
-    }
-    case OptKind::Adagrad: {
-      const AdagradConsts<C> c = adagrad_consts<C>(k);
-      for (int64_t i = start + threadIdx.x; i < end; i += blockDim.x) {
-        C pp = ld(p[i]), sm = ld(s0[i]);
-        C gg = grad_scale ? ld(g[i]) / scale : ld(g[i]);
-        adagrad(F, c, pp, gg, sm);
-        p[i] = st<T>(pp); s0[i] = st<T>(sm);
-      }
-      break;
-    }
+    case OptKind::Adam: update_chunk<OptKind::Adam, T>(s, k, start, end, grad_scale); break;
+    case OptKind::RMSprop: update_chunk<OptKind::RMSprop, T>(s, k, start, end, grad_scale); break;
+    case OptKind::SGD: update_chunk<OptKind::SGD, T>(s, k, start, end, grad_scale); break;
+    case OptKind::Adagrad: update_chunk<OptKind::Adagrad, T>(s, k, start, end, grad_scale); break;
   }
 }
 

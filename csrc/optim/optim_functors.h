@@ -22,6 +22,7 @@ enum OptFlag : int {
   kMomentum = 32,     // RMSprop, SGD: momentum != 0
   kNesterov = 64,     // SGD
   kFirstStep = 128,   // SGD: the momentum buffer is initialised with the gradient
+  kUnscale = 256,     // gradients are divided by GradScaler's scale in the same pass
 };
 
 inline namespace FASTNN_ISA_NS {
@@ -216,6 +217,53 @@ template <class C> FASTNN_INLINE FASTNN_HD AdagradConsts<C> adagrad_consts(const
   AdagradConsts<C> c;
   c.wd = (C)k[0]; c.eps = (C)k[1]; c.neg_clr = (C)k[2];
   return c;
+}
+
+template <OptKind K, class C> struct KindConsts;
+template <class C> struct KindConsts<OptKind::Adam, C> {
+  static FASTNN_INLINE FASTNN_HD AdamConsts<C> make(const double* k) { return adam_consts<C>(k); }
+};
+template <class C> struct KindConsts<OptKind::RMSprop, C> {
+  static FASTNN_INLINE FASTNN_HD RmspropConsts<C> make(const double* k) { return rmsprop_consts<C>(k); }
+};
+template <class C> struct KindConsts<OptKind::SGD, C> {
+  static FASTNN_INLINE FASTNN_HD SgdConsts<C> make(const double* k) { return sgd_consts<C>(k); }
+};
+template <class C> struct KindConsts<OptKind::Adagrad, C> {
+  static FASTNN_INLINE FASTNN_HD AdagradConsts<C> make(const double* k) { return adagrad_consts<C>(k); }
+};
+
+// One element of one tensor, shared by the CPU and CUDA launchers: load parameter, gradient and
+// the state the rule uses (IO::ld, in the compute type C), apply the rule, store them back
+// (IO::template st<T>). States a kind or its flags do not use are never touched (may be null).
+template <OptKind K, class IO, class T, class Consts, class C>
+FASTNN_INLINE FASTNN_HD void update_element(const int F, const Consts& c, T* __restrict p, const T* __restrict g,
+                                            T* __restrict s0, T* __restrict s1, T* __restrict s2, int64_t i,
+                                            C scale) {
+  C pp = IO::ld(p[i]);
+  C gg = (F & kUnscale) ? IO::ld(g[i]) / scale : IO::ld(g[i]);
+  if constexpr (K == OptKind::Adam) {
+    C m = IO::ld(s0[i]), v = IO::ld(s1[i]), vm = (F & kAmsgrad) ? IO::ld(s2[i]) : C(0);
+    adam(F, c, pp, gg, m, v, vm);
+    s0[i] = IO::template st<T>(m);
+    s1[i] = IO::template st<T>(v);
+    if (F & kAmsgrad) s2[i] = IO::template st<T>(vm);
+  } else if constexpr (K == OptKind::RMSprop) {
+    C sq = IO::ld(s0[i]), ga = (F & kCentered) ? IO::ld(s1[i]) : C(0), mb = (F & kMomentum) ? IO::ld(s2[i]) : C(0);
+    rmsprop(F, c, pp, gg, sq, ga, mb);
+    s0[i] = IO::template st<T>(sq);
+    if (F & kCentered) s1[i] = IO::template st<T>(ga);
+    if (F & kMomentum) s2[i] = IO::template st<T>(mb);
+  } else if constexpr (K == OptKind::SGD) {
+    C mb = ((F & kMomentum) && !(F & kFirstStep)) ? IO::ld(s0[i]) : C(0);
+    sgd(F, c, pp, gg, mb);
+    if (F & kMomentum) s0[i] = IO::template st<T>(mb);
+  } else {
+    C sm = IO::ld(s0[i]);
+    adagrad(F, c, pp, gg, sm);
+    s0[i] = IO::template st<T>(sm);
+  }
+  p[i] = IO::template st<T>(pp);
 }
 
 }  // namespace optim_rules
