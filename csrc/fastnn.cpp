@@ -5,6 +5,7 @@
 //   fastnn::adam_, rmsprop_, sgd_, adagrad_   csrc/optim/  (optim.cpp: CPU, optim_cuda.*: CUDA)
 #include <torch/extension.h>
 
+#include "common/act_names.h"
 #include "cpu_isa/cpu_isa.h"
 #include "optim/optim.h"
 
@@ -55,6 +56,16 @@ PYBIND11_MODULE(_C, m) {
   m.def("cpu_isas_supported", &fastnn::cpu_isas_supported, "Instruction sets this CPU can run");
   m.def("set_cpu_isa", &fastnn::set_cpu_isa, "Switch the CPU kernels to another supported instruction set");
   m.def("built_with_cuda", &fastnn_built_with_cuda, "Whether the CUDA kernels were compiled in");
+  m.def(
+      "activation_names",
+      [] { return std::vector<std::string>(fastnn::activation_names(), fastnn::activation_names() + fastnn::kNumActs); },
+      "Activation names in the order of the kernels' table");
+  m.def(
+      "saves_output",
+      [](const std::string& act, double slope) {
+        return fastnn::act_saves_output(fastnn::parse_activation("fastnn.linear_act", act), slope);
+      },
+      "Whether backward reads the output (else the pre-activation) for this activation");
   pybind11::class_<fastnn::OptimizerPlan>(m, "OptimizerPlan")
       .def(pybind11::init<const std::string&, std::vector<at::Tensor>, std::vector<int64_t>,
                           const std::vector<std::vector<c10::optional<at::Tensor>>>&,

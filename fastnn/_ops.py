@@ -1,15 +1,11 @@
 """Loads the native ops (torch.ops.fastnn.*) and registers their fake (meta) kernels."""
 import torch
 
-from . import _C  # noqa: F401  (loading the library registers the ops)
+from . import _C  # loading the library registers the ops
 
-ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh", "silu", "softplus")
-# Activations whose derivative is computed from the output (see csrc/common/activations.h).
-_FROM_OUTPUT = {"identity", "relu", "sigmoid", "tanh"}
-
-
-def saves_output(activation, negative_slope):
-    return activation in _FROM_OUTPUT or (activation == "leaky_relu" and negative_slope > 0)
+# Both come from the C++ activation table (csrc/common/activations.h), not a copy of it.
+ACTIVATIONS = tuple(_C.activation_names())
+saves_output = _C.saves_output  # (activation, negative_slope) -> backward reads the output?
 
 
 def _check(input, weight, bias, activation):
