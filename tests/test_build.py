@@ -34,3 +34,14 @@ def test_cpu_only_build_does_not_claim_cuda():
         assert fastnn.built_with_cuda() is False
     # and the CPU kernels are always there
     assert fastnn.cpu_isa() in fastnn.cpu_isas_supported()
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_cpp_errors_with_integers_reach_python(device):
+    """A C++ error message that formats an integer comes back as a RuntimeError. Run in a
+    subprocess: a build linked against the wrong libstdc++ dies with SIGSEGV here (README, Build)."""
+    r = subprocess.run([sys.executable, "-m", "fastnn._smoke", device], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, (f"exit {r.returncode} (negative = killed by that signal: a mis-linked build)\n"
+                               f"{r.stdout}{r.stderr[-2000:]}")
+    assert r.stdout.count("ok ") == 3, r.stdout

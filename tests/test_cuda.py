@@ -1,5 +1,6 @@
 """CUDA: linear_act and the fused optimizers on an NVIDIA GPU (skipped without one)."""
 import copy
+import inspect
 
 import pytest
 import torch
@@ -106,26 +107,42 @@ OPTS = [("Adam", dict(lr=1e-2)), ("Adam", dict(lr=1e-2, amsgrad=True, weight_dec
         ("Adagrad", dict(lr=0.05))]
 
 
+def _trajectory(opt_cls, params, opts, steps=50):
+    """The parameters after ``steps`` steps of seeded random gradients."""
+    ps = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    opt = opt_cls(ps, **opts)
+    g = torch.Generator(device=DEV).manual_seed(1)
+    for _ in range(steps):
+        for p in ps:
+            p.grad = torch.randn(p.shape, device=DEV, generator=g)
+        opt.step()
+    return ps
+
+
+def _max_abs(xs, ys):
+    return max((x - y).abs().max().item() for x, y in zip(xs, ys))
+
+
 @pytest.mark.parametrize("name,opts", OPTS)
 @pytest.mark.parametrize("capturable", [False, True])
 def test_optimizer_trajectory_cuda(name, opts, capturable):
     torch.manual_seed(0)
-    shapes = [(70000,), (33, 7), (5,)]  # one tensor spans two 64K-element chunks
-    pa = [torch.nn.Parameter(torch.randn(*s, device=DEV)) for s in shapes]
-    pb = [torch.nn.Parameter(p.detach().clone()) for p in pa]
-    kw = dict(opts)
-    if capturable and name != "SGD":
-        kw["capturable"] = True
-    oa = getattr(torch.optim, name)(pa, foreach=False, **kw)
-    ob = getattr(fastnn.optim, name)(pb, **kw)
-    for _ in range(50):
-        for a, b in zip(pa, pb):
-            g = torch.randn_like(a)
-            a.grad, b.grad = g.clone(), g.clone()
-        oa.step()
-        ob.step()
-    for a, b in zip(pa, pb):
+    start = [torch.randn(*s, device=DEV) for s in [(70000,), (33, 7), (5,)]]  # 70000: two 64K chunks
+    torch_cls = getattr(torch.optim, name)
+    if capturable and "capturable" not in inspect.signature(torch_cls).parameters:
+        pytest.skip(f"torch.optim.{name} has no capturable argument in torch {torch.__version__}")
+    plain = _trajectory(lambda p, **kw: torch_cls(p, foreach=False, **kw), start, opts)
+    fast = _trajectory(getattr(fastnn.optim, name), start, dict(opts, capturable=capturable) if capturable else opts)
+    # fastnn computes the per-step scalars (bias corrections, step size) in double whether or not the
+    # step count lives on the device, as torch's plain path does: same tolerance either way.
+    for a, b in zip(plain, fast):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    if capturable:
+        # torch's own capturable path computes those scalars on the device in float32 (beta2 rounded
+        # to float32 alone moves 1 - beta2 by 1.3e-5 relative); it is as far from its plain path as
+        # fastnn may be from it.
+        cap = _trajectory(lambda p, **kw: torch_cls(p, foreach=False, capturable=True, **kw), start, opts)
+        assert _max_abs(fast, cap) <= 2 * _max_abs(plain, cap) + 1e-6, (_max_abs(fast, cap), _max_abs(plain, cap))
 
 
 def test_capturable_adam_step_in_cuda_graph():

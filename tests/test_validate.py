@@ -4,11 +4,15 @@ import subprocess
 import sys
 
 import pytest
+import torch
+
+import fastnn
 
 pytest.importorskip("matplotlib")
 pytest.importorskip("sklearn")
 
 from fastnn import validate  # noqa: E402
+from torch_reference import torch_act  # noqa: E402
 
 
 @pytest.mark.parametrize("workload", list(validate.WORKLOADS))
@@ -23,9 +27,50 @@ def test_workload_reaches_parity_verdict(workload, tmp_path):
                                               validate.NOISE_FACTOR * r["noise_param_rel_diff"])
         assert r["torch_s_per_epoch"] > 0 and r["fastnn_s_per_epoch"] > 0
         for name, (a, b, *refs) in r["metrics"].items():
-            assert len(refs) == 2 and a == a and b == b, name  # torch, fastnn and the two noise runs
+            assert len(refs) == len(validate.REFERENCES) and a == a and b == b, name
     assert rc == 0
     assert list(tmp_path.glob("*-loss.png"))
+
+
+# Planted bugs: the verdict must turn FAIL for a real mistake, however the noise floor is measured.
+
+class _AdamOffByOne(fastnn.optim.Adam):
+    """Bias corrections from the wrong step count: every step after the first counts one extra."""
+
+    def step(self, closure=None):
+        loss = super().step(closure)
+        for st in self.state.values():
+            st["step"] += 1
+        return loss
+
+
+class _NoActivationGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, activation):
+        return torch_act(activation, z)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None  # the activation's derivative dropped
+
+
+def _forward_without_activation_derivative(self, x):
+    z = fastnn.linear_act(x, self.weight, self.bias, "identity")
+    return _NoActivationGrad.apply(z, self.activation)
+
+
+@pytest.mark.parametrize("bug", ["adam_bias_correction", "dropped_activation_derivative"])
+@pytest.mark.parametrize("workload", ["hetero-regression", "diabetes-mlp"])
+def test_verdict_fails_on_a_planted_bug(workload, bug, tmp_path, monkeypatch):
+    if bug == "adam_bias_correction":
+        monkeypatch.setattr(fastnn.optim, "Adam", _AdamOffByOne)
+    else:
+        monkeypatch.setattr(fastnn.nn.Linear, "forward", _forward_without_activation_derivative)
+    rc = validate.main([workload, "--quick", "--epochs", "3", "--out", str(tmp_path)])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert rc == 1
+    for r in summary["results"]:
+        assert r["verdict"] == "FAIL" and "parameters" in r["failed"], r["failed"]
 
 
 def _cli(*args):
