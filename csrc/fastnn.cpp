@@ -1,7 +1,8 @@
 // Operator schemas of the fastnn library, and the Python module that loads them.
 //
 // Where each op lives:
-//   fastnn::linear_act*      csrc/linear_act/  (linear_act.cpp: CPU + autograd, linear_act_cuda.*: CUDA)
+//   fastnn::linear_act*, activation   csrc/linear_act/  (linear_act.cpp: CPU + autograd, linear_act_cuda.*: CUDA)
+//   fastnn::mlp*             csrc/mlp/  (mlp.cpp: both backends through linear_act's kernels, one autograd node)
 //   fastnn::adam_, rmsprop_, sgd_, adagrad_   csrc/optim/  (optim.cpp: CPU, optim_cuda.*: CUDA)
 #include <torch/extension.h>
 
@@ -22,6 +23,23 @@ TORCH_LIBRARY(fastnn, m) {
   m.def(
       "linear_act_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor saved, bool has_bias,"
       " str activation, float negative_slope, bool[2] output_mask) -> (Tensor, Tensor, Tensor)");
+  // y = act(z) with the forward kernels' activation pass (what mlp's backward recomputes).
+  m.def("activation(Tensor z, str activation, float negative_slope) -> Tensor");
+
+  // A chain of Linear+activation layers: x <- act_l(x @ weights[l].T + biases[l]) for each layer l.
+  // Differentiable (one autograd node for the chain; autograd kernel in csrc/mlp/mlp.cpp).
+  m.def("mlp(Tensor input, Tensor[] weights, Tensor?[] biases, str[] activations, float[] negative_slopes) -> Tensor");
+  // Forward that also returns what backward reads, in one flat arena: layer after layer, its output
+  // or its pre-activation (as linear_act_forward decides); none for the last layer when that is
+  // its output (backward then takes the output).
+  m.def(
+      "mlp_forward(Tensor input, Tensor[] weights, Tensor?[] biases, str[] activations, float[] negative_slopes)"
+      " -> (Tensor, Tensor)");
+  // Returns (grad_input, or empty unless input_grad; grad_weights; grad_biases, empty for layers
+  // without bias). output: mlp_forward's (read when the last layer saved nothing in the arena).
+  m.def(
+      "mlp_backward(Tensor grad_output, Tensor input, Tensor[] weights, Tensor?[] biases, Tensor saved,"
+      " Tensor output, str[] activations, float[] negative_slopes, bool input_grad) -> (Tensor, Tensor[], Tensor[])");
 
   // lr_is_float32[g]: group g's lr is a float32 tensor; torch then computes lr-derived scalars
   // (Adam's lr / bias_correction1, Adagrad's decayed lr) in float32, and so do we.

@@ -50,6 +50,64 @@ def _linear_act_backward_fake(grad_output, input, weight, saved, has_bias, activ
     return gi, gw, gb
 
 
+@torch.library.register_fake("fastnn::activation")
+def _activation_fake(z, activation, negative_slope):
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"fastnn.activation: unknown activation '{activation}'")
+    return torch.empty_like(z, memory_format=torch.contiguous_format)
+
+
+def _check_mlp(input, weights, biases, activations, negative_slopes):
+    op = "fastnn.mlp"
+    n = len(weights)
+    torch._check(n >= 1, lambda: f"{op}: needs at least one layer (weights is empty)")
+    torch._check(len(biases) == n and len(activations) == n and len(negative_slopes) == n,
+                 lambda: f"{op}: weights, biases, activations and negative_slopes must have one entry per layer")
+    for i, (w, b, a) in enumerate(zip(weights, biases, activations)):
+        where = f"{op}: layer {i}"
+        if a not in ACTIVATIONS:
+            raise ValueError(f"{where}: unknown activation '{a}' (expected one of: {', '.join(ACTIVATIONS)})")
+        torch._check(w.dim() == 2, lambda: f"{where}: weight must be 2-D (out_features, in_features)")
+        width = input.shape[-1] if i == 0 else weights[i - 1].shape[0]
+        torch._check(w.shape[1] == width, lambda: f"{where}: weight expects in_features={w.shape[1]} but gets {width} "
+                                                  f"features ({'input' if i == 0 else f'layer {i - 1} out_features'})")
+        torch._check(w.dtype == input.dtype, lambda: f"{where}: dtype mismatch: input {input.dtype}, weight {w.dtype}")
+        torch._check(w.device == input.device,
+                     lambda: f"{where}: device mismatch: input is on {input.device} but weight is on {w.device}")
+        if b is not None:
+            torch._check(b.dim() == 1 and b.shape[0] == w.shape[0],
+                         lambda: f"{where}: bias must be 1-D of size out_features={w.shape[0]}")
+            torch._check(b.dtype == input.dtype, lambda: f"{where}: dtype mismatch: input {input.dtype}, bias {b.dtype}")
+            torch._check(b.device == input.device,
+                         lambda: f"{where}: device mismatch: input is on {input.device} but bias is on {b.device}")
+
+
+@torch.library.register_fake("fastnn::mlp")
+def _mlp_fake(input, weights, biases, activations, negative_slopes):
+    _check_mlp(input, weights, biases, activations, negative_slopes)
+    return input.new_empty((*input.shape[:-1], weights[-1].shape[0]))
+
+
+@torch.library.register_fake("fastnn::mlp_forward")
+def _mlp_forward_fake(input, weights, biases, activations, negative_slopes):
+    _check_mlp(input, weights, biases, activations, negative_slopes)
+    rows = 1
+    for d in input.shape[:-1]:
+        rows = rows * d
+    n = len(weights)
+    total = sum(rows * w.shape[0] for i, (w, a, s) in enumerate(zip(weights, activations, negative_slopes))
+                if not (i == n - 1 and saves_output(a, s)))
+    return input.new_empty((*input.shape[:-1], weights[-1].shape[0])), input.new_empty((total,))
+
+
+@torch.library.register_fake("fastnn::mlp_backward")
+def _mlp_backward_fake(grad_output, input, weights, biases, saved, output, activations, negative_slopes, input_grad):
+    gi = torch.empty_like(input, memory_format=torch.contiguous_format) if input_grad else input.new_empty((0,))
+    gw = [torch.empty_like(w, memory_format=torch.contiguous_format) for w in weights]
+    gb = [w.new_empty((w.shape[0],)) if b is not None else w.new_empty((0,)) for w, b in zip(weights, biases)]
+    return gi, gw, gb
+
+
 def _no_outputs(*args, **kwargs):
     return None
 
@@ -58,3 +116,4 @@ for _name in ("adam_", "rmsprop_", "sgd_", "adagrad_"):
     torch.library.register_fake(f"fastnn::{_name}")(_no_outputs)
 
 linear_act_op = torch.ops.fastnn.linear_act.default
+mlp_op = torch.ops.fastnn.mlp.default

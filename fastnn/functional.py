@@ -1,7 +1,7 @@
-"""Functional API: fastnn.linear_act (also fastnn.functional.linear_act)."""
-from ._ops import ACTIVATIONS, linear_act_op
+"""Functional API: fastnn.linear_act and fastnn.mlp (also under fastnn.functional)."""
+from ._ops import ACTIVATIONS, linear_act_op, mlp_op
 
-__all__ = ["linear_act", "ACTIVATIONS"]
+__all__ = ["linear_act", "mlp", "ACTIVATIONS"]
 
 
 def linear_act(input, weight, bias=None, activation="identity", negative_slope=0.01):
@@ -11,3 +11,20 @@ def linear_act(input, weight, bias=None, activation="identity", negative_slope=0
     input: ``(..., in_features)``; weight: ``(out_features, in_features)``; bias: ``(out_features,)`` or None.
     """
     return linear_act_op(input, weight, bias, activation, float(negative_slope))
+
+
+def mlp(input, weights, biases=None, activations="identity", negative_slopes=0.01):
+    """A chain of Linear+activation layers in one op: for each layer ``l``,
+    ``x = act_l(x @ weights[l].T + biases[l])``. Differentiable (twice), one autograd node.
+
+    biases: a list with a tensor or None per layer, or None for no biases at all. activations and
+    negative_slopes: one per layer, or a single value for every layer.
+    """
+    n = len(weights)
+    if biases is None:
+        biases = [None] * n
+    if isinstance(activations, str):
+        activations = [activations] * n
+    if isinstance(negative_slopes, (int, float)):
+        negative_slopes = [negative_slopes] * n
+    return mlp_op(input, list(weights), list(biases), list(activations), [float(s) for s in negative_slopes])

@@ -1,12 +1,12 @@
-"""Drop-in modules: fastnn.nn.Linear and fastnn.nn.fuse."""
+"""Drop-in modules: fastnn.nn.Linear, fastnn.nn.MLP, fastnn.nn.FusedSequential and fastnn.nn.fuse."""
 import copy
 
 import torch
 from torch import nn
 
-from ._ops import ACTIVATIONS, linear_act_op
+from ._ops import ACTIVATIONS, linear_act_op, mlp_op
 
-__all__ = ["Linear", "fuse"]
+__all__ = ["Linear", "MLP", "FusedSequential", "fuse"]
 
 
 class Linear(nn.Linear):
@@ -52,6 +52,54 @@ class Linear(nn.Linear):
             out.bias.requires_grad_(linear.bias.requires_grad)
         out.train(linear.training)
         return out
+
+
+class FusedSequential(nn.Sequential):
+    """An ``nn.Sequential`` in which every run of two or more consecutive ``fastnn.nn.Linear``
+    layers executes as one ``fastnn.mlp`` op (one dispatch forward, one autograd node backward).
+
+    The layers stay ordinary children under their own names, so parameters, state_dict keys and
+    indexing are the Sequential's; only the execution is fused. Forward hooks of the individual
+    layers inside a run are therefore not called.
+    """
+
+    def forward(self, input):
+        x, run = input, []
+        for m in self:
+            if type(m) is Linear:
+                run.append(m)
+                continue
+            x = m(_run_layers(x, run))
+            run = []
+        return _run_layers(x, run)
+
+
+def _run_layers(x, run):
+    if not run:
+        return x
+    if len(run) == 1:
+        return run[0](x)
+    return mlp_op(x, [m.weight for m in run], [m.bias for m in run], [m.activation for m in run],
+                  [m.negative_slope for m in run])
+
+
+class MLP(FusedSequential):
+    """A multi-layer perceptron run as one ``fastnn.mlp`` op.
+
+    ``sizes = [in, hidden..., out]``: ``len(sizes) - 1`` layers, each a ``fastnn.nn.Linear``
+    (children ``"0"``, ``"1"``, ...; nn.Linear's parameters and initialisation), ``activation`` after
+    every layer but the last, ``output_activation`` (None: identity) after the last.
+    """
+
+    def __init__(self, sizes, activation="relu", output_activation=None, bias=True, negative_slope=0.01,
+                 device=None, dtype=None):
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 2:
+            raise ValueError(f"fastnn.nn.MLP: sizes needs at least an input and an output width, got {sizes}")
+        n = len(sizes) - 1
+        super().__init__(*[Linear(sizes[i], sizes[i + 1], bias=bias,
+                                  activation=activation if i < n - 1 else output_activation,
+                                  negative_slope=negative_slope, device=device, dtype=dtype) for i in range(n)])
 
 
 def _activation_of(module):
@@ -103,7 +151,7 @@ def _fuse_sequential(seq):
                 _fuse_into(m)
             out.append((name, m))
         i += 1
-    fused = nn.Sequential()
+    fused = FusedSequential()
     for name, m in out:
         fused.add_module(name, m)
     fused.train(seq.training)
@@ -113,7 +161,9 @@ def _fuse_sequential(seq):
 def fuse(model):
     """Return a copy of ``model`` in which each ``nn.Linear`` directly followed by a supported
     activation module inside an ``nn.Sequential`` is one ``fastnn.nn.Linear``, and every other
-    ``nn.Linear`` a ``fastnn.nn.Linear`` with identity. The input model is not modified.
+    ``nn.Linear`` a ``fastnn.nn.Linear`` with identity. Each ``nn.Sequential`` becomes a
+    ``FusedSequential``, so a run of two or more such layers (up to an unsupported module) executes
+    as one ``fastnn.mlp`` op. The input model is not modified.
 
     Fusing drops the activation module from the Sequential (the Linear keeps its name), so
     state_dict keys of a fused model equal the original's: activations have no parameters.

@@ -198,3 +198,37 @@ def test_optimizer_mixed_devices_error():
         q.grad = torch.ones_like(q)
     with pytest.raises(RuntimeError, match="one device"):
         opt.step()
+
+
+# ---- fastnn.mlp on CUDA (layer by layer through linear_act's CUDA kernels, one op) ----
+
+@pytest.mark.parametrize("acts", [["tanh", "gelu"], ["relu", "silu", "identity"]])
+def test_mlp_gradcheck_float64_cuda(acts):
+    widths = [5, 7, 3, 4][:len(acts) + 1]
+    ws = [rand(widths[i + 1], widths[i], dtype=torch.float64) for i in range(len(acts))]
+    bs = [rand(widths[i + 1], dtype=torch.float64) for i in range(len(acts))]
+    x = rand(6, widths[0], dtype=torch.float64)
+    n = len(ws)
+
+    def f(x, *p):
+        return fastnn.mlp(x, list(p[:n]), list(p[n:]), acts)
+
+    assert gradcheck(f, (x, *ws, *bs), eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_mlp_fuse_parity_cuda(dtype):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(33, 64), torch.nn.Tanh(), torch.nn.Linear(64, 64), torch.nn.GELU(),
+                                torch.nn.Linear(64, 5)).to(DEV, dtype)
+    fused = fastnn.nn.fuse(model)
+    x = torch.randn(100, 33, device=DEV, dtype=dtype)
+    y, yf = model(x), fused(x)
+    g = torch.randn_like(y)
+    y.backward(g)
+    yf.backward(g)
+    tol = TOL[dtype]
+    pairs = [(yf, y)] + [(q.grad, p.grad) for p, q in zip(model.parameters(), fused.parameters())]
+    for a, e in pairs:
+        scale = e.float().abs().max().item() or 1.0
+        torch.testing.assert_close(a.float(), e.float(), rtol=tol, atol=tol * scale)

@@ -9,8 +9,10 @@
 #define FASTNN_ISA_NS avx2
 #include "../linear_act/linear_act_cpu_kernels.h"
 #include "../optim/optim_cpu_kernels.h"
+#include "../mlp/mlp_cpu_kernels.h"
 
 namespace fastnn {
 const LinearActCpuKernels& linear_act_kernels_avx2() { return avx2::linear_act_cpu::table(); }
 const OptimCpuKernels& optim_kernels_avx2() { return avx2::optim_cpu::table(); }
+const MlpCpuKernels& mlp_kernels_avx2() { return avx2::mlp_cpu::table(); }
 }  // namespace fastnn

@@ -67,6 +67,16 @@ const OptimCpuKernels& optim_cpu_kernels() {
   }
 }
 
+const MlpCpuKernels& mlp_cpu_kernels() {
+  switch (active().load(std::memory_order_relaxed)) {
+#if defined(__x86_64__)
+    case kAvx512: return mlp_kernels_avx512();
+    case kAvx2: return mlp_kernels_avx2();
+#endif
+    default: return mlp_kernels_base();
+  }
+}
+
 std::string cpu_isa() { return kNames[active().load()]; }
 
 std::vector<std::string> cpu_isas_supported() {

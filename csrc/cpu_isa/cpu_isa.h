@@ -4,10 +4,12 @@
 #include <vector>
 #include "../linear_act/linear_act_cpu.h"
 #include "../optim/optim_cpu.h"
+#include "../mlp/mlp_cpu.h"
 
 namespace fastnn {
 const LinearActCpuKernels& linear_act_cpu_kernels();
 const OptimCpuKernels& optim_cpu_kernels();
+const MlpCpuKernels& mlp_cpu_kernels();
 // "avx512", "avx2" or "base"; FASTNN_CPU_ISA in the environment caps the first choice.
 std::string cpu_isa();
 std::vector<std::string> cpu_isas_supported();

@@ -19,22 +19,12 @@ using at::Tensor;
 // in_features up to this use the one-pass kernels instead of BLAS (benchmarks/bench_linear_act.py).
 constexpr int64_t kDirectMaxK = 16;
 
-DType cpu_dtype(const Tensor& t) {
-  switch (t.scalar_type()) {
-    case at::kFloat: return DType::F32;
-    case at::kDouble: return DType::F64;
-    case at::kBFloat16: return DType::BF16;
-    default: TORCH_CHECK(false, kLinearActOp, ": unsupported dtype ", t.scalar_type(),
-                         " on CPU (float32, float64 and bfloat16 are supported)");
-  }
-}
-
 std::tuple<Tensor, Tensor> linear_act_forward_cpu(const Tensor& input, const Tensor& weight,
                                                   const c10::optional<Tensor>& bias, c10::string_view activation,
                                                   double slope) {
   check_linear_act_args(input, weight, bias);
   const Act act = parse_activation(kLinearActOp, activation);
-  const DType dt = cpu_dtype(input);
+  const DType dt = cpu_dtype(input, kLinearActOp);
   const int64_t K = weight.size(1), N = weight.size(0);
   const int64_t M = linear_rows(input);
   const Tensor x = input.reshape({M, K});
@@ -76,7 +66,7 @@ std::tuple<Tensor, Tensor, Tensor> linear_act_backward_cpu(const Tensor& grad_ou
                                                            bool has_bias, c10::string_view activation,
                                                            double slope, std::array<bool, 2> mask) {
   const auto [act, M, N, K, x, g, s] = prepare_linear_act_backward(grad_output, input, weight, saved, activation);
-  const DType dt = cpu_dtype(input);
+  const DType dt = cpu_dtype(input, kLinearActOp);
   const auto opts = input.options();
   Tensor gb = has_bias ? at::empty({N}, opts) : at::empty({0}, opts);
   Tensor gi, gw;
@@ -99,24 +89,19 @@ std::tuple<Tensor, Tensor, Tensor> linear_act_backward_cpu(const Tensor& grad_ou
   return {gi, gw, gb};
 }
 
-// ---- autograd ----
-
-// The activation as torch's own differentiable op: double backward differentiates through it,
-// so no derivative formula is written twice.
-Tensor act_value_aten(Act act, const Tensor& z, double slope) {
-  switch (act) {
-    case Act::Identity: return z;
-    case Act::Relu: return at::relu(z);
-    case Act::LeakyRelu: return at::leaky_relu(z, slope);
-    case Act::Sigmoid: return at::sigmoid(z);
-    case Act::Tanh: return at::tanh(z);
-    case Act::Gelu: return at::gelu(z);
-    case Act::GeluTanh: return at::gelu(z, "tanh");
-    case Act::Silu: return at::silu(z);
-    case Act::Softplus: return at::softplus(z, 1, 20);
-  }
-  TORCH_CHECK(false, "unreachable");
+// fastnn::activation: y = act(z), the forward kernels' activation pass on its own.
+Tensor activation_cpu(const Tensor& z, c10::string_view activation, double slope) {
+  const Act act = parse_activation("fastnn.activation", activation);
+  const Tensor zc = z.contiguous();
+  Tensor y = at::empty_like(zc);
+  const int64_t N = zc.dim() ? zc.size(-1) : 1;
+  if (zc.numel())
+    linear_act_cpu_kernels().forward_epilogue(cpu_dtype(zc, "fastnn.activation"), zc.data_ptr(), nullptr, y.data_ptr(), zc.numel() / N, N,
+                                              int(act), slope);
+  return y;
 }
+
+// ---- autograd ----
 
 class LinearActFunction : public torch::autograd::Function<LinearActFunction> {
  public:
@@ -215,6 +200,7 @@ TORCH_LIBRARY_IMPL(fastnn, CPU, m) {
   m.impl("linear_act", &linear_act_output_only<&linear_act_forward_cpu>);
   m.impl("linear_act_forward", &linear_act_forward_cpu);
   m.impl("linear_act_backward", &linear_act_backward_cpu);
+  m.impl("activation", &activation_cpu);
 }
 
 TORCH_LIBRARY_IMPL(fastnn, Autograd, m) {

@@ -3,14 +3,15 @@
 #include <ATen/ATen.h>
 
 #include "../common/act_names.h"
+#include "../common/storage.h"
 
 namespace fastnn {
 
 constexpr const char* kLinearActOp = "fastnn.linear_act";
 
+// op: the name errors start with (fastnn.mlp passes "fastnn.mlp: layer i").
 inline void check_linear_act_args(const at::Tensor& input, const at::Tensor& weight,
-                                  const c10::optional<at::Tensor>& bias) {
-  const char* op = kLinearActOp;
+                                  const c10::optional<at::Tensor>& bias, const char* op = kLinearActOp) {
   TORCH_CHECK(input.defined() && weight.defined(), op, ": input and weight must be tensors");
   TORCH_CHECK(at::isFloatingType(input.scalar_type()), op, ": input must be a floating-point tensor, got ",
               input.scalar_type());
@@ -32,6 +33,17 @@ inline void check_linear_act_args(const at::Tensor& input, const at::Tensor& wei
                 input.scalar_type(), " but bias is ", b.scalar_type());
     TORCH_CHECK(b.device() == input.device(), op, ": device mismatch: input is on ", input.device(),
                 " but bias is on ", b.device());
+  }
+}
+
+// The CPU kernels' storage type of a tensor.
+inline DType cpu_dtype(const at::Tensor& t, const char* op) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return DType::F32;
+    case at::kDouble: return DType::F64;
+    case at::kBFloat16: return DType::BF16;
+    default: TORCH_CHECK(false, op, ": unsupported dtype ", t.scalar_type(),
+                         " on CPU (float32, float64 and bfloat16 are supported)");
   }
 }
 
@@ -84,6 +96,23 @@ template <std::tuple<at::Tensor, at::Tensor> (*Forward)(const at::Tensor&, const
 at::Tensor linear_act_output_only(const at::Tensor& input, const at::Tensor& weight,
                                   const c10::optional<at::Tensor>& bias, c10::string_view activation, double slope) {
   return std::get<0>(Forward(input, weight, bias, activation, slope));
+}
+
+// The activation as torch's own differentiable op: double backward differentiates through it,
+// so no derivative formula is written twice.
+inline at::Tensor act_value_aten(Act act, const at::Tensor& z, double slope) {
+  switch (act) {
+    case Act::Identity: return z;
+    case Act::Relu: return at::relu(z);
+    case Act::LeakyRelu: return at::leaky_relu(z, slope);
+    case Act::Sigmoid: return at::sigmoid(z);
+    case Act::Tanh: return at::tanh(z);
+    case Act::Gelu: return at::gelu(z);
+    case Act::GeluTanh: return at::gelu(z, "tanh");
+    case Act::Silu: return at::silu(z);
+    case Act::Softplus: return at::softplus(z, 1, 20);
+  }
+  TORCH_CHECK(false, "unreachable");
 }
 
 }  // namespace fastnn

@@ -74,12 +74,25 @@ std::tuple<Tensor, Tensor, Tensor> linear_act_backward_cuda(const Tensor& grad_o
   return {gi, gw, gb};
 }
 
+Tensor activation_cuda(const Tensor& z, c10::string_view activation, double slope) {
+  const Act act = parse_activation("fastnn.activation", activation);
+  check_cuda(z, "z");
+  c10::cuda::CUDAGuard guard(z.device());
+  const Tensor zc = z.contiguous();
+  Tensor y = at::empty_like(zc);
+  if (zc.numel())
+    cuda_linear_act_epilogue(cuda_dtype(zc), zc.data_ptr(), y.data_ptr(), zc.numel(), int(act), slope,
+                             at::cuda::getCurrentCUDAStream().stream());
+  return y;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastnn, CUDA, m) {
   m.impl("linear_act", &linear_act_output_only<&linear_act_forward_cuda>);
   m.impl("linear_act_forward", &linear_act_forward_cuda);
   m.impl("linear_act_backward", &linear_act_backward_cuda);
+  m.impl("activation", &activation_cuda);
 }
 
 }  // namespace fastnn

@@ -1,0 +1,378 @@
+// fastnn::mlp: a chain of Linear+activation layers as one op and one autograd node.
+//
+// CPU, every width <= kTiledMaxWidth: the cache-blocked kernels of mlp_cpu_kernels.h (a tile of
+// rows goes through all layers while it is in cache). Otherwise, and on CUDA, every layer runs
+// through the backend's linear_act kernels (BLAS/cuBLAS + fused passes). Either way one dispatch
+// each way and one autograd node for the whole chain, instead of a module call, an op dispatch and
+// an autograd node per layer. Each layer keeps one activation-sized tensor for
+// backward: its output where the derivative can be taken from it (as linear_act decides), else its
+// pre-activation, from which backward recomputes the output the next layer read.
+#include <ATen/autocast_mode.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include "../cpu_isa/cpu_isa.h"
+#include "mlp_common.h"
+
+namespace fastnn {
+namespace {
+
+using at::Tensor;
+using Biases = c10::List<c10::optional<Tensor>>;
+using torch::autograd::variable_list;
+
+const auto& layer_forward_op() {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("fastnn::linear_act_forward", "")
+                       .typed<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const c10::optional<Tensor>&,
+                                                         c10::string_view, double)>();
+  return op;
+}
+
+const auto& layer_backward_op() {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("fastnn::linear_act_backward", "")
+                       .typed<std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
+                                                                 const Tensor&, bool, c10::string_view, double,
+                                                                 std::array<bool, 2>)>();
+  return op;
+}
+
+const auto& activation_op() {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("fastnn::activation", "")
+                       .typed<Tensor(const Tensor&, c10::string_view, double)>();
+  return op;
+}
+
+// The saved arena: layer after layer, the [M, N_l] block that layer l's backward reads (its output
+// or its pre-activation); the last layer has no block when it reads its output.
+int64_t arena_size(const std::vector<MlpLayer>& layers, at::TensorList weights, int64_t M) {
+  int64_t total = 0;
+  for (size_t l = 0; l < layers.size(); ++l)
+    if (!(l + 1 == layers.size() && layers[l].saves_output)) total += M * weights[l].size(0);
+  return total;
+}
+
+// Per layer, its saved block as a (..., N_l) view of the arena (or the output).
+std::vector<Tensor> arena_views(const Tensor& arena, const Tensor& output, const std::vector<MlpLayer>& layers,
+                                const Tensor& input, at::TensorList weights) {
+  const int64_t M = linear_rows(input);
+  TORCH_CHECK(arena.numel() == arena_size(layers, weights, M) && arena.scalar_type() == input.scalar_type() &&
+                  arena.is_contiguous(),
+              kMlpOp, ": backward got a saved arena of the wrong size, dtype or layout");
+  std::vector<Tensor> views(layers.size());
+  int64_t off = 0;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const int64_t N = weights[l].size(0);
+    if (l + 1 == layers.size() && layers[l].saves_output) {
+      TORCH_CHECK(output.numel() == M * N, kMlpOp, ": backward got an output of the wrong size");
+      views[l] = output.reshape(linear_out_shape(input, N));
+    } else {
+      views[l] = arena.narrow(0, off, M * N).view(linear_out_shape(input, N));
+      off += M * N;
+    }
+  }
+  return views;
+}
+
+// Layer by layer through the backend's linear_act_forward; each saved block is copied into the
+// arena as soon as the layer is done (its own tensor is freed then), so the arena plus one layer's
+// activations is the most held at once.
+std::tuple<Tensor, Tensor> mlp_forward_layers(const Tensor& input, at::TensorList weights, const Biases& biases,
+                                              const std::vector<std::string>& activations,
+                                              at::ArrayRef<double> slopes) {
+  const auto layers = check_mlp_args(input, weights, biases, activations, slopes);
+  const size_t L = layers.size();
+  const int64_t M = linear_rows(input);
+  Tensor arena = at::empty({arena_size(layers, weights, M)}, input.options());
+  int64_t off = 0;
+  Tensor x = input;
+  for (size_t l = 0; l < L; ++l) {
+    auto [y, z] = layer_forward_op().call(x, weights[l], biases.get(l), activations[l], slopes[l]);
+    if (l + 1 == L && layers[l].saves_output) return {y, arena};
+    const int64_t N = weights[l].size(0);
+    Tensor block = arena.narrow(0, off, M * N).view(y.sizes());
+    off += M * N;
+    block.copy_(layers[l].saves_output ? y : z);
+    x = layers[l].saves_output ? block : y;
+  }
+  return {x, arena};
+}
+
+Tensor mlp_output_only(const Tensor& input, at::TensorList weights, const Biases& biases,
+                       const std::vector<std::string>& activations, at::ArrayRef<double> slopes) {
+  return std::get<0>(mlp_forward_layers(input, weights, biases, activations, slopes));
+}
+
+// grad_weights[l] always; grad_biases[l] empty where layer l has no bias; grad_input empty unless
+// input_grad.
+std::tuple<Tensor, std::vector<Tensor>, std::vector<Tensor>> mlp_backward_layers(
+    const Tensor& grad_output, const Tensor& input, at::TensorList weights, const Biases& biases,
+    const Tensor& arena, const Tensor& output, const std::vector<std::string>& activations,
+    at::ArrayRef<double> slopes, bool input_grad) {
+  const auto layers = check_mlp_args(input, weights, biases, activations, slopes);
+  const size_t L = layers.size();
+  const auto saved = arena_views(arena, output, layers, input, weights);
+  std::vector<Tensor> gw(L), gb(L);
+  Tensor g = grad_output;
+  for (size_t i = L; i-- > 0;) {
+    Tensor x = input;
+    if (i > 0)
+      x = layers[i - 1].saves_output ? saved[i - 1]
+                                     : activation_op().call(saved[i - 1], activations[i - 1], slopes[i - 1]);
+    const bool need_gi = i > 0 || input_grad;
+    auto [gi, w, b] = layer_backward_op().call(g, x, weights[i], saved[i], layers[i].has_bias, activations[i],
+                                               slopes[i], {need_gi, true});
+    gw[i] = w;
+    gb[i] = b;
+    g = gi;
+  }
+  return {input_grad ? g : at::empty({0}, input.options()), gw, gb};
+}
+
+// ---- CPU: the cache-blocked chain for narrow layers (mlp_cpu_kernels.h) ----
+
+// Every width up to this runs tile by tile through the whole chain; wider chains go layer by
+// layer through BLAS (benchmarks/bench_mlp.py measures both).
+constexpr int64_t kTiledMaxWidth = 256;
+
+bool tiled(at::TensorList weights) {
+  if (weights[0].size(1) > kTiledMaxWidth) return false;
+  for (const Tensor& w : weights)
+    if (w.size(0) > kTiledMaxWidth) return false;
+  return true;
+}
+
+std::vector<MlpCpuLayer> cpu_layers(const std::vector<MlpLayer>& layers, const std::vector<Tensor>& w,
+                                    const std::vector<Tensor>& b) {
+  std::vector<MlpCpuLayer> out(layers.size());
+  for (size_t l = 0; l < layers.size(); ++l)
+    out[l] = {w[l].data_ptr(), b[l].defined() ? b[l].data_ptr() : nullptr, w[l].size(1), w[l].size(0),
+              int(layers[l].act), layers[l].slope, layers[l].saves_output, nullptr};
+  return out;
+}
+
+void contiguous_params(at::TensorList weights, const Biases& biases, std::vector<Tensor>& w, std::vector<Tensor>& b) {
+  for (size_t l = 0; l < weights.size(); ++l) {
+    w.push_back(weights[l].contiguous());
+    b.push_back(defined_at(biases, l) ? biases.get(l)->contiguous() : Tensor());
+  }
+}
+
+std::tuple<Tensor, Tensor> mlp_forward_cpu(const Tensor& input, at::TensorList weights, const Biases& biases,
+                                           const std::vector<std::string>& activations,
+                                           at::ArrayRef<double> slopes) {
+  if (!tiled(weights)) return mlp_forward_layers(input, weights, biases, activations, slopes);
+  const auto layers = check_mlp_args(input, weights, biases, activations, slopes);
+  const DType dt = cpu_dtype(input, kMlpOp);
+  const size_t L = layers.size();
+  const int64_t M = linear_rows(input), K0 = weights[0].size(1), NL = weights[L - 1].size(0);
+  const Tensor x = input.reshape({M, K0}).contiguous();
+  std::vector<Tensor> w, b;
+  contiguous_params(weights, biases, w, b);
+  auto ly = cpu_layers(layers, w, b);
+  const auto opts = input.options();
+  Tensor arena = at::empty({arena_size(layers, weights, M)}, opts);
+  Tensor out = at::empty(linear_out_shape(input, NL), opts);
+  const auto views = arena_views(arena, out, layers, input, weights);
+  for (size_t l = 0; l < L; ++l) ly[l].saved = views[l].data_ptr();
+  if (M > 0) mlp_cpu_kernels().forward(dt, x.data_ptr(), out.data_ptr(), ly.data(), int(L), M);
+  return {out, arena};
+}
+
+Tensor mlp_output_only_cpu(const Tensor& input, at::TensorList weights, const Biases& biases,
+                           const std::vector<std::string>& activations, at::ArrayRef<double> slopes) {
+  return std::get<0>(mlp_forward_cpu(input, weights, biases, activations, slopes));
+}
+
+std::tuple<Tensor, std::vector<Tensor>, std::vector<Tensor>> mlp_backward_cpu(
+    const Tensor& grad_output, const Tensor& input, at::TensorList weights, const Biases& biases,
+    const Tensor& arena, const Tensor& output, const std::vector<std::string>& activations,
+    at::ArrayRef<double> slopes, bool input_grad) {
+  if (!tiled(weights))
+    return mlp_backward_layers(grad_output, input, weights, biases, arena, output, activations, slopes, input_grad);
+  const auto layers = check_mlp_args(input, weights, biases, activations, slopes);
+  const size_t L = layers.size();
+  const DType dt = cpu_dtype(input, kMlpOp);
+  const int64_t M = linear_rows(input), K0 = weights[0].size(1), NL = weights[L - 1].size(0);
+  TORCH_CHECK(grad_output.numel() == M * NL && grad_output.scalar_type() == input.scalar_type(), kMlpOp,
+              ": backward got a grad_output of the wrong size or dtype");
+  const Tensor x = input.reshape({M, K0}).contiguous();
+  const Tensor g = grad_output.reshape({M, NL}).contiguous();
+  auto views = arena_views(arena, output, layers, input, weights);
+  std::vector<Tensor> w, b;
+  contiguous_params(weights, biases, w, b);
+  auto ly = cpu_layers(layers, w, b);
+  const auto opts = input.options();
+  std::vector<Tensor> gw(L), gb(L);
+  std::vector<void*> gwp(L), gbp(L);
+  for (size_t l = 0; l < L; ++l) {
+    if (!views[l].is_contiguous()) views[l] = views[l].contiguous();
+    ly[l].saved = views[l].data_ptr();
+    gw[l] = at::empty({weights[l].size(0), weights[l].size(1)}, opts);
+    gb[l] = layers[l].has_bias ? at::empty({weights[l].size(0)}, opts) : at::empty({0}, opts);
+    gwp[l] = gw[l].data_ptr();
+    gbp[l] = layers[l].has_bias ? gb[l].data_ptr() : nullptr;
+  }
+  Tensor gi = input_grad ? at::empty({M, K0}, opts) : at::empty({0}, opts);
+  mlp_cpu_kernels().backward(dt, g.data_ptr(), x.data_ptr(), ly.data(), int(L), M,
+                             input_grad ? gi.data_ptr() : nullptr, gwp.data(), gbp.data());
+  return {input_grad ? gi.view(input.sizes()) : gi, gw, gb};
+}
+
+// ---- autograd: one node for the whole chain ----
+
+class MlpFunction : public torch::autograd::Function<MlpFunction> {
+ public:
+  // defined_biases are the defined entries of biases (the autograd variables); biases itself tells
+  // which layers have one.
+  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& input, at::TensorList weights,
+                        at::TensorList defined_biases, const Biases& biases,
+                        const std::vector<std::string>& activations, const std::vector<double>& slopes) {
+    static auto fwd = c10::Dispatcher::singleton()
+                          .findSchemaOrThrow("fastnn::mlp_forward", "")
+                          .typed<std::tuple<Tensor, Tensor>(const Tensor&, at::TensorList, const Biases&,
+                                                            const std::vector<std::string>&, at::ArrayRef<double>)>();
+    const auto layers = check_mlp_args(input, weights, biases, activations, slopes);
+    const size_t L = layers.size();
+    Tensor y, arena;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      std::tie(y, arena) = fwd.call(input, weights, biases, activations, slopes);
+    }
+    std::vector<Tensor> to_save{input};
+    to_save.insert(to_save.end(), weights.begin(), weights.end());
+    for (size_t l = 0; l < L; ++l) to_save.push_back(layers[l].has_bias ? *biases.get(l) : Tensor());
+    to_save.push_back(arena);
+    to_save.push_back(layers.back().saves_output ? y : Tensor());
+    ctx->save_for_backward(to_save);
+    std::vector<int64_t> acts(L);
+    for (size_t l = 0; l < L; ++l) acts[l] = int64_t(layers[l].act);
+    ctx->saved_data["acts"] = acts;
+    ctx->saved_data["slopes"] = slopes;
+    return y;
+  }
+
+  static variable_list backward(torch::autograd::AutogradContext* ctx, variable_list grads) {
+    static auto bwd = c10::Dispatcher::singleton()
+                          .findSchemaOrThrow("fastnn::mlp_backward", "")
+                          .typed<std::tuple<Tensor, std::vector<Tensor>, std::vector<Tensor>>(
+                              const Tensor&, const Tensor&, at::TensorList, const Biases&, const Tensor&,
+                              const Tensor&, const std::vector<std::string>&, at::ArrayRef<double>, bool)>();
+    const auto sv = ctx->get_saved_variables();
+    const auto acts = ctx->saved_data["acts"].toIntVector();
+    const auto slopes = ctx->saved_data["slopes"].toDoubleVector();
+    const size_t L = acts.size();
+    const Tensor& input = sv[0];
+    const std::vector<Tensor> weights(sv.begin() + 1, sv.begin() + 1 + L);
+    const std::vector<Tensor> bias_or_none(sv.begin() + 1 + L, sv.begin() + 1 + 2 * L);
+    const Tensor& arena = sv[1 + 2 * L];
+    const Tensor output = sv[2 + 2 * L].defined() ? sv[2 + 2 * L] : at::empty({0}, input.options());
+    std::vector<std::string> names(L);
+    for (size_t l = 0; l < L; ++l) names[l] = activation_names()[acts[l]];
+    // Gradient slots: input, the weights, the defined biases, then the three non-tensor arguments.
+    std::vector<size_t> bias_slot(L, 0);
+    size_t slots = 1 + L;
+    for (size_t l = 0; l < L; ++l)
+      if (bias_or_none[l].defined()) bias_slot[l] = slots++;
+    variable_list out(slots + 3);
+    const Tensor& g = grads[0];
+    if (!g.defined()) return out;
+
+    if (torch::autograd::GradMode::is_enabled()) {
+      // create_graph=True: recompute the chain with torch's differentiable ops and differentiate
+      // that, so second derivatives are torch's own.
+      Tensor x = input;
+      for (size_t l = 0; l < L; ++l) {
+        const c10::optional<Tensor> b = bias_or_none[l].defined() ? c10::optional<Tensor>(bias_or_none[l]) : c10::nullopt;
+        x = act_value_aten(Act(acts[l]), at::linear(x, weights[l], b), slopes[l]);
+      }
+      std::vector<Tensor> wrt;
+      std::vector<size_t> where;
+      auto want = [&](const Tensor& t, size_t slot) {
+        if (ctx->needs_input_grad(slot)) {
+          wrt.push_back(t);
+          where.push_back(slot);
+        }
+      };
+      want(input, 0);
+      for (size_t l = 0; l < L; ++l) want(weights[l], 1 + l);
+      for (size_t l = 0; l < L; ++l)
+        if (bias_or_none[l].defined()) want(bias_or_none[l], bias_slot[l]);
+      if (wrt.empty()) return out;
+      auto gs = torch::autograd::grad({x}, wrt, {g}, /*retain_graph=*/true, /*create_graph=*/true,
+                                      /*allow_unused=*/true);
+      for (size_t i = 0; i < wrt.size(); ++i) out[where[i]] = gs[i];
+      return out;
+    }
+
+    Biases biases;
+    for (size_t l = 0; l < L; ++l)
+      biases.push_back(bias_or_none[l].defined() ? c10::optional<Tensor>(bias_or_none[l]) : c10::nullopt);
+    auto [gi, gw, gb] = bwd.call(g, input, weights, biases, arena, output, names, slopes, ctx->needs_input_grad(0));
+    if (ctx->needs_input_grad(0)) out[0] = gi;
+    for (size_t l = 0; l < L; ++l) {
+      if (ctx->needs_input_grad(1 + l)) out[1 + l] = gw[l];
+      if (bias_or_none[l].defined() && ctx->needs_input_grad(bias_slot[l])) out[bias_slot[l]] = gb[l];
+    }
+    return out;
+  }
+};
+
+Tensor mlp_autograd(const Tensor& input, at::TensorList weights, const Biases& biases,
+                    const std::vector<std::string>& activations, at::ArrayRef<double> slopes) {
+  std::vector<Tensor> defined;
+  for (size_t l = 0; l < biases.size(); ++l)
+    if (defined_at(biases, l)) defined.push_back(*biases.get(l));
+  return MlpFunction::apply(input, weights, at::TensorList(defined), biases, activations, slopes.vec());
+}
+
+// Under torch.autocast the chain runs in the autocast dtype, as a stack of nn.Linear does.
+template <c10::DeviceType D, c10::DispatchKey K>
+Tensor mlp_autocast(const Tensor& input, at::TensorList weights, const Biases& biases,
+                    const std::vector<std::string>& activations, at::ArrayRef<double> slopes) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(K);
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("fastnn::mlp", "")
+                       .typed<Tensor(const Tensor&, at::TensorList, const Biases&, const std::vector<std::string>&,
+                                     at::ArrayRef<double>)>();
+  const auto dt = at::autocast::get_autocast_dtype(D);
+  auto cast = [&](const Tensor& t) { return at::autocast::cached_cast(dt, t, D); };
+  std::vector<Tensor> w;
+  for (const Tensor& t : weights) w.push_back(cast(t));
+  Biases b;
+  for (size_t l = 0; l < biases.size(); ++l)
+    b.push_back(defined_at(biases, l) ? c10::optional<Tensor>(cast(*biases.get(l))) : c10::nullopt);
+  return op.call(cast(input), w, b, activations, slopes);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastnn, CPU, m) {
+  m.impl("mlp", &mlp_output_only_cpu);
+  m.impl("mlp_forward", &mlp_forward_cpu);
+  m.impl("mlp_backward", &mlp_backward_cpu);
+}
+
+// On CUDA the chain runs layer by layer through linear_act's kernels (cuBLAS + fused passes).
+
+TORCH_LIBRARY_IMPL(fastnn, CUDA, m) {
+  m.impl("mlp", &mlp_output_only);
+  m.impl("mlp_forward", &mlp_forward_layers);
+  m.impl("mlp_backward", &mlp_backward_layers);
+}
+
+TORCH_LIBRARY_IMPL(fastnn, Autograd, m) {
+  m.impl("mlp", &mlp_autograd);
+}
+
+TORCH_LIBRARY_IMPL(fastnn, AutocastCPU, m) {
+  m.impl("mlp", &mlp_autocast<c10::DeviceType::CPU, c10::DispatchKey::AutocastCPU>);
+}
+
+TORCH_LIBRARY_IMPL(fastnn, AutocastCUDA, m) {
+  m.impl("mlp", &mlp_autocast<c10::DeviceType::CUDA, c10::DispatchKey::AutocastCUDA>);
+}
+
+}  // namespace fastnn
