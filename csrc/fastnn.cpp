@@ -31,7 +31,8 @@ TORCH_LIBRARY(fastnn, m) {
   m.def("mlp(Tensor input, Tensor[] weights, Tensor?[] biases, str[] activations, float[] negative_slopes) -> Tensor");
   // Forward that also returns what backward reads, in one flat arena: layer after layer, its output
   // or its pre-activation (as linear_act_forward decides); none for the last layer when that is
-  // its output (backward then takes the output).
+  // its output (backward then takes the output). The layout inside a layer's block is the
+  // backend's own (the CPU's cache-blocked path keeps tiles transposed): only mlp_backward reads it.
   m.def(
       "mlp_forward(Tensor input, Tensor[] weights, Tensor?[] biases, str[] activations, float[] negative_slopes)"
       " -> (Tensor, Tensor)");

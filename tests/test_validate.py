@@ -59,13 +59,20 @@ def _forward_without_activation_derivative(self, x):
     return _NoActivationGrad.apply(z, self.activation)
 
 
+def _mlp_without_activation_derivative(x, weights, biases, activations, slopes):
+    for w, b, a in zip(weights, biases, activations):
+        x = _NoActivationGrad.apply(fastnn.linear_act(x, w, b, "identity"), a)
+    return x
+
+
 @pytest.mark.parametrize("bug", ["adam_bias_correction", "dropped_activation_derivative"])
 @pytest.mark.parametrize("workload", ["hetero-regression", "diabetes-mlp"])
 def test_verdict_fails_on_a_planted_bug(workload, bug, tmp_path, monkeypatch):
     if bug == "adam_bias_correction":
         monkeypatch.setattr(fastnn.optim, "Adam", _AdamOffByOne)
-    else:
+    else:  # in single layers and in fused runs (fastnn.mlp)
         monkeypatch.setattr(fastnn.nn.Linear, "forward", _forward_without_activation_derivative)
+        monkeypatch.setattr(fastnn.nn, "mlp_op", _mlp_without_activation_derivative)
     rc = validate.main([workload, "--quick", "--epochs", "3", "--out", str(tmp_path)])
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert rc == 1

@@ -14,7 +14,9 @@ inline const char* const* activation_names() {
   return names;
 }
 
-inline Act parse_activation(const char* op, c10::string_view name) {
+// op: anything printable that names the op in the error (a string, or fastnn.mlp's OpName).
+template <class Op>
+Act parse_activation(const Op& op, c10::string_view name) {
   const char* const* names = activation_names();
   for (int i = 0; i < kNumActs; ++i)
     if (name == names[i]) return Act(i);

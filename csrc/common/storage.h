@@ -54,12 +54,12 @@ FASTNN_INLINE int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 FASTNN_INLINE int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
 #if !defined(__CUDACC__)
-// Zero-filled scratch buffer. Our own (not std::vector) so that no std template is instantiated
-// inside a per-ISA translation unit under a widened target.
+// Scratch buffer, zero-filled unless zero=false. Our own (not std::vector) so that no std template
+// is instantiated inside a per-ISA translation unit under a widened target.
 template <class C>
 struct Scratch {
   C* p;
-  explicit Scratch(int64_t n) : p(n > 0 ? new C[n]() : nullptr) {}
+  explicit Scratch(int64_t n, bool zero = true) : p(n > 0 ? (zero ? new C[n]() : new C[n]) : nullptr) {}
   ~Scratch() { delete[] p; }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;

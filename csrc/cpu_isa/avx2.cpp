@@ -7,6 +7,7 @@
 
 #pragma GCC target("avx2,fma,f16c,bmi2")
 #define FASTNN_ISA_NS avx2
+#define FASTNN_VEC_BYTES 32
 #include "../linear_act/linear_act_cpu_kernels.h"
 #include "../optim/optim_cpu_kernels.h"
 #include "../mlp/mlp_cpu_kernels.h"

@@ -7,6 +7,7 @@
 
 #pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,f16c,bmi2,prefer-vector-width=512")
 #define FASTNN_ISA_NS avx512
+#define FASTNN_VEC_BYTES 64
 #include "../linear_act/linear_act_cpu_kernels.h"
 #include "../optim/optim_cpu_kernels.h"
 #include "../mlp/mlp_cpu_kernels.h"

@@ -7,6 +7,7 @@
 
 // Baseline x86-64 (SSE2) or whatever the compiler targets by default: runs everywhere.
 #define FASTNN_ISA_NS base
+#define FASTNN_VEC_BYTES 16
 #include "../linear_act/linear_act_cpu_kernels.h"
 #include "../optim/optim_cpu_kernels.h"
 #include "../mlp/mlp_cpu_kernels.h"

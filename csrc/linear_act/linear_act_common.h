@@ -9,31 +9,53 @@ namespace fastnn {
 
 constexpr const char* kLinearActOp = "fastnn.linear_act";
 
-// op: the name errors start with (fastnn.mlp passes "fastnn.mlp: layer i").
-inline void check_linear_act_args(const at::Tensor& input, const at::Tensor& weight,
-                                  const c10::optional<at::Tensor>& bias, const char* op = kLinearActOp) {
-  TORCH_CHECK(input.defined() && weight.defined(), op, ": input and weight must be tensors");
-  TORCH_CHECK(at::isFloatingType(input.scalar_type()), op, ": input must be a floating-point tensor, got ",
-              input.scalar_type());
+// How an error names the op: "fastnn.linear_act", or "fastnn.mlp: layer 2". Printed only when a
+// check fails, so the checks cost no string building.
+struct OpName {
+  const char* op;
+  int64_t layer = -1;
+};
+inline std::ostream& operator<<(std::ostream& os, const OpName& n) {
+  os << n.op;
+  if (n.layer >= 0) os << ": layer " << n.layer;
+  return os;
+}
+
+// A layer's weight and bias, for an input of in_features columns, dtype and device.
+inline void check_layer_params(const at::Tensor& weight, const c10::optional<at::Tensor>& bias, int64_t in_features,
+                               at::ScalarType dtype, at::Device device, const OpName& op) {
+  TORCH_CHECK(weight.defined(), op, ": weight must be a tensor");
   TORCH_CHECK(weight.dim() == 2, op, ": weight must be 2-D (out_features, in_features), got ", weight.dim(),
               "-D of shape ", weight.sizes());
-  TORCH_CHECK(input.dim() >= 1, op, ": input must have at least 1 dimension (..., in_features)");
-  TORCH_CHECK(input.size(-1) == weight.size(1), op, ": input has ", input.size(-1),
+  TORCH_CHECK(in_features == weight.size(1), op, ": input has ", in_features,
               " features in its last dimension but weight expects in_features=", weight.size(1),
               " (weight shape ", weight.sizes(), ")");
-  TORCH_CHECK(weight.scalar_type() == input.scalar_type(), op, ": dtype mismatch: input is ",
-              input.scalar_type(), " but weight is ", weight.scalar_type());
-  TORCH_CHECK(weight.device() == input.device(), op, ": device mismatch: input is on ", input.device(),
-              " but weight is on ", weight.device());
+  TORCH_CHECK(weight.scalar_type() == dtype, op, ": dtype mismatch: input is ", dtype, " but weight is ",
+              weight.scalar_type());
+  TORCH_CHECK(weight.device() == device, op, ": device mismatch: input is on ", device, " but weight is on ",
+              weight.device());
   if (bias.has_value() && bias->defined()) {
     const at::Tensor& b = *bias;
     TORCH_CHECK(b.dim() == 1 && b.size(0) == weight.size(0), op, ": bias must be 1-D of size out_features=",
                 weight.size(0), ", got shape ", b.sizes());
-    TORCH_CHECK(b.scalar_type() == input.scalar_type(), op, ": dtype mismatch: input is ",
-                input.scalar_type(), " but bias is ", b.scalar_type());
-    TORCH_CHECK(b.device() == input.device(), op, ": device mismatch: input is on ", input.device(),
-                " but bias is on ", b.device());
+    TORCH_CHECK(b.scalar_type() == dtype, op, ": dtype mismatch: input is ", dtype, " but bias is ",
+                b.scalar_type());
+    TORCH_CHECK(b.device() == device, op, ": device mismatch: input is on ", device, " but bias is on ",
+                b.device());
   }
+}
+
+inline void check_linear_act_input(const at::Tensor& input, const OpName& op) {
+  TORCH_CHECK(input.defined(), op, ": input must be a tensor");
+  TORCH_CHECK(at::isFloatingType(input.scalar_type()), op, ": input must be a floating-point tensor, got ",
+              input.scalar_type());
+  TORCH_CHECK(input.dim() >= 1, op, ": input must have at least 1 dimension (..., in_features)");
+}
+
+inline void check_linear_act_args(const at::Tensor& input, const at::Tensor& weight,
+                                  const c10::optional<at::Tensor>& bias, const OpName& op = {kLinearActOp}) {
+  check_linear_act_input(input, op);
+  check_layer_params(weight, bias, input.size(-1), input.scalar_type(), input.device(), op);
 }
 
 // The CPU kernels' storage type of a tensor.

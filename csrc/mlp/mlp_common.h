@@ -30,8 +30,9 @@ inline std::vector<MlpLayer> check_mlp_args(const at::Tensor& input, at::TensorL
                     ": weights, biases, activations and negative_slopes must have one entry per layer, got ", L,
                     ", ", biases.size(), ", ", activations.size(), " and ", slopes.size());
   std::vector<MlpLayer> layers(L);
+  check_linear_act_input(input, OpName{kMlpOp, 0});
   for (size_t l = 0; l < L; ++l) {
-    const std::string where = std::string(kMlpOp) + ": layer " + std::to_string(l);
+    const OpName where{kMlpOp, int64_t(l)};
     const at::Tensor& w = weights[l];
     TORCH_CHECK(w.defined(), where, ": weight is not a tensor");
     TORCH_CHECK(w.dim() == 2, where, ": weight must be 2-D (out_features, in_features), got ", w.dim(),
@@ -39,11 +40,9 @@ inline std::vector<MlpLayer> check_mlp_args(const at::Tensor& input, at::TensorL
     if (l > 0)
       TORCH_CHECK(w.size(1) == weights[l - 1].size(0), where, ": weight expects in_features=", w.size(1),
                   " but layer ", l - 1, " has out_features=", weights[l - 1].size(0));
-    const c10::optional<at::Tensor> b = biases.get(l);
-    // The input of layer l > 0 is the previous output: only its width, dtype and device matter,
-    // so check against input (dtype, device) with the width taken from the weight.
-    check_linear_act_args(l == 0 ? input : input.new_empty({0, w.size(1)}), w, b, where.c_str());
-    layers[l].act = parse_activation(where.c_str(), activations[l]);
+    check_layer_params(w, biases.get(l), l == 0 ? input.size(-1) : w.size(1), input.scalar_type(), input.device(),
+                       where);
+    layers[l].act = parse_activation(where, activations[l]);
     layers[l].slope = slopes[l];
     layers[l].has_bias = defined_at(biases, l);
     layers[l].saves_output = act_saves_output(layers[l].act, slopes[l]);

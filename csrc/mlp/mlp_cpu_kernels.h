@@ -18,56 +18,91 @@ namespace mlp_cpu {
 constexpr int64_t kTileRows = 32;
 constexpr int64_t kMaxChunks = 16;
 constexpr int kRB = 4;  // register block: rows
-template <class C> struct ColBlock { static constexpr int value = 16; };
-template <> struct ColBlock<double> { static constexpr int value = 8; };
 
-// Cm[RB, nc] = init + A[RB, P] @ B[P, nc], init = Cm (accumulate), bias (broadcast) or 0.
+// Register block: kRB rows x kNV native vectors (FASTNN_VEC_BYTES, set by the translation unit of
+// each instruction set), 8 accumulators, as many as AVX2/SSE keep in registers beside the operands.
+#ifndef FASTNN_VEC_BYTES
+#define FASTNN_VEC_BYTES 16
+#endif
+constexpr int kNV = 2;
+// Unaligned variants (a typedef may lower alignment): loads and stores through them are movups.
+typedef float vf_aligned __attribute__((vector_size(FASTNN_VEC_BYTES)));
+typedef double vd_aligned __attribute__((vector_size(FASTNN_VEC_BYTES)));
+typedef vf_aligned vf __attribute__((aligned(4)));
+typedef vd_aligned vd __attribute__((aligned(8)));
+template <class C> struct VecOf;
+template <> struct VecOf<float> { typedef vf type; };
+template <> struct VecOf<double> { typedef vd type; };
+template <class C> using vec_t = typename VecOf<C>::type;
+template <class C> constexpr int kVL = FASTNN_VEC_BYTES / sizeof(C);  // lanes
+template <class C> constexpr int kCB = kNV * kVL<C>;                 // columns of a block
+
+// Cm[RB, nc] = init + A[RB, P] @ B[P, nc] for nc <= kCB columns; init = Cm (accumulate), bias[r]
+// (one value per row, broadcast) or 0. A(r, p) = A[r * ars + p * aps] (a transposed A or a weight
+// read as W^T costs no copy).
+// Full: nc == kCB, known at compile time (plain vector loads).
 template <class C, int RB, bool Full>
-FASTNN_INLINE void micro(const C* __restrict A, int64_t lda, const C* __restrict B, int64_t ldb, C* __restrict Cm,
-                         int64_t ldc, int64_t P, int64_t nc, const C* __restrict bias, bool accumulate) {
-  constexpr int CB = ColBlock<C>::value;
-  C acc[RB][CB];
-#pragma GCC unroll 4
+FASTNN_INLINE void micro(const C* __restrict A, int64_t ars, int64_t aps, const C* __restrict B, int64_t ldb,
+                         C* __restrict Cm, int64_t ldc, int64_t P, int64_t nc, const C* __restrict bias,
+                         bool accumulate) {
+  using V = vec_t<C>;
+  constexpr int VL = kVL<C>;
+  auto load = [&](const C* p, int v) {
+    if (Full) return *reinterpret_cast<const V*>(p + v * VL);
+    V x = {};
+    for (int e = 0; e < VL; ++e)
+      if (v * VL + e < nc) x[e] = p[v * VL + e];
+    return x;
+  };
+  V acc[RB][kNV];
+#pragma GCC unroll 8
   for (int r = 0; r < RB; ++r)
-#pragma GCC unroll 16
-    for (int c = 0; c < CB; ++c)
-      acc[r][c] = (Full || c < nc) ? (accumulate ? Cm[r * ldc + c] : bias ? bias[c] : C(0)) : C(0);
+#pragma GCC unroll 8
+    for (int v = 0; v < kNV; ++v) acc[r][v] = accumulate ? load(Cm + r * ldc, v) : (bias ? bias[r] : C(0)) + V{};
   for (int64_t p = 0; p < P; ++p) {
-    const C* __restrict b = B + p * ldb;
-    C bv[CB];
-#pragma GCC unroll 16
-    for (int c = 0; c < CB; ++c) bv[c] = (Full || c < nc) ? b[c] : C(0);
-#pragma GCC unroll 4
+    V b[kNV];
+#pragma GCC unroll 8
+    for (int v = 0; v < kNV; ++v) b[v] = load(B + p * ldb, v);
+#pragma GCC unroll 8
     for (int r = 0; r < RB; ++r) {
-      const C a = A[r * lda + p];
-#pragma GCC unroll 16
-      for (int c = 0; c < CB; ++c) acc[r][c] += a * bv[c];
+      const C a = A[r * ars + p * aps];
+#pragma GCC unroll 8
+      for (int v = 0; v < kNV; ++v) acc[r][v] += a * b[v];
     }
   }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int r = 0; r < RB; ++r)
-#pragma GCC unroll 16
-    for (int c = 0; c < CB; ++c)
-      if (Full || c < nc) Cm[r * ldc + c] = acc[r][c];
+#pragma GCC unroll 8
+    for (int v = 0; v < kNV; ++v) {
+      if (Full) {
+        *reinterpret_cast<V*>(Cm + r * ldc + v * VL) = acc[r][v];
+      } else {
+        for (int e = 0; e < VL; ++e)
+          if (v * VL + e < nc) Cm[r * ldc + v * VL + e] = acc[r][v][e];
+      }
+    }
 }
 
 template <class C, int RB>
-FASTNN_INLINE void row_block(const C* A, int64_t lda, const C* B, int64_t ldb, C* Cm, int64_t ldc, int64_t N,
-                             int64_t P, const C* bias, bool accumulate) {
-  constexpr int CB = ColBlock<C>::value;
+FASTNN_INLINE void row_block(const C* A, int64_t ars, int64_t aps, const C* B, int64_t ldb, C* Cm, int64_t ldc,
+                             int64_t N, int64_t P, const C* bias, bool accumulate) {
+  constexpr int CB = kCB<C>;
   int64_t j = 0;
   for (; j + CB <= N; j += CB)
-    micro<C, RB, true>(A, lda, B + j, ldb, Cm + j, ldc, P, CB, bias ? bias + j : nullptr, accumulate);
-  if (j < N) micro<C, RB, false>(A, lda, B + j, ldb, Cm + j, ldc, P, N - j, bias ? bias + j : nullptr, accumulate);
+    micro<C, RB, true>(A, ars, aps, B + j, ldb, Cm + j, ldc, P, CB, bias, accumulate);
+  if (j < N) micro<C, RB, false>(A, ars, aps, B + j, ldb, Cm + j, ldc, P, N - j, bias, accumulate);
 }
 
-// Cm[M, N] = init + A[M, P] @ B[P, N] (init: Cm when accumulate, else bias broadcast over rows, or 0).
+// Cm[M, N] = init + A[M, P] @ B[P, N], A(i, p) = A[i * ars + p * aps]; init: Cm when accumulate,
+// else bias[i] along row i, or 0.
 template <class C>
-void gemm(const C* A, int64_t lda, const C* B, int64_t ldb, C* Cm, int64_t ldc, int64_t M, int64_t N, int64_t P,
-          const C* bias, bool accumulate) {
+void gemm(const C* A, int64_t ars, int64_t aps, const C* B, int64_t ldb, C* Cm, int64_t ldc, int64_t M, int64_t N,
+          int64_t P, const C* bias, bool accumulate) {
   int64_t i = 0;
-  for (; i + kRB <= M; i += kRB) row_block<C, kRB>(A + i * lda, lda, B, ldb, Cm + i * ldc, ldc, N, P, bias, accumulate);
-  for (; i < M; ++i) row_block<C, 1>(A + i * lda, lda, B, ldb, Cm + i * ldc, ldc, N, P, bias, accumulate);
+  for (; i + kRB <= M; i += kRB)
+    row_block<C, kRB>(A + i * ars, ars, aps, B, ldb, Cm + i * ldc, ldc, N, P, bias ? bias + i : nullptr, accumulate);
+  for (; i < M; ++i)
+    row_block<C, 1>(A + i * ars, ars, aps, B, ldb, Cm + i * ldc, ldc, N, P, bias ? bias + i : nullptr, accumulate);
 }
 
 template <Act A, class C>
@@ -81,10 +116,10 @@ void act_inplace_any(int act, C* v, int64_t n, double slope) {
   dispatch_act(Act(act), [&](auto a) { act_inplace<decltype(a)::value>(v, n, (C)slope); });
 }
 
-// g[e] *= act'(s[e]) for the layer's saved tensor s (storage type T).
-template <Act A, class T, class C>
-void times_grad(C* __restrict g, const T* __restrict s, int64_t n, C slope) {
-  for (int64_t e = 0; e < n; ++e) g[e] *= ActFn<A>::grad(load(s[e]), slope);
+// g[e] *= act'(s[e]) for the layer's saved tensor s.
+template <Act A, class C>
+void times_grad(C* __restrict g, const C* __restrict s, int64_t n, C slope) {
+  for (int64_t e = 0; e < n; ++e) g[e] *= ActFn<A>::grad(s[e], slope);
 }
 
 template <class T, class C>
@@ -108,45 +143,64 @@ inline Chunks chunks_of(int64_t M) {
   return {rows, (M + rows - 1) / rows};
 }
 
-// Weights in the compute type: w[l] as [N, K] (backward's B of gz @ W) and, transposed, [K, N]
-// (forward's B of x @ W^T).
+// Tiles are held transposed, features x rows (vectors run along the rows of the batch), so every
+// GEMM reads the weights as they are: forward zT = W @ xT, backward gT_prev = W^T @ gzT and
+// gw += gzT @ x. Saved blocks in the arena use the same layout (tile t of layer l: an N x rows
+// matrix at offset t0 * N); the output, which the caller sees, is row-major.
+
+// dst[c * rows + r] = src[r * cols + c] (a rows x cols tile, transposed), converting to C.
 template <class T, class C>
-void prepare_weights(const MlpCpuLayer* layers, int L, C** w_nk, C** w_kn, C** bias, C* store) {
-  for (int l = 0; l < L; ++l) {
-    const int64_t K = layers[l].K, N = layers[l].N;
-    const T* w = (const T*)layers[l].w;
-    if (w_nk) {
-      w_nk[l] = store;
-      for (int64_t e = 0; e < N * K; ++e) store[e] = load(w[e]);
-      store += N * K;
-    }
-    if (w_kn) {
-      w_kn[l] = store;
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t k = 0; k < K; ++k) store[k * N + n] = load(w[n * K + k]);
-      store += N * K;
-    }
-    if (bias) {
-      bias[l] = nullptr;
-      if (layers[l].b) {
-        bias[l] = store;
-        load_rows(store, (const T*)layers[l].b, N);
-        store += N;
+void load_transposed(C* __restrict dst, const T* __restrict src, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = load(src[r * cols + c]);
+}
+
+template <class T, class C>
+void store_transposed(T* __restrict dst, const C* __restrict src, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[r * cols + c] = store_as<T>(src[c * rows + r]);
+}
+
+template <class A, class B> constexpr bool kSame = false;
+template <class A> constexpr bool kSame<A, A> = true;
+
+// Weights and biases in the compute type: the tensors themselves for float/double, converted
+// copies for bfloat16.
+template <class T, class C>
+struct Params {
+  Scratch<const C*> w, b;
+  Scratch<C> store;
+  Params(const MlpCpuLayer* layers, int L) : w(L), b(L), store(kSame<T, C> ? 0 : elems(layers, L), false) {
+    C* s = store.data();
+    for (int l = 0; l < L; ++l) {
+      const int64_t n = layers[l].N * layers[l].K;
+      if constexpr (kSame<T, C>) {
+        w[l] = (const C*)layers[l].w;
+        b[l] = (const C*)layers[l].b;
+      } else {
+        load_rows(s, (const T*)layers[l].w, n);
+        w[l] = s;
+        s += n;
+        b[l] = nullptr;
+        if (layers[l].b) {
+          load_rows(s, (const T*)layers[l].b, layers[l].N);
+          b[l] = s;
+          s += layers[l].N;
+        }
       }
     }
   }
-}
+  static int64_t elems(const MlpCpuLayer* layers, int L) {
+    int64_t n = 0;
+    for (int l = 0; l < L; ++l) n += layers[l].N * (layers[l].K + 1);
+    return n;
+  }
+};
 
 inline int64_t max_width(const MlpCpuLayer* layers, int L) {
   int64_t m = layers[0].K;
   for (int l = 0; l < L; ++l) m = imax(m, layers[l].N);
   return m;
-}
-
-inline int64_t weight_elems(const MlpCpuLayer* layers, int L) {
-  int64_t n = 0;
-  for (int l = 0; l < L; ++l) n += layers[l].N * (layers[l].K + 1);
-  return n;
 }
 
 inline bool worth_threads(const MlpCpuLayer* layers, int L, int64_t M) {
@@ -155,32 +209,34 @@ inline bool worth_threads(const MlpCpuLayer* layers, int L, int64_t M) {
   return M * macs >= (int64_t(1) << 18);
 }
 
+// Whether layer l's saved block is the caller's row-major output (else a transposed arena block).
+inline bool saved_is_output(const MlpCpuLayer* layers, int L, int l) { return l == L - 1 && layers[l].saves_output; }
+
 template <class T>
 void forward(const T* x, T* out, const MlpCpuLayer* layers, int L, int64_t M) {
   using C = compute_t<T>;
-  Scratch<C*> wkn(L), bias(L);
-  Scratch<C> wstore(weight_elems(layers, L));
-  prepare_weights<T, C>(layers, L, nullptr, wkn.data(), bias.data(), wstore.data());
+  Params<T, C> prm(layers, L);
   const int64_t W = max_width(layers, L);
   const Chunks ch = chunks_of(M);
 #pragma omp parallel if (ch.count > 1 && worth_threads(layers, L, M))
   {
-    Scratch<C> buf(2 * kTileRows * W);
+    Scratch<C> buf(2 * kTileRows * W, false);
 #pragma omp for schedule(static)
     for (int64_t c = 0; c < ch.count; ++c) {
       for (int64_t t0 = c * ch.rows; t0 < imin(M, (c + 1) * ch.rows); t0 += kTileRows) {
         const int64_t rows = imin(kTileRows, M - t0);
         C* cur = buf.data();
         C* next = cur + kTileRows * W;
-        load_rows(cur, x + t0 * layers[0].K, rows * layers[0].K);
+        load_transposed(cur, x + t0 * layers[0].K, rows, layers[0].K);
         for (int l = 0; l < L; ++l) {
           const MlpCpuLayer& ly = layers[l];
-          gemm(cur, ly.K, wkn[l], ly.N, next, ly.N, rows, ly.N, ly.K, bias[l], false);
+          const int64_t n = rows * ly.N;
+          gemm(prm.w[l], ly.K, 1, cur, rows, next, rows, ly.N, rows, ly.K, prm.b[l], false);  // zT = W xT + b
           T* saved = (T*)ly.saved + t0 * ly.N;
-          if (!ly.saves_output) store_rows(saved, next, rows * ly.N);
-          act_inplace_any(ly.act, next, rows * ly.N, ly.slope);
-          if (ly.saves_output) store_rows(saved, next, rows * ly.N);
-          if (l == L - 1 && (T*)ly.saved != out) store_rows(out + t0 * ly.N, next, rows * ly.N);
+          if (!ly.saves_output) store_rows(saved, next, n);
+          act_inplace_any(ly.act, next, n, ly.slope);
+          if (ly.saves_output && !saved_is_output(layers, L, l)) store_rows(saved, next, n);
+          if (l == L - 1) store_transposed(out + t0 * ly.N, next, rows, ly.N);
           C* t = cur;
           cur = next;
           next = t;
@@ -194,57 +250,59 @@ template <class T>
 void backward(const T* g, const T* x, const MlpCpuLayer* layers, int L, int64_t M, T* gi, T* const* gw,
               T* const* gb) {
   using C = compute_t<T>;
-  Scratch<C*> wnk(L);
-  Scratch<C> wstore(weight_elems(layers, L));
-  prepare_weights<T, C>(layers, L, wnk.data(), nullptr, nullptr, wstore.data());
+  Params<T, C> prm(layers, L);
   const int64_t W = max_width(layers, L);
   const Chunks ch = chunks_of(M);
   // Per chunk, per layer: [gw (N x K) | gb (N)].
-  const int64_t part = weight_elems(layers, L);
+  const int64_t part = Params<T, C>::elems(layers, L);
   Scratch<C> partial(ch.count * part);
 #pragma omp parallel if (ch.count > 1 && worth_threads(layers, L, M))
   {
-    Scratch<C> buf(4 * kTileRows * W);
-    C* gcur = buf.data();
-    C* gnext = gcur + kTileRows * W;
-    C* xin = gnext + kTileRows * W;
-    C* gzt = xin + kTileRows * W;
+    Scratch<C> buf(4 * kTileRows * W, false);
+    C* gcur = buf.data();                // gzT of the layer (features x rows)
+    C* gnext = gcur + kTileRows * W;     // the gradient passed down (transposed)
+    C* xin = gnext + kTileRows * W;      // the layer's input, row-major (rows x K)
+    C* st = xin + kTileRows * W;         // a transposed saved tile, converted
 #pragma omp for schedule(static)
     for (int64_t c = 0; c < ch.count; ++c) {
       for (int64_t t0 = c * ch.rows; t0 < imin(M, (c + 1) * ch.rows); t0 += kTileRows) {
         const int64_t rows = imin(kTileRows, M - t0);
-        load_rows(gcur, g + t0 * layers[L - 1].N, rows * layers[L - 1].N);
+        load_transposed(gcur, g + t0 * layers[L - 1].N, rows, layers[L - 1].N);
         C* pw = partial.data() + c * part + part;  // walks back from the end of the chunk's block
         for (int l = L - 1; l >= 0; --l) {
           const MlpCpuLayer& ly = layers[l];
-          const int64_t K = ly.K, N = ly.N;
+          const int64_t K = ly.K, N = ly.N, n = rows * N;
           pw -= N * (K + 1);
           C* pgw = pw;
           C* pgb = pw + N * K;
-          const T* s = (const T*)ly.saved + t0 * N;
-          dispatch_act(Act(ly.act), [&](auto a) { times_grad<decltype(a)::value>(gcur, s, rows * N, (C)ly.slope); });
-          for (int64_t i = 0; i < rows; ++i)
-            for (int64_t n = 0; n < N; ++n) pgb[n] += gcur[i * N + n];
-          // The layer's input on this tile: the network input, or the previous layer's output (saved,
-          // or recomputed from its saved pre-activation).
+          if (saved_is_output(layers, L, l)) load_transposed(st, (const T*)ly.saved + t0 * N, rows, N);
+          else load_rows(st, (const T*)ly.saved + t0 * N, n);
+          dispatch_act(Act(ly.act), [&](auto a) { times_grad<decltype(a)::value>(gcur, st, n, (C)ly.slope); });
+          for (int64_t f = 0; f < N; ++f) {
+            C sum = 0;
+            for (int64_t i = 0; i < rows; ++i) sum += gcur[f * rows + i];
+            pgb[f] += sum;
+          }
+          // The layer's input on this tile, row-major: the network input, or the previous layer's
+          // output (saved, or recomputed from its saved pre-activation).
           if (l == 0) {
             load_rows(xin, x + t0 * K, rows * K);
           } else {
             const MlpCpuLayer& prev = layers[l - 1];
-            load_rows(xin, (const T*)prev.saved + t0 * K, rows * K);
-            if (!prev.saves_output) act_inplace_any(prev.act, xin, rows * K, prev.slope);
+            load_rows(st, (const T*)prev.saved + t0 * K, rows * K);
+            if (!prev.saves_output) act_inplace_any(prev.act, st, rows * K, prev.slope);
+            for (int64_t k = 0; k < K; ++k)
+              for (int64_t i = 0; i < rows; ++i) xin[i * K + k] = st[k * rows + i];
           }
-          for (int64_t i = 0; i < rows; ++i)
-            for (int64_t n = 0; n < N; ++n) gzt[n * rows + i] = gcur[i * N + n];
-          gemm(gzt, rows, xin, K, pgw, K, N, K, rows, (const C*)nullptr, true);
+          gemm(gcur, rows, 1, xin, K, pgw, K, N, K, rows, (const C*)nullptr, true);  // gw += gzT x
           if (l > 0 || gi) {
-            gemm(gcur, N, wnk[l], K, gnext, K, rows, K, N, (const C*)nullptr, false);
+            gemm(prm.w[l], 1, K, gcur, rows, gnext, rows, K, rows, N, (const C*)nullptr, false);  // W^T gzT
             C* t = gcur;
             gcur = gnext;
             gnext = t;
           }
         }
-        if (gi) store_rows(gi + t0 * layers[0].K, gcur, rows * layers[0].K);
+        if (gi) store_transposed(gi + t0 * layers[0].K, gcur, rows, layers[0].K);
       }
     }
   }
@@ -257,7 +315,7 @@ void backward(const T* g, const T* x, const MlpCpuLayer* layers, int L, int64_t 
     const C* p = partial.data() + off;
     for (int64_t e = 0; e < N * K; ++e) gw[l][e] = store_as<T>(ch.count ? p[e] : C(0));
     if (gb[l])
-      for (int64_t n = 0; n < N; ++n) gb[l][n] = store_as<T>(ch.count ? p[N * K + n] : C(0));
+      for (int64_t f = 0; f < N; ++f) gb[l][f] = store_as<T>(ch.count ? p[N * K + f] : C(0));
     off += N * (K + 1);
   }
 }
