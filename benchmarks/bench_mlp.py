@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import fastnn
+from fastnn.validate import _Hetero as Hetero, _gaussian_nll as nll
 from common import fmt_time, interleaved, machine
 
 ACT = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
@@ -64,27 +65,10 @@ def bench_fwd_bwd(reps, target):
               f"{tl / tf:.2f}x |", flush=True)
 
 
-class Hetero(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.trunk = sequential([1, 32, 64, 128], "tanh-all")
-        self.mean = nn.Linear(128, 1)
-        self.log_var = nn.Linear(128, 1)
-
-    def forward(self, x):
-        h = self.trunk(x)
-        return torch.cat([self.mean(h), self.log_var(h)], 1)
-
-
-def nll(out, y):
-    mu, s = out[:, :1], out[:, 1:]
-    return (0.5 * torch.exp(-s) * (y - mu) ** 2 + 0.5 * s).mean()
-
-
 def bench_train_step(reps, target):
     print("\n## Seed regression train step (batch 128: trunk, two heads, Gaussian NLL, Adam lr 1e-3)\n")
     torch.manual_seed(0)
-    base = Hetero()
+    base = Hetero()  # the validation's seed regression network
     x, y = torch.randn(128, 1), torch.randn(128, 1)
     configs = {
         "eager + torch Adam (default)": (copy.deepcopy(base), lambda p: torch.optim.Adam(p, lr=1e-3)),
@@ -107,14 +91,70 @@ def bench_train_step(reps, target):
         print(f"| {name} | {fmt_time(t)} | {t / times[-1]:.2f}x |")
 
 
+def bench_floor(reps, target):
+    """What the op costs with no arithmetic: the seed trunk on an empty batch (dispatch, checks,
+    allocation, the autograd node), against eager on the same empty batch."""
+    print("\n## Floor: seed trunk fwd+bwd on an empty batch (no arithmetic)\n")
+    torch.manual_seed(0)
+    eager = sequential([1, 32, 64, 128], "tanh-all")
+    fused = fastnn.nn.fuse(eager)
+    x = torch.randn(0, 1, requires_grad=True)
+    g = torch.randn(0, 128)
+
+    def step(m):
+        def f():
+            m(x).backward(g)
+        return f
+
+    te, tf = interleaved([step(eager), step(fused)], reps, target)
+    print(f"eager {fmt_time(te)}, fastnn mlp {fmt_time(tf)}")
+
+
+def _peak_child(kind, act):
+    """In a fresh process: growth of the peak RSS over one forward+backward (MiB)."""
+    import resource
+    torch.manual_seed(0)
+    eager = sequential([512] * 9, act)
+    model = eager if kind == "eager" else fastnn.nn.fuse(eager)
+    x = torch.randn(4096, 512)
+    g = torch.randn(4096, 512)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    model(x).backward(g)
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+
+
+def bench_memory():
+    """Peak memory of fwd+bwd, 8 layers 512 wide, batch 4096 (one activation: 8 MiB)."""
+    import subprocess
+    print("\n## Peak memory, 8-layer 512-wide MLP, batch 4096, fwd+bwd (growth of peak RSS, MiB)\n")
+    print("| activation | eager | fastnn fuse() | saved: eager - fastnn, in activations |")
+    print("|---|---|---|---|")
+    for act in ("relu", "gelu"):
+        mib = {}
+        for kind in ("eager", "fastnn"):
+            out = subprocess.run([sys.executable, __file__, "--peak-child", kind, act], capture_output=True, text=True,
+                                 check=True)
+            mib[kind] = float(out.stdout.split()[-1])
+        print(f"| {act} | {mib['eager']:.0f} | {mib['fastnn']:.0f} | {(mib['eager'] - mib['fastnn']) / 8:.1f} |")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--memory", action="store_true", help="also the peak-memory comparison")
+    ap.add_argument("--peak-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.peak_child:
+        return _peak_child(*args.peak_child)
     reps, target = (5, 0.01) if args.quick else (15, 0.03)
     print(f"# {machine()}; fastnn CPU kernels: {fastnn.cpu_isa()}")
     bench_fwd_bwd(reps, target)
+    bench_floor(reps, target)
     bench_train_step(reps, target)
+    if args.memory:
+        bench_memory()
 
 
 if __name__ == "__main__":

@@ -8,24 +8,32 @@ ACTIVATIONS = tuple(_C.activation_names())
 saves_output = _C.saves_output  # (activation, negative_slope) -> backward reads the output?
 
 
-def _check(input, weight, bias, activation):
-    op = "fastnn.linear_act"
+def _check_layer(where, input, weight, bias, activation, in_features):
+    """One layer's arguments, as the C++ checks them (csrc/linear_act/linear_act_common.h)."""
     if activation not in ACTIVATIONS:
-        raise ValueError(f"{op}: unknown activation '{activation}' (expected one of: {', '.join(ACTIVATIONS)})")
-    torch._check(input.dtype.is_floating_point, lambda: f"{op}: input must be a floating-point tensor")
-    torch._check(weight.dim() == 2, lambda: f"{op}: weight must be 2-D (out_features, in_features)")
-    torch._check(input.dim() >= 1, lambda: f"{op}: input must have at least 1 dimension")
-    torch._check(input.shape[-1] == weight.shape[1],
-                 lambda: f"{op}: input has {input.shape[-1]} features but weight expects in_features={weight.shape[1]}")
-    torch._check(weight.device == input.device,
-                 lambda: f"{op}: device mismatch: input is on {input.device} but weight is on {weight.device}")
-    torch._check(weight.dtype == input.dtype, lambda: f"{op}: dtype mismatch: input {input.dtype}, weight {weight.dtype}")
+        raise ValueError(f"{where}: unknown activation '{activation}' (expected one of: {', '.join(ACTIVATIONS)})")
+    torch._check(weight.dim() == 2, lambda: f"{where}: weight must be 2-D (out_features, in_features)")
+    torch._check(in_features == weight.shape[1],
+                 lambda: f"{where}: input has {in_features} features but weight expects in_features={weight.shape[1]}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is None:
+            continue
+        torch._check(t.dtype == input.dtype, lambda: f"{where}: dtype mismatch: input {input.dtype}, {name} {t.dtype}")
+        torch._check(t.device == input.device,
+                     lambda: f"{where}: device mismatch: input is on {input.device} but {name} is on {t.device}")
     if bias is not None:
         torch._check(bias.dim() == 1 and bias.shape[0] == weight.shape[0],
-                     lambda: f"{op}: bias must be 1-D of size out_features={weight.shape[0]}")
-        torch._check(bias.dtype == input.dtype, lambda: f"{op}: dtype mismatch: input {input.dtype}, bias {bias.dtype}")
-        torch._check(bias.device == input.device,
-                     lambda: f"{op}: device mismatch: input is on {input.device} but bias is on {bias.device}")
+                     lambda: f"{where}: bias must be 1-D of size out_features={weight.shape[0]}")
+
+
+def _check_input(op, input):
+    torch._check(input.dtype.is_floating_point, lambda: f"{op}: input must be a floating-point tensor")
+    torch._check(input.dim() >= 1, lambda: f"{op}: input must have at least 1 dimension")
+
+
+def _check(input, weight, bias, activation):
+    _check_input("fastnn.linear_act", input)
+    _check_layer("fastnn.linear_act", input, weight, bias, activation, input.shape[-1])
 
 
 @torch.library.register_fake("fastnn::linear_act")
@@ -63,23 +71,14 @@ def _check_mlp(input, weights, biases, activations, negative_slopes):
     torch._check(n >= 1, lambda: f"{op}: needs at least one layer (weights is empty)")
     torch._check(len(biases) == n and len(activations) == n and len(negative_slopes) == n,
                  lambda: f"{op}: weights, biases, activations and negative_slopes must have one entry per layer")
+    _check_input(op, input)
     for i, (w, b, a) in enumerate(zip(weights, biases, activations)):
         where = f"{op}: layer {i}"
-        if a not in ACTIVATIONS:
-            raise ValueError(f"{where}: unknown activation '{a}' (expected one of: {', '.join(ACTIVATIONS)})")
-        torch._check(w.dim() == 2, lambda: f"{where}: weight must be 2-D (out_features, in_features)")
-        width = input.shape[-1] if i == 0 else weights[i - 1].shape[0]
-        torch._check(w.shape[1] == width, lambda: f"{where}: weight expects in_features={w.shape[1]} but gets {width} "
-                                                  f"features ({'input' if i == 0 else f'layer {i - 1} out_features'})")
-        torch._check(w.dtype == input.dtype, lambda: f"{where}: dtype mismatch: input {input.dtype}, weight {w.dtype}")
-        torch._check(w.device == input.device,
-                     lambda: f"{where}: device mismatch: input is on {input.device} but weight is on {w.device}")
-        if b is not None:
-            torch._check(b.dim() == 1 and b.shape[0] == w.shape[0],
-                         lambda: f"{where}: bias must be 1-D of size out_features={w.shape[0]}")
-            torch._check(b.dtype == input.dtype, lambda: f"{where}: dtype mismatch: input {input.dtype}, bias {b.dtype}")
-            torch._check(b.device == input.device,
-                         lambda: f"{where}: device mismatch: input is on {input.device} but bias is on {b.device}")
+        if i > 0:
+            torch._check(w.dim() != 2 or w.shape[1] == weights[i - 1].shape[0],
+                         lambda: f"{where}: weight expects in_features={w.shape[1]} but layer {i - 1} has "
+                                 f"out_features={weights[i - 1].shape[0]}")
+        _check_layer(where, input, w, b, a, input.shape[-1] if i == 0 else w.shape[1] if w.dim() == 2 else -1)
 
 
 @torch.library.register_fake("fastnn::mlp")

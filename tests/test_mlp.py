@@ -7,6 +7,7 @@ from torch import nn
 from torch.autograd import gradcheck, gradgradcheck
 
 import fastnn
+from fastnn.validate import _Hetero  # the seed regression network
 from torch_reference import torch_act
 
 ACTS = fastnn.ACTIVATIONS
@@ -223,19 +224,6 @@ def test_mlp_module_is_linear_compatible():
         fastnn.nn.MLP([5])
     with pytest.raises(ValueError, match="unknown activation"):
         fastnn.nn.MLP([5, 3], output_activation="swish")
-
-
-class _Hetero(nn.Module):  # the seed regression network
-    def __init__(self):
-        super().__init__()
-        self.trunk = nn.Sequential(nn.Linear(1, 32), nn.Tanh(), nn.Linear(32, 64), nn.Tanh(), nn.Linear(64, 128),
-                                   nn.Tanh())
-        self.mean = nn.Linear(128, 1)
-        self.log_var = nn.Linear(128, 1)
-
-    def forward(self, x):
-        h = self.trunk(x)
-        return torch.cat([self.mean(h), self.log_var(h)], 1)
 
 
 SEEDS = {
