@@ -8,6 +8,7 @@
 
 #include "common/act_names.h"
 #include "cpu_isa/cpu_isa.h"
+#include "mlp/mlp_common.h"
 #include "optim/optim.h"
 
 TORCH_LIBRARY(fastnn, m) {
@@ -85,6 +86,7 @@ PYBIND11_MODULE(_C, m) {
         return fastnn::act_saves_output(fastnn::parse_activation("fastnn.linear_act", act), slope);
       },
       "Whether backward reads the output (else the pre-activation) for this activation");
+  m.attr("mlp_tiled_max_width") = fastnn::kMlpTiledMaxWidth;
   pybind11::class_<fastnn::OptimizerPlan>(m, "OptimizerPlan")
       .def(pybind11::init<const std::string&, std::vector<at::Tensor>, std::vector<int64_t>,
                           const std::vector<std::vector<c10::optional<at::Tensor>>>&,

@@ -4,6 +4,7 @@ import copy
 import torch
 from torch import nn
 
+from . import _C
 from ._ops import ACTIVATIONS, linear_act_op, mlp_op
 
 __all__ = ["Linear", "MLP", "FusedSequential", "fuse"]
@@ -60,7 +61,10 @@ class FusedSequential(nn.Sequential):
 
     The layers stay ordinary children under their own names, so parameters, state_dict keys and
     indexing are the Sequential's; only the execution is fused. Forward hooks of the individual
-    layers inside a run are therefore not called.
+    layers inside a run are therefore not called. A run takes the op where its cache-blocked CPU
+    kernels apply (CPU, every width <= ``fastnn._C.mlp_tiled_max_width``); elsewhere the op would
+    run the same per-layer kernels while keeping every layer's activations until the end of
+    backward, so the layers run one by one (as fast, less memory: benchmarks/RESULTS.md).
     """
 
     def forward(self, input):
@@ -74,17 +78,24 @@ class FusedSequential(nn.Sequential):
         return _run_layers(x, run)
 
 
+def _tiled(x, run):
+    limit = _C.mlp_tiled_max_width
+    return x.device.type == "cpu" and x.shape[-1] <= limit and all(m.out_features <= limit for m in run)
+
+
 def _run_layers(x, run):
     if not run:
         return x
-    if len(run) == 1:
-        return run[0](x)
+    if len(run) == 1 or not _tiled(x, run):
+        for m in run:
+            x = m(x)
+        return x
     return mlp_op(x, [m.weight for m in run], [m.bias for m in run], [m.activation for m in run],
                   [m.negative_slope for m in run])
 
 
 class MLP(FusedSequential):
-    """A multi-layer perceptron run as one ``fastnn.mlp`` op.
+    """A multi-layer perceptron, run as one ``fastnn.mlp`` op where that pays (see FusedSequential).
 
     ``sizes = [in, hidden..., out]``: ``len(sizes) - 1`` layers, each a ``fastnn.nn.Linear``
     (children ``"0"``, ``"1"``, ...; nn.Linear's parameters and initialisation), ``activation`` after

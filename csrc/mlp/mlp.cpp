@@ -133,14 +133,10 @@ std::tuple<Tensor, std::vector<Tensor>, std::vector<Tensor>> mlp_backward_layers
 
 // ---- CPU: the cache-blocked chain for narrow layers (mlp_cpu_kernels.h) ----
 
-// Every width up to this runs tile by tile through the whole chain; wider chains go layer by
-// layer through BLAS (benchmarks/bench_mlp.py measures both).
-constexpr int64_t kTiledMaxWidth = 256;
-
 bool tiled(at::TensorList weights) {
-  if (weights[0].size(1) > kTiledMaxWidth) return false;
+  if (weights[0].size(1) > kMlpTiledMaxWidth) return false;
   for (const Tensor& w : weights)
-    if (w.size(0) > kTiledMaxWidth) return false;
+    if (w.size(0) > kMlpTiledMaxWidth) return false;
   return true;
 }
 

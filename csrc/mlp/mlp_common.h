@@ -8,6 +8,11 @@ namespace fastnn {
 
 constexpr const char* kMlpOp = "fastnn.mlp";
 
+// CPU chains whose every width is at most this run tile by tile through the whole chain
+// (mlp_cpu_kernels.h); wider ones layer by layer through BLAS (benchmarks/bench_mlp.py measured
+// both: the tiled kernels lose to MKL at 784 and 1024 wide).
+constexpr int64_t kMlpTiledMaxWidth = 256;
+
 struct MlpLayer {
   Act act;
   double slope;
