@@ -91,13 +91,14 @@ std::tuple<Tensor, Tensor, Tensor> linear_act_backward_cpu(const Tensor& grad_ou
 
 // fastnn::activation: y = act(z), the forward kernels' activation pass on its own.
 Tensor activation_cpu(const Tensor& z, c10::string_view activation, double slope) {
-  const Act act = parse_activation("fastnn.activation", activation);
+  constexpr const char* op = "fastnn.activation";
+  const Act act = parse_activation(op, activation);
   const Tensor zc = z.contiguous();
   Tensor y = at::empty_like(zc);
   const int64_t N = zc.dim() ? zc.size(-1) : 1;
   if (zc.numel())
-    linear_act_cpu_kernels().forward_epilogue(cpu_dtype(zc, "fastnn.activation"), zc.data_ptr(), nullptr, y.data_ptr(), zc.numel() / N, N,
-                                              int(act), slope);
+    linear_act_cpu_kernels().forward_epilogue(cpu_dtype(zc, op), zc.data_ptr(), nullptr, y.data_ptr(), zc.numel() / N,
+                                              N, int(act), slope);
   return y;
 }
 
