@@ -307,3 +307,8 @@ def test_bad_input_names_op_layer_and_problem():
     _bad(r"fastnn.mlp: layer 1: device mismatch", x, [w0, w1.to("meta")], [None, None], ["relu"] * 2, [0.01] * 2)
     _bad(r"fastnn.mlp: layer 0: unknown activation 'swish'", x, [w0], [None], ["swish"], [0.01])
     _bad(r"fastnn.mlp: needs at least one layer", x, [], [], [], [])
+    # the backend ops check before they look at any weight
+    with pytest.raises(ValueError, match="fastnn.mlp: needs at least one layer"):
+        torch.ops.fastnn.mlp_forward(x, [], [], [], [])
+    with pytest.raises(RuntimeError, match=r"fastnn.mlp: layer 0: weight must be 2-D"):
+        torch.ops.fastnn.mlp_forward(x, [torch.randn(6)], [None], ["relu"], [0.01])

@@ -79,10 +79,9 @@ std::vector<Tensor> arena_views(const Tensor& arena, const Tensor& output, const
 // Layer by layer through the backend's linear_act_forward; each saved block is copied into the
 // arena as soon as the layer is done (its own tensor is freed then), so the arena plus one layer's
 // activations is the most held at once.
-std::tuple<Tensor, Tensor> mlp_forward_layers(const Tensor& input, at::TensorList weights, const Biases& biases,
-                                              const std::vector<std::string>& activations,
-                                              at::ArrayRef<double> slopes) {
-  const auto layers = check_mlp_args(input, weights, biases, activations, slopes);
+std::tuple<Tensor, Tensor> forward_layers(const std::vector<MlpLayer>& layers, const Tensor& input,
+                                          at::TensorList weights, const Biases& biases,
+                                          const std::vector<std::string>& activations, at::ArrayRef<double> slopes) {
   const size_t L = layers.size();
   const int64_t M = linear_rows(input);
   Tensor arena = at::empty({arena_size(layers, weights, M)}, input.options());
@@ -100,6 +99,13 @@ std::tuple<Tensor, Tensor> mlp_forward_layers(const Tensor& input, at::TensorLis
   return {x, arena};
 }
 
+std::tuple<Tensor, Tensor> mlp_forward_layers(const Tensor& input, at::TensorList weights, const Biases& biases,
+                                              const std::vector<std::string>& activations,
+                                              at::ArrayRef<double> slopes) {
+  return forward_layers(check_mlp_args(input, weights, biases, activations, slopes), input, weights, biases,
+                        activations, slopes);
+}
+
 Tensor mlp_output_only(const Tensor& input, at::TensorList weights, const Biases& biases,
                        const std::vector<std::string>& activations, at::ArrayRef<double> slopes) {
   return std::get<0>(mlp_forward_layers(input, weights, biases, activations, slopes));
@@ -107,11 +113,11 @@ Tensor mlp_output_only(const Tensor& input, at::TensorList weights, const Biases
 
 // grad_weights[l] always; grad_biases[l] empty where layer l has no bias; grad_input empty unless
 // input_grad.
-std::tuple<Tensor, std::vector<Tensor>, std::vector<Tensor>> mlp_backward_layers(
-    const Tensor& grad_output, const Tensor& input, at::TensorList weights, const Biases& biases,
-    const Tensor& arena, const Tensor& output, const std::vector<std::string>& activations,
-    at::ArrayRef<double> slopes, bool input_grad) {
-  const auto layers = check_mlp_args(input, weights, biases, activations, slopes);
+using Grads = std::tuple<Tensor, std::vector<Tensor>, std::vector<Tensor>>;
+
+Grads backward_layers(const std::vector<MlpLayer>& layers, const Tensor& grad_output, const Tensor& input,
+                      at::TensorList weights, const Tensor& arena, const Tensor& output,
+                      const std::vector<std::string>& activations, at::ArrayRef<double> slopes, bool input_grad) {
   const size_t L = layers.size();
   const auto saved = arena_views(arena, output, layers, input, weights);
   std::vector<Tensor> gw(L), gb(L);
@@ -131,6 +137,13 @@ std::tuple<Tensor, std::vector<Tensor>, std::vector<Tensor>> mlp_backward_layers
   return {input_grad ? g : at::empty({0}, input.options()), gw, gb};
 }
 
+Grads mlp_backward_layers(const Tensor& grad_output, const Tensor& input, at::TensorList weights,
+                          const Biases& biases, const Tensor& arena, const Tensor& output,
+                          const std::vector<std::string>& activations, at::ArrayRef<double> slopes, bool input_grad) {
+  return backward_layers(check_mlp_args(input, weights, biases, activations, slopes), grad_output, input, weights,
+                         arena, output, activations, slopes, input_grad);
+}
+
 // ---- CPU: the cache-blocked chain for narrow layers (mlp_cpu_kernels.h) ----
 
 bool tiled(at::TensorList weights) {
@@ -140,40 +153,48 @@ bool tiled(at::TensorList weights) {
   return true;
 }
 
-std::vector<MlpCpuLayer> cpu_layers(const std::vector<MlpLayer>& layers, const std::vector<Tensor>& w,
-                                    const std::vector<Tensor>& b) {
-  std::vector<MlpCpuLayer> out(layers.size());
-  for (size_t l = 0; l < layers.size(); ++l)
-    out[l] = {w[l].data_ptr(), b[l].defined() ? b[l].data_ptr() : nullptr, w[l].size(1), w[l].size(0),
-              int(layers[l].act), layers[l].slope, layers[l].saves_output, nullptr};
-  return out;
-}
+// What both CPU directions start from: the checked layers, the input as a contiguous matrix, and the
+// kernels' view of each layer (its contiguous weight and bias, and its saved block in the arena).
+struct CpuChain {
+  std::vector<MlpLayer> layers;
+  int64_t M, K0, NL;
+  DType dt;
+  Tensor x;
+  std::vector<Tensor> keep;  // contiguous copies the pointers below refer to
+  std::vector<MlpCpuLayer> ly;
 
-void contiguous_params(at::TensorList weights, const Biases& biases, std::vector<Tensor>& w, std::vector<Tensor>& b) {
-  for (size_t l = 0; l < weights.size(); ++l) {
-    w.push_back(weights[l].contiguous());
-    b.push_back(defined_at(biases, l) ? biases.get(l)->contiguous() : Tensor());
+  CpuChain(std::vector<MlpLayer> checked, const Tensor& input, at::TensorList weights, const Biases& biases)
+      : layers(std::move(checked)), M(linear_rows(input)), K0(weights[0].size(1)),
+        NL(weights[weights.size() - 1].size(0)), dt(cpu_dtype(input, kMlpOp)),
+        x(input.reshape({M, K0}).contiguous()) {
+    for (size_t l = 0; l < layers.size(); ++l) {
+      const Tensor w = keep.emplace_back(weights[l].contiguous());
+      const Tensor b = defined_at(biases, l) ? keep.emplace_back(biases.get(l)->contiguous()) : Tensor();
+      ly.push_back({w.data_ptr(), b.defined() ? b.data_ptr() : nullptr, w.size(1), w.size(0), int(layers[l].act),
+                    layers[l].slope, layers[l].saves_output, nullptr});
+    }
   }
-}
+
+  void point_at(std::vector<Tensor>& saved) {
+    for (size_t l = 0; l < ly.size(); ++l) {
+      if (!saved[l].is_contiguous()) saved[l] = saved[l].contiguous();
+      ly[l].saved = saved[l].data_ptr();
+    }
+  }
+};
 
 std::tuple<Tensor, Tensor> mlp_forward_cpu(const Tensor& input, at::TensorList weights, const Biases& biases,
                                            const std::vector<std::string>& activations,
                                            at::ArrayRef<double> slopes) {
-  if (!tiled(weights)) return mlp_forward_layers(input, weights, biases, activations, slopes);
-  const auto layers = check_mlp_args(input, weights, biases, activations, slopes);
-  const DType dt = cpu_dtype(input, kMlpOp);
-  const size_t L = layers.size();
-  const int64_t M = linear_rows(input), K0 = weights[0].size(1), NL = weights[L - 1].size(0);
-  const Tensor x = input.reshape({M, K0}).contiguous();
-  std::vector<Tensor> w, b;
-  contiguous_params(weights, biases, w, b);
-  auto ly = cpu_layers(layers, w, b);
+  auto layers = check_mlp_args(input, weights, biases, activations, slopes);
+  if (!tiled(weights)) return forward_layers(layers, input, weights, biases, activations, slopes);
+  CpuChain c(std::move(layers), input, weights, biases);
   const auto opts = input.options();
-  Tensor arena = at::empty({arena_size(layers, weights, M)}, opts);
-  Tensor out = at::empty(linear_out_shape(input, NL), opts);
-  const auto views = arena_views(arena, out, layers, input, weights);
-  for (size_t l = 0; l < L; ++l) ly[l].saved = views[l].data_ptr();
-  if (M > 0) mlp_cpu_kernels().forward(dt, x.data_ptr(), out.data_ptr(), ly.data(), int(L), M);
+  Tensor arena = at::empty({arena_size(c.layers, weights, c.M)}, opts);
+  Tensor out = at::empty(linear_out_shape(input, c.NL), opts);
+  auto views = arena_views(arena, out, c.layers, input, weights);
+  c.point_at(views);
+  if (c.M > 0) mlp_cpu_kernels().forward(c.dt, c.x.data_ptr(), out.data_ptr(), c.ly.data(), int(c.ly.size()), c.M);
   return {out, arena};
 }
 
@@ -182,37 +203,30 @@ Tensor mlp_output_only_cpu(const Tensor& input, at::TensorList weights, const Bi
   return std::get<0>(mlp_forward_cpu(input, weights, biases, activations, slopes));
 }
 
-std::tuple<Tensor, std::vector<Tensor>, std::vector<Tensor>> mlp_backward_cpu(
-    const Tensor& grad_output, const Tensor& input, at::TensorList weights, const Biases& biases,
-    const Tensor& arena, const Tensor& output, const std::vector<std::string>& activations,
-    at::ArrayRef<double> slopes, bool input_grad) {
+Grads mlp_backward_cpu(const Tensor& grad_output, const Tensor& input, at::TensorList weights, const Biases& biases,
+                       const Tensor& arena, const Tensor& output, const std::vector<std::string>& activations,
+                       at::ArrayRef<double> slopes, bool input_grad) {
+  auto layers = check_mlp_args(input, weights, biases, activations, slopes);
   if (!tiled(weights))
-    return mlp_backward_layers(grad_output, input, weights, biases, arena, output, activations, slopes, input_grad);
-  const auto layers = check_mlp_args(input, weights, biases, activations, slopes);
-  const size_t L = layers.size();
-  const DType dt = cpu_dtype(input, kMlpOp);
-  const int64_t M = linear_rows(input), K0 = weights[0].size(1), NL = weights[L - 1].size(0);
-  TORCH_CHECK(grad_output.numel() == M * NL && grad_output.scalar_type() == input.scalar_type(), kMlpOp,
+    return backward_layers(layers, grad_output, input, weights, arena, output, activations, slopes, input_grad);
+  CpuChain c(std::move(layers), input, weights, biases);
+  const size_t L = c.ly.size();
+  TORCH_CHECK(grad_output.numel() == c.M * c.NL && grad_output.scalar_type() == input.scalar_type(), kMlpOp,
               ": backward got a grad_output of the wrong size or dtype");
-  const Tensor x = input.reshape({M, K0}).contiguous();
-  const Tensor g = grad_output.reshape({M, NL}).contiguous();
-  auto views = arena_views(arena, output, layers, input, weights);
-  std::vector<Tensor> w, b;
-  contiguous_params(weights, biases, w, b);
-  auto ly = cpu_layers(layers, w, b);
+  const Tensor g = grad_output.reshape({c.M, c.NL}).contiguous();
+  auto views = arena_views(arena, output, c.layers, input, weights);
+  c.point_at(views);
   const auto opts = input.options();
   std::vector<Tensor> gw(L), gb(L);
   std::vector<void*> gwp(L), gbp(L);
   for (size_t l = 0; l < L; ++l) {
-    if (!views[l].is_contiguous()) views[l] = views[l].contiguous();
-    ly[l].saved = views[l].data_ptr();
     gw[l] = at::empty({weights[l].size(0), weights[l].size(1)}, opts);
-    gb[l] = layers[l].has_bias ? at::empty({weights[l].size(0)}, opts) : at::empty({0}, opts);
+    gb[l] = c.layers[l].has_bias ? at::empty({weights[l].size(0)}, opts) : at::empty({0}, opts);
     gwp[l] = gw[l].data_ptr();
-    gbp[l] = layers[l].has_bias ? gb[l].data_ptr() : nullptr;
+    gbp[l] = c.layers[l].has_bias ? gb[l].data_ptr() : nullptr;
   }
-  Tensor gi = input_grad ? at::empty({M, K0}, opts) : at::empty({0}, opts);
-  mlp_cpu_kernels().backward(dt, g.data_ptr(), x.data_ptr(), ly.data(), int(L), M,
+  Tensor gi = input_grad ? at::empty({c.M, c.K0}, opts) : at::empty({0}, opts);
+  mlp_cpu_kernels().backward(c.dt, g.data_ptr(), c.x.data_ptr(), c.ly.data(), int(L), c.M,
                              input_grad ? gi.data_ptr() : nullptr, gwp.data(), gbp.data());
   return {input_grad ? gi.view(input.sizes()) : gi, gw, gb};
 }
