@@ -87,6 +87,11 @@ PYBIND11_MODULE(_C, m) {
       },
       "Whether backward reads the output (else the pre-activation) for this activation");
   m.attr("mlp_tiled_max_width") = fastnn::kMlpTiledMaxWidth;
+  m.def(
+      "mlp_path",
+      [](const at::Tensor& input, const std::vector<at::Tensor>& weights) { return fastnn::mlp_path(input, weights); },
+      pybind11::arg("input"), pybind11::arg("weights"),
+        "Which kernels fastnn.mlp runs for this input and these weights, and why: (path, reason)");
   pybind11::class_<fastnn::OptimizerPlan>(m, "OptimizerPlan")
       .def(pybind11::init<const std::string&, std::vector<at::Tensor>, std::vector<int64_t>,
                           const std::vector<std::vector<c10::optional<at::Tensor>>>&,

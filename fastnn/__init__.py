@@ -9,9 +9,9 @@
 """
 from . import _ops  # noqa: F401
 from ._C import built_with_cuda, cpu_isa, cpu_isas_supported, set_cpu_isa
-from .functional import ACTIVATIONS, linear_act, mlp
+from .functional import ACTIVATIONS, linear_act, mlp, mlp_path
 from . import functional, nn, optim  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["linear_act", "mlp", "ACTIVATIONS", "functional", "nn", "optim", "cpu_isa", "cpu_isas_supported",
+__all__ = ["linear_act", "mlp", "mlp_path", "ACTIVATIONS", "functional", "nn", "optim", "cpu_isa", "cpu_isas_supported",
            "set_cpu_isa", "built_with_cuda"]

@@ -1,7 +1,8 @@
 """Functional API: fastnn.linear_act and fastnn.mlp (also under fastnn.functional)."""
+from . import _C
 from ._ops import ACTIVATIONS, linear_act_op, mlp_op
 
-__all__ = ["linear_act", "mlp", "ACTIVATIONS"]
+__all__ = ["linear_act", "mlp", "mlp_path", "ACTIVATIONS"]
 
 
 def linear_act(input, weight, bias=None, activation="identity", negative_slope=0.01):
@@ -28,3 +29,11 @@ def mlp(input, weights, biases=None, activations="identity", negative_slopes=0.0
     if isinstance(negative_slopes, (int, float)):
         negative_slopes = [negative_slopes] * n
     return mlp_op(input, list(weights), list(biases), list(activations), [float(s) for s in negative_slopes])
+
+
+def mlp_path(input, weights):
+    """Which kernels ``fastnn.mlp(input, weights, ...)`` runs, and why: ``(path, reason)`` with path
+    ``"tiled"`` (CPU, cache-blocked through all layers), ``"fused"`` (CUDA, the whole chain in one
+    kernel on tensor cores) or ``"layers"`` (layer by layer through linear_act's kernels; the reason
+    says what ruled the fused kernels out). Under autocast, pass the input in the autocast dtype."""
+    return tuple(_C.mlp_path(input, list(weights)))

@@ -57,14 +57,16 @@ class Linear(nn.Linear):
 
 class FusedSequential(nn.Sequential):
     """An ``nn.Sequential`` in which every run of two or more consecutive ``fastnn.nn.Linear``
-    layers executes as one ``fastnn.mlp`` op (one dispatch forward, one autograd node backward).
+    layers executes as one ``fastnn.mlp`` op (one dispatch forward, one autograd node backward)
+    where fused kernels apply (``fastnn.mlp_path``).
 
     The layers stay ordinary children under their own names, so parameters, state_dict keys and
     indexing are the Sequential's; only the execution is fused. Forward hooks of the individual
-    layers inside a run are therefore not called. A run takes the op where its cache-blocked CPU
-    kernels apply (CPU, every width <= ``fastnn._C.mlp_tiled_max_width``); elsewhere the op would
-    run the same per-layer kernels while keeping every layer's activations until the end of
-    backward, so the layers run one by one (as fast, less memory: benchmarks/RESULTS.md).
+    layers inside a run are therefore not called. A run takes the op where its fused kernels
+    apply: the cache-blocked CPU kernels (every width <= ``fastnn._C.mlp_tiled_max_width``), the
+    fully fused CUDA kernels (fp16/bf16, widths <= 128, hidden widths multiples of 16). Elsewhere
+    the op would run the same per-layer kernels while keeping every layer's activations until the
+    end of backward, so the layers run one by one (as fast, less memory: benchmarks/RESULTS.md).
     """
 
     def forward(self, input):
@@ -78,15 +80,16 @@ class FusedSequential(nn.Sequential):
         return _run_layers(x, run)
 
 
-def _tiled(x, run):
-    limit = _C.mlp_tiled_max_width
-    return x.device.type == "cpu" and x.shape[-1] <= limit and all(m.out_features <= limit for m in run)
+def _fused(x, run):
+    if x.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
+        x = torch.empty((0, x.shape[-1]), dtype=torch.get_autocast_dtype("cuda"), device=x.device)
+    return _C.mlp_path(x, [m.weight for m in run])[0] != "layers"
 
 
 def _run_layers(x, run):
     if not run:
         return x
-    if len(run) == 1 or not _tiled(x, run):
+    if len(run) == 1 or not _fused(x, run):
         for m in run:
             x = m(x)
         return x

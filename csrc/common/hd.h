@@ -4,7 +4,9 @@
 #if defined(__CUDACC__)
 #define FASTNN_HD __host__ __device__
 #define FASTNN_INLINE __forceinline__
+#define FASTNN_UNROLL _Pragma("unroll")
 #else
+#define FASTNN_UNROLL _Pragma("GCC unroll 8")
 #define FASTNN_HD
 #define FASTNN_INLINE inline __attribute__((always_inline))
 #endif

@@ -41,6 +41,15 @@ std::tuple<Tensor, Tensor> linear_act_forward_cuda(const Tensor& input, const Te
   const bool has_bias = bias.has_value() && bias->defined();
   const Tensor b = has_bias ? bias->contiguous() : Tensor();
   const bool save_z = !act_saves_output(act, slope);
+  // ReLU in half precision: cuBLASLt's RELU_BIAS epilogue writes y from the GEMM (backward reads y),
+  // no separate pass. Measured on an H100 (RESULTS.md): it wins in bf16/fp16 and loses in fp32,
+  // where the GEMM + one vectorized pass is faster.
+  const bool half = input.scalar_type() == at::kHalf || input.scalar_type() == at::kBFloat16;
+  if (act == Act::Relu && has_bias && half && M > 0 && K > 0) {
+    Tensor y = at::_addmm_activation(b, x, weight.t(), 1, 1, /*use_gelu=*/false);
+    if (!y.is_contiguous()) y = y.contiguous();
+    return {y.view(linear_out_shape(input, N)), at::empty({0}, input.options())};
+  }
   // Bias inside the GEMM (addmm, as F.linear); the GEMM output is z when backward needs it.
   Tensor pre = has_bias ? at::addmm(b, x, weight.t()) : at::mm(x, weight.t());
   if (!pre.is_contiguous()) pre = pre.contiguous();

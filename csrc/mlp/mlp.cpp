@@ -15,11 +15,11 @@
 #include "mlp_common.h"
 
 namespace fastnn {
-namespace {
 
 using at::Tensor;
-using Biases = c10::List<c10::optional<Tensor>>;
 using torch::autograd::variable_list;
+
+namespace {
 
 const auto& layer_forward_op() {
   static auto op = c10::Dispatcher::singleton()
@@ -43,6 +43,12 @@ const auto& activation_op() {
                        .findSchemaOrThrow("fastnn::activation", "")
                        .typed<Tensor(const Tensor&, c10::string_view, double)>();
   return op;
+}
+
+}  // namespace
+
+Tensor mlp_activation(const Tensor& z, c10::string_view activation, double slope) {
+  return activation_op().call(z, activation, slope);
 }
 
 // The saved arena: layer after layer, the [M, N_l] block that layer l's backward reads (its output
@@ -99,22 +105,6 @@ std::tuple<Tensor, Tensor> forward_layers(const std::vector<MlpLayer>& layers, c
   return {x, arena};
 }
 
-std::tuple<Tensor, Tensor> mlp_forward_layers(const Tensor& input, at::TensorList weights, const Biases& biases,
-                                              const std::vector<std::string>& activations,
-                                              at::ArrayRef<double> slopes) {
-  return forward_layers(check_mlp_args(input, weights, biases, activations, slopes), input, weights, biases,
-                        activations, slopes);
-}
-
-Tensor mlp_output_only(const Tensor& input, at::TensorList weights, const Biases& biases,
-                       const std::vector<std::string>& activations, at::ArrayRef<double> slopes) {
-  return std::get<0>(mlp_forward_layers(input, weights, biases, activations, slopes));
-}
-
-// grad_weights[l] always; grad_biases[l] empty where layer l has no bias; grad_input empty unless
-// input_grad.
-using Grads = std::tuple<Tensor, std::vector<Tensor>, std::vector<Tensor>>;
-
 Grads backward_layers(const std::vector<MlpLayer>& layers, const Tensor& grad_output, const Tensor& input,
                       at::TensorList weights, const Tensor& arena, const Tensor& output,
                       const std::vector<std::string>& activations, at::ArrayRef<double> slopes, bool input_grad) {
@@ -137,12 +127,7 @@ Grads backward_layers(const std::vector<MlpLayer>& layers, const Tensor& grad_ou
   return {input_grad ? g : at::empty({0}, input.options()), gw, gb};
 }
 
-Grads mlp_backward_layers(const Tensor& grad_output, const Tensor& input, at::TensorList weights,
-                          const Biases& biases, const Tensor& arena, const Tensor& output,
-                          const std::vector<std::string>& activations, at::ArrayRef<double> slopes, bool input_grad) {
-  return backward_layers(check_mlp_args(input, weights, biases, activations, slopes), grad_output, input, weights,
-                         arena, output, activations, slopes, input_grad);
-}
+namespace {
 
 // ---- CPU: the cache-blocked chain for narrow layers (mlp_cpu_kernels.h) ----
 
@@ -359,18 +344,28 @@ Tensor mlp_autocast(const Tensor& input, at::TensorList weights, const Biases& b
 
 }  // namespace
 
+MlpCudaFusedReason g_mlp_cuda_fused_reason = nullptr;
+
+std::tuple<std::string, std::string> mlp_path(const Tensor& input, at::TensorList weights) {
+  TORCH_CHECK_VALUE(!weights.empty(), kMlpOp, ": needs at least one layer (weights is empty)");
+  if (input.is_cuda()) {
+    if (!g_mlp_cuda_fused_reason) return {"layers", "fastnn was built without CUDA kernels"};
+    std::string why = g_mlp_cuda_fused_reason(input, weights);
+    if (why.empty()) return {"fused", "the fully fused CUDA kernels (tensor cores) apply"};
+    return {"layers", why};
+  }
+  if (input.device().is_cpu()) {
+    if (tiled(weights)) return {"tiled", "every width is at most " + std::to_string(kMlpTiledMaxWidth)};
+    return {"layers", "a width exceeds " + std::to_string(kMlpTiledMaxWidth) +
+                          " (the cache-blocked CPU kernels lose to BLAS there)"};
+  }
+  return {"layers", "no fused kernels for device " + input.device().str()};
+}
+
 TORCH_LIBRARY_IMPL(fastnn, CPU, m) {
   m.impl("mlp", &mlp_output_only_cpu);
   m.impl("mlp_forward", &mlp_forward_cpu);
   m.impl("mlp_backward", &mlp_backward_cpu);
-}
-
-// On CUDA the chain runs layer by layer through linear_act's kernels (cuBLAS + fused passes).
-
-TORCH_LIBRARY_IMPL(fastnn, CUDA, m) {
-  m.impl("mlp", &mlp_output_only);
-  m.impl("mlp_forward", &mlp_forward_layers);
-  m.impl("mlp_backward", &mlp_backward_layers);
 }
 
 TORCH_LIBRARY_IMPL(fastnn, Autograd, m) {

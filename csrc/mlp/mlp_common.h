@@ -55,4 +55,31 @@ inline std::vector<MlpLayer> check_mlp_args(const at::Tensor& input, at::TensorL
   return layers;
 }
 
+using Biases = c10::List<c10::optional<at::Tensor>>;
+// grad_input (empty unless asked for), grad_weights[l], grad_biases[l] (empty where no bias).
+using Grads = std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>>;
+
+// The layer-by-layer chain (mlp.cpp), every backend's fallback: each layer through the backend's
+// linear_act kernels. The saved arena holds, layer after layer, the [M, N_l] block layer l's
+// backward reads (its output or pre-activation); none for the last layer when it reads its output.
+int64_t arena_size(const std::vector<MlpLayer>& layers, at::TensorList weights, int64_t M);
+std::vector<at::Tensor> arena_views(const at::Tensor& arena, const at::Tensor& output,
+                                    const std::vector<MlpLayer>& layers, const at::Tensor& input,
+                                    at::TensorList weights);
+std::tuple<at::Tensor, at::Tensor> forward_layers(const std::vector<MlpLayer>& layers, const at::Tensor& input,
+                                                  at::TensorList weights, const Biases& biases,
+                                                  const std::vector<std::string>& activations,
+                                                  at::ArrayRef<double> slopes);
+Grads backward_layers(const std::vector<MlpLayer>& layers, const at::Tensor& grad_output, const at::Tensor& input,
+                      at::TensorList weights, const at::Tensor& arena, const at::Tensor& output,
+                      const std::vector<std::string>& activations, at::ArrayRef<double> slopes, bool input_grad);
+// fastnn::activation through the dispatcher (the output a z-saving layer's backward recomputes).
+at::Tensor mlp_activation(const at::Tensor& z, c10::string_view activation, double slope);
+
+// Which path a chain takes on its device, and why: ("tiled" | "fused" | "layers", reason).
+std::tuple<std::string, std::string> mlp_path(const at::Tensor& input, at::TensorList weights);
+// Set by mlp_cuda.cpp in CUDA builds: why the fused CUDA kernels do not apply ("" when they do).
+using MlpCudaFusedReason = std::string (*)(const at::Tensor& input, at::TensorList weights);
+extern MlpCudaFusedReason g_mlp_cuda_fused_reason;
+
 }  // namespace fastnn

@@ -1,9 +1,12 @@
-// The CUDA multi-tensor launcher: tensors and their constants packed into one kernel argument,
-// chunks of kChunk elements per block, a new launch only when the tensor or block slots fill up
-// (a step over 100 tensors is a handful of launches). Per-element rules: optim_functors.h.
+// The CUDA multi-tensor launcher: up to kMaxTensors tensors per launch, packed into one kernel
+// argument (CUDA >= 12.1 allows 32 KB of them), cut into chunks of kThreads * kUnroll 16-byte
+// vectors. A persistent grid (as many blocks as fit on the GPU at once) walks the chunks in order,
+// so small and large steps alike fill the machine, and a 100-tensor step is one launch.
+// Per-element rules: optim_functors.h (shared with the CPU launcher).
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 #include "../common/cuda_storage.cuh"
@@ -16,50 +19,178 @@ namespace {
 using namespace cuda_detail;
 using namespace optim_rules;
 
-constexpr int kMaxTensors = 12;
-constexpr int kMaxBlocks = 320;
-constexpr int64_t kChunk = 65536;
-constexpr int kThreads = 512;
+constexpr int kMaxTensors = 128;
+constexpr int kThreads = 256;
+constexpr int kUnroll = 2;  // 16-byte vectors per thread and stream in flight
+
+// One tensor of a launch. Vectorised tensors run [0, head) and the tail element by element and the
+// rest in 16-byte vectors; `scalar` ones (pointers misaligned differently) element by element.
+struct KSlot {
+  void* p;
+  const void* g;
+  void* s[3];
+  int64_t numel;
+  const float* step_dev;  // capturable: constants come from this step count
+  int64_t chunk0;         // index of this tensor's first chunk in the launch
+  double k[8];            // host-computed constants (step_dev == nullptr)
+  double h[5];
+  int flags;
+  int head;
+  bool scalar;
+  bool b[4];
+};
 
 struct Launch {
-  OptSlot t[kMaxTensors];
-  unsigned char tensor_of[kMaxBlocks];
-  int chunk_of[kMaxBlocks];
+  KSlot t[kMaxTensors];
+  int n;
+  int64_t chunks;  // total
 };
-static_assert(sizeof(Launch) <= 4096, "kernel argument too large");
+static_assert(sizeof(Launch) <= 32000, "kernel argument too large");
 
-template <OptKind K, class T>
-__device__ __forceinline__ void update_chunk(const OptSlot& s, const double* k, int64_t start, int64_t end,
-                                             const float* grad_scale) {
-  using C = acc_t<T>;
-  const auto c = KindConsts<K, C>::make(k);
-  const int F = s.flags | (grad_scale ? kUnscale : 0);
-  const C scale = grad_scale ? C(*grad_scale) : C(1);
-  T* p = static_cast<T*>(s.param);
-  const T* g = static_cast<const T*>(s.grad);
-  T* s0 = static_cast<T*>(s.state[0]);
-  T* s1 = static_cast<T*>(s.state[1]);
-  T* s2 = static_cast<T*>(s.state[2]);
-  for (int64_t i = start + threadIdx.x; i < end; i += blockDim.x)
-    update_element<K, CudaIO>(F, c, p, g, s0, s1, s2, i, scale);
+template <class T> constexpr int vec_elems() { return 16 / int(sizeof(T)); }
+template <class T> constexpr int64_t chunk_elems() { return int64_t(kThreads) * kUnroll * vec_elems<T>(); }
+
+template <class T> struct alignas(16) Vec { T e[vec_elems<T>()]; };
+
+template <class T> __device__ __forceinline__ Vec<T> load_vec(const void* base, int64_t i) {
+  Vec<T> v;
+  *reinterpret_cast<uint4*>(&v) = *reinterpret_cast<const uint4*>(static_cast<const T*>(base) + i);
+  return v;
+}
+template <class T> __device__ __forceinline__ void store_vec(void* base, int64_t i, const Vec<T>& v) {
+  *reinterpret_cast<uint4*>(static_cast<T*>(base) + i) = *reinterpret_cast<const uint4*>(&v);
 }
 
-template <class T>
-__global__ void __launch_bounds__(kThreads) optimizer_kernel(Launch L, int kind, const float* grad_scale,
-                                                             const float* found_inf) {
+// The kernel: every block takes chunks blockIdx.x, blockIdx.x + gridDim.x, ... in order.
+template <OptKind K, class T, int MinBlocks>
+__global__ void __launch_bounds__(kThreads, MinBlocks) optimizer_kernel(const __grid_constant__ Launch L,
+                                                             const float* grad_scale, const float* found_inf) {
+  using C = acc_t<T>;
+  constexpr int V = vec_elems<T>();
+  constexpr int64_t CE = chunk_elems<T>();
   if (found_inf && *found_inf != 0.f) return;
-  const OptSlot& s = L.t[L.tensor_of[blockIdx.x]];
-  const int64_t start = int64_t(L.chunk_of[blockIdx.x]) * kChunk;
-  const int64_t end = start + kChunk < s.numel ? start + kChunk : s.numel;
-  __shared__ double k[8];
-  if (threadIdx.x == 0) make_consts(OptKind(kind), s.h, s.b, s.step_dev ? double(*s.step_dev) : double(s.step_host), k);
-  __syncthreads();
-  switch (OptKind(kind)) {
-    case OptKind::Adam: update_chunk<OptKind::Adam, T>(s, k, start, end, grad_scale); break;
-    case OptKind::RMSprop: update_chunk<OptKind::RMSprop, T>(s, k, start, end, grad_scale); break;
-    case OptKind::SGD: update_chunk<OptKind::SGD, T>(s, k, start, end, grad_scale); break;
-    case OptKind::Adagrad: update_chunk<OptKind::Adagrad, T>(s, k, start, end, grad_scale); break;
+  const C scale = grad_scale ? C(*grad_scale) : C(1);
+  int t = 0, have = -1;
+  decltype(KindConsts<K, C>::make(nullptr)) c;
+  for (int64_t chunk = blockIdx.x; chunk < L.chunks; chunk += gridDim.x) {
+    while (t + 1 < L.n && L.t[t + 1].chunk0 <= chunk) ++t;
+    const KSlot& s = L.t[t];
+    if (have != t) {  // constants once per tensor a block visits
+      double k[8];
+      if (s.step_dev) make_consts(K, s.h, s.b, double(*s.step_dev), k);
+      else for (int j = 0; j < 8; ++j) k[j] = s.k[j];
+      c = KindConsts<K, C>::make(k);
+      have = t;
+    }
+    const int F = s.flags | (grad_scale ? kUnscale : 0);
+    T* p = static_cast<T*>(s.p);
+    const T* g = static_cast<const T*>(s.g);
+    T* s0 = static_cast<T*>(s.s[0]);
+    T* s1 = static_cast<T*>(s.s[1]);
+    T* s2 = static_cast<T*>(s.s[2]);
+    const int64_t local = chunk - s.chunk0;
+    if (s.scalar) {
+      const int64_t begin = local * CE, end = begin + CE < s.numel ? begin + CE : s.numel;
+      for (int64_t i = begin + threadIdx.x; i < end; i += kThreads)
+        update_element<K, CudaIO>(F, c, p, g, s0, s1, s2, i, scale);
+      continue;
+    }
+    if (local == 0 && threadIdx.x < s.head && threadIdx.x < s.numel)
+      update_element<K, CudaIO>(F, c, p, g, s0, s1, s2, int64_t(threadIdx.x), scale);
+    // Load every vector of this thread's share first (kUnroll x streams 16-byte loads in flight),
+    // then compute and store.
+    const int64_t base = s.head + local * CE;
+    int64_t idx[kUnroll];
+    bool full[kUnroll];
+    Vec<T> vp[kUnroll], vg[kUnroll], vs[3][kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      idx[u] = base + (int64_t(u) * kThreads + threadIdx.x) * V;
+      full[u] = idx[u] + V <= s.numel;
+      if (full[u]) {
+        vp[u] = load_vec<T>(p, idx[u]);
+        vg[u] = load_vec<T>(g, idx[u]);
+#pragma unroll
+        for (int j = 0; j < 3; ++j)
+          if (reads_state<K>(F, j)) vs[j][u] = load_vec<T>(s.s[j], idx[u]);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (full[u]) {
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          C pp = ld(vp[u].e[e]);
+          C gg = (F & kUnscale) ? ld(vg[u].e[e]) / scale : ld(vg[u].e[e]);
+          C v[3];
+#pragma unroll
+          for (int j = 0; j < 3; ++j) v[j] = reads_state<K>(F, j) ? ld(vs[j][u].e[e]) : C(0);
+          apply_rule<K>(F, c, pp, gg, v[0], v[1], v[2]);
+          vp[u].e[e] = st<T>(pp);
+#pragma unroll
+          for (int j = 0; j < 3; ++j) vs[j][u].e[e] = st<T>(v[j]);
+        }
+        store_vec<T>(p, idx[u], vp[u]);
+#pragma unroll
+        for (int j = 0; j < 3; ++j)
+          if (writes_state<K>(F, j)) store_vec<T>(s.s[j], idx[u], vs[j][u]);
+      } else {
+        for (int64_t i = idx[u]; i < idx[u] + V && i < s.numel; ++i)
+          update_element<K, CudaIO>(F, c, p, g, s0, s1, s2, i, scale);
+      }
+    }
   }
+}
+
+template <OptKind K, class T, int MinBlocks>
+struct Variant {
+  static int grid_cap() {  // blocks resident at once on this device (per device, cached)
+    static int cached[64] = {0};
+    int dev = 0;
+    cudaGetDevice(&dev);
+    if (dev >= 0 && dev < 64 && cached[dev]) return cached[dev];
+    int sms = 0, per_sm = 0;
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, optimizer_kernel<K, T, MinBlocks>, kThreads, 0);
+    const int cap = (sms > 0 ? sms : 1) * (per_sm > 0 ? per_sm : 1);
+    if (dev >= 0 && dev < 64) cached[dev] = cap;
+    return cap;
+  }
+  static void launch(const Launch& L, const float* grad_scale, const float* found_inf, cudaStream_t s) {
+    if (L.chunks == 0) return;
+    const int64_t cap = grid_cap();
+    const unsigned grid = unsigned(L.chunks < cap ? L.chunks : cap);
+    optimizer_kernel<K, T, MinBlocks><<<grid, kThreads, 0, s>>>(L, grad_scale, found_inf);
+  }
+};
+
+// EXPERIMENT (benchmarks): FASTNN_OPT_MINB=3 caps registers for 3 resident blocks per SM.
+template <OptKind K, class T>
+struct Kernel {
+  static void launch(const Launch& L, const float* grad_scale, const float* found_inf, cudaStream_t s) {
+    static const bool four = [] {
+      const char* e = std::getenv("FASTNN_OPT_MINB");
+      return e && e[0] == '3';
+    }();
+    if (four) Variant<K, T, 3>::launch(L, grad_scale, found_inf, s);
+    else Variant<K, T, 1>::launch(L, grad_scale, found_inf, s);
+  }
+};
+
+// Elements before the first 16-byte boundary, when every pointer the update touches sits at the same
+// offset from one (else -1: the tensor goes element by element).
+template <class T> int common_head(const OptSlot& o) {
+  const void* ptrs[5] = {o.param, o.grad, o.state[0], o.state[1], o.state[2]};
+  int head = -1;
+  for (const void* q : ptrs) {
+    if (!q) continue;
+    const auto a = reinterpret_cast<uintptr_t>(q);
+    if (a % sizeof(T)) return -1;
+    const int h = int(((16 - a % 16) % 16) / sizeof(T));
+    if (head >= 0 && h != head) return -1;
+    head = h;
+  }
+  return head < 0 ? 0 : head;
 }
 
 }  // namespace
@@ -69,26 +200,43 @@ void cuda_optimizer_step(OptKind kind, int dtype, const OptSlot* slots, int64_t 
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   dispatch_cuda_dtype(CudaDType(dtype), [&](auto tag) {
     using T = decltype(tag);
-    Launch L;
-    std::memset(&L, 0, sizeof(L));
-    int nt = 0, nb = 0;
+    constexpr int64_t CE = chunk_elems<T>();
+    static thread_local Launch L;  // ~24 KB: kept off the stack; the launch copies it
+    L.n = 0;
+    L.chunks = 0;
     auto flush = [&]() {
-      if (nb > 0) optimizer_kernel<T><<<nb, kThreads, 0, s>>>(L, int(kind), grad_scale, found_inf);
-      nt = 0;
-      nb = 0;
+      if (L.n == 0) return;
+      switch (kind) {
+        case OptKind::Adam: Kernel<OptKind::Adam, T>::launch(L, grad_scale, found_inf, s); break;
+        case OptKind::RMSprop: Kernel<OptKind::RMSprop, T>::launch(L, grad_scale, found_inf, s); break;
+        case OptKind::SGD: Kernel<OptKind::SGD, T>::launch(L, grad_scale, found_inf, s); break;
+        case OptKind::Adagrad: Kernel<OptKind::Adagrad, T>::launch(L, grad_scale, found_inf, s); break;
+      }
+      L.n = 0;
+      L.chunks = 0;
     };
     for (int64_t i = 0; i < n; ++i) {
-      const int64_t chunks = (slots[i].numel + kChunk - 1) / kChunk;
-      if (chunks == 0) continue;
-      for (int64_t c = 0; c < chunks; ++c) {
-        if (c == 0 || nt == 0) {  // (re)register the tensor in this launch
-          if (nt == kMaxTensors) flush();
-          L.t[nt++] = slots[i];
-        }
-        L.tensor_of[nb] = static_cast<unsigned char>(nt - 1);
-        L.chunk_of[nb] = int(c);
-        if (++nb == kMaxBlocks) flush();
-      }
+      const OptSlot& o = slots[i];
+      if (o.numel == 0) continue;
+      KSlot& k = L.t[L.n];
+      std::memset(&k, 0, sizeof(k));
+      k.p = o.param;
+      k.g = o.grad;
+      for (int j = 0; j < 3; ++j) k.s[j] = o.state[j];
+      k.numel = o.numel;
+      k.step_dev = o.step_dev;
+      std::memcpy(k.k, o.k, sizeof(k.k));
+      std::memcpy(k.h, o.h, sizeof(k.h));
+      std::memcpy(k.b, o.b, sizeof(k.b));
+      k.flags = o.flags;
+      const int head = common_head<T>(o);
+      k.scalar = head < 0;
+      k.head = k.scalar ? 0 : (int64_t(head) < o.numel ? head : int(o.numel));
+      const int64_t body = o.numel - k.head;
+      const int64_t chunks = body > 0 ? (body + CE - 1) / CE : 1;
+      k.chunk0 = L.chunks;
+      L.chunks += chunks;
+      if (++L.n == kMaxTensors) flush();
     }
     flush();
   });

@@ -233,36 +233,45 @@ template <class C> struct KindConsts<OptKind::Adagrad, C> {
   static FASTNN_INLINE FASTNN_HD AdagradConsts<C> make(const double* k) { return adagrad_consts<C>(k); }
 };
 
-// One element of one tensor, shared by the CPU and CUDA launchers: load parameter, gradient and
-// the state the rule uses (IO::ld, in the compute type C), apply the rule, store them back
-// (IO::template st<T>). States a kind or its flags do not use are never touched (may be null).
+// Which of a kind's three state tensors an update reads and writes under flags F (states a kind or
+// its flags do not use are never touched and may be null).
+template <OptKind K> FASTNN_INLINE FASTNN_HD bool writes_state(const int F, int s) {
+  if constexpr (K == OptKind::Adam) return s < 2 || (s == 2 && (F & kAmsgrad));
+  else if constexpr (K == OptKind::RMSprop) return s == 0 || (s == 1 && (F & kCentered)) || (s == 2 && (F & kMomentum));
+  else if constexpr (K == OptKind::SGD) return s == 0 && (F & kMomentum);
+  else return s == 0;
+}
+template <OptKind K> FASTNN_INLINE FASTNN_HD bool reads_state(const int F, int s) {
+  if constexpr (K == OptKind::SGD) return s == 0 && (F & kMomentum) && !(F & kFirstStep);
+  else return writes_state<K>(F, s);
+}
+
+// The rule of kind K on one element held in the compute type: parameter p, gradient g (already
+// unscaled), states s0..s2 (zero where reads_state is false).
+template <OptKind K, class Consts, class C>
+FASTNN_INLINE FASTNN_HD void apply_rule(const int F, const Consts& c, C& p, C g, C& s0, C& s1, C& s2) {
+  if constexpr (K == OptKind::Adam) adam(F, c, p, g, s0, s1, s2);
+  else if constexpr (K == OptKind::RMSprop) rmsprop(F, c, p, g, s0, s1, s2);
+  else if constexpr (K == OptKind::SGD) sgd(F, c, p, g, s0);
+  else adagrad(F, c, p, g, s0);
+}
+
+// One element of one tensor (the CPU launcher, and the CUDA launcher's unaligned head and tail):
+// load (IO::ld, in the compute type C), apply the rule, store back (IO::template st<T>).
 template <OptKind K, class IO, class T, class Consts, class C>
 FASTNN_INLINE FASTNN_HD void update_element(const int F, const Consts& c, T* __restrict p, const T* __restrict g,
                                             T* __restrict s0, T* __restrict s1, T* __restrict s2, int64_t i,
                                             C scale) {
+  T* sp[3] = {s0, s1, s2};
   C pp = IO::ld(p[i]);
   C gg = (F & kUnscale) ? IO::ld(g[i]) / scale : IO::ld(g[i]);
-  if constexpr (K == OptKind::Adam) {
-    C m = IO::ld(s0[i]), v = IO::ld(s1[i]), vm = (F & kAmsgrad) ? IO::ld(s2[i]) : C(0);
-    adam(F, c, pp, gg, m, v, vm);
-    s0[i] = IO::template st<T>(m);
-    s1[i] = IO::template st<T>(v);
-    if (F & kAmsgrad) s2[i] = IO::template st<T>(vm);
-  } else if constexpr (K == OptKind::RMSprop) {
-    C sq = IO::ld(s0[i]), ga = (F & kCentered) ? IO::ld(s1[i]) : C(0), mb = (F & kMomentum) ? IO::ld(s2[i]) : C(0);
-    rmsprop(F, c, pp, gg, sq, ga, mb);
-    s0[i] = IO::template st<T>(sq);
-    if (F & kCentered) s1[i] = IO::template st<T>(ga);
-    if (F & kMomentum) s2[i] = IO::template st<T>(mb);
-  } else if constexpr (K == OptKind::SGD) {
-    C mb = ((F & kMomentum) && !(F & kFirstStep)) ? IO::ld(s0[i]) : C(0);
-    sgd(F, c, pp, gg, mb);
-    if (F & kMomentum) s0[i] = IO::template st<T>(mb);
-  } else {
-    C sm = IO::ld(s0[i]);
-    adagrad(F, c, pp, gg, sm);
-    s0[i] = IO::template st<T>(sm);
-  }
+  C v[3];
+FASTNN_UNROLL
+  for (int s = 0; s < 3; ++s) v[s] = reads_state<K>(F, s) ? IO::ld(sp[s][i]) : C(0);
+  apply_rule<K>(F, c, pp, gg, v[0], v[1], v[2]);
+FASTNN_UNROLL
+  for (int s = 0; s < 3; ++s)
+    if (writes_state<K>(F, s)) sp[s][i] = IO::template st<T>(v[s]);
   p[i] = IO::template st<T>(pp);
 }
 

@@ -1,0 +1,168 @@
+"""CUDA: the fully fused MLP kernels (fp16/bf16 on tensor cores), against a float64 reference and
+the per-layer path (skipped without a GPU)."""
+import itertools
+import math
+
+import pytest
+import torch
+
+import fastnn
+
+pytestmark = pytest.mark.cuda
+DEV = "cuda"
+ACTS = fastnn.ACTIVATIONS
+
+
+@pytest.fixture(autouse=True)
+def _needs_cuda_kernels():
+    if not torch.cuda.is_available():
+        pytest.skip("needs an NVIDIA GPU")
+    if not fastnn.built_with_cuda():
+        pytest.fail("a GPU is present but fastnn was built without its CUDA kernels")
+    if torch.cuda.get_device_capability() < (8, 0):
+        pytest.skip("the fused kernels need compute capability 8.0")
+
+
+def chain(k0, width, depth, nout, dtype, bias, act, last_act, seed):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    sizes = [k0] + [width] * (depth - 1) + [nout]
+    ws, bs = [], []
+    for i, o in zip(sizes[:-1], sizes[1:]):
+        ws.append((torch.randn(o, i, generator=g) / math.sqrt(i)).to(DEV, dtype).requires_grad_())
+        bs.append((0.1 * torch.randn(o, generator=g)).to(DEV, dtype).requires_grad_() if bias else None)
+    acts = [act] * (depth - 1) + [last_act]
+    return ws, bs, acts
+
+
+def reference(x, ws, bs, acts, slope=0.01):
+    """float64 on the same (rounded) inputs: the exact function the kernels approximate."""
+    fn = {"identity": lambda z: z, "relu": torch.relu, "leaky_relu": lambda z: torch.nn.functional.leaky_relu(z, slope),
+          "sigmoid": torch.sigmoid, "tanh": torch.tanh, "gelu": torch.nn.functional.gelu,
+          "gelu_tanh": lambda z: torch.nn.functional.gelu(z, approximate="tanh"),
+          "silu": torch.nn.functional.silu, "softplus": torch.nn.functional.softplus}
+    h = x.double()
+    for w, b, a in zip(ws, bs, acts):
+        h = fn[a](torch.nn.functional.linear(h, w.double(), None if b is None else b.double()))
+    return h
+
+
+def poison_allocator(nbytes=256 << 20):
+    """Fill the caching allocator's free memory with NaN: an output element nothing writes stays NaN."""
+    t = torch.empty(nbytes // 4, device=DEV).fill_(float("nan"))
+    del t
+
+
+def run(x, ws, bs, acts, gout):
+    poison_allocator()
+    xx = x.detach().clone().requires_grad_()
+    out = fastnn.mlp(xx, ws, bs, acts, 0.01)
+    params = [xx] + ws + [b for b in bs if b is not None]
+    grads = torch.autograd.grad(out, params, gout)
+    return [out.detach()] + list(grads)
+
+
+def rel(a, ref):
+    return ((a.double() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+def compare(k0, width, depth, nout, dtype, bias, act, last_act, batch, monkeypatch, seed=0):
+    ws, bs, acts = chain(k0, width, depth, nout, dtype, bias, act, last_act, seed)
+    x = torch.randn(batch, k0, device=DEV, dtype=dtype)
+    gout = torch.randn(batch, nout, device=DEV, dtype=dtype)
+    assert fastnn.mlp_path(x, ws)[0] == "fused", fastnn.mlp_path(x, ws)
+    fused = run(x, ws, bs, acts, gout)
+    monkeypatch.setenv("FASTNN_MLP_FUSED", "0")
+    assert fastnn.mlp_path(x, ws)[0] == "layers"
+    layers = run(x, ws, bs, acts, gout)
+    monkeypatch.delenv("FASTNN_MLP_FUSED")
+    # float64 reference of every output (autograd through the reference chain).
+    xr = x.detach().double().requires_grad_()
+    wr = [w.detach().double().requires_grad_() for w in ws]
+    br = [b.detach().double().requires_grad_() for b in bs if b is not None]
+    it = iter(br)
+    out = reference(xr, wr, [next(it) if b is not None else None for b in bs], acts)
+    ref = [out.detach()] + list(torch.autograd.grad(out, [xr] + wr + br, gout.double()))
+    names = ["out", "grad_x"] + [f"grad_w{i}" for i in range(len(ws))] + [f"grad_b{i}" for i in range(len(br))]
+    eps = torch.finfo(dtype).eps
+    for name, f, l, r in zip(names, fused, layers, ref):
+        assert f.shape == r.shape, name
+        assert torch.isfinite(f).all(), f"{name}: non-finite values (an element not written?)"
+        if r.norm() == 0:
+            assert f.double().norm() == 0, name
+            continue
+        # Both paths round to the same dtype at the same places (GEMM inputs, each layer's output);
+        # the fused one may not be much further from float64 than the per-layer one.
+        ef, el = rel(f, r), rel(l, r)
+        assert ef <= 2 * el + 4 * eps, f"{name}: fused {ef:.2e} vs per-layer {el:.2e} from float64"
+
+
+SWEEP = [(w, d) for w, d in itertools.product([16, 32, 64, 128], [1, 2, 3, 4, 5, 6])]
+
+
+@pytest.mark.parametrize("width,depth", SWEEP)
+def test_fused_mlp_widths_and_depths(width, depth, monkeypatch):
+    i = SWEEP.index((width, depth))
+    dtype = (torch.float16, torch.bfloat16)[i % 2]
+    batch = (1, 7, 1000, 333)[i % 4]
+    k0, nout = (5, width, 3, 17)[i % 4], (3, width, 1, 100)[(i // 2) % 4]
+    compare(k0, width, depth, nout, dtype, bias=i % 3 != 0, act=ACTS[i % len(ACTS)], last_act=ACTS[(i * 5) % len(ACTS)],
+            batch=batch, monkeypatch=monkeypatch, seed=i)
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_fused_mlp_every_activation(act, dtype, monkeypatch):
+    compare(32, 64, 4, 16, dtype, bias=True, act=act, last_act=act, batch=1000, monkeypatch=monkeypatch)
+
+
+def test_fused_mlp_large_odd_batch(monkeypatch):
+    compare(32, 64, 5, 16, torch.bfloat16, bias=True, act="relu", last_act="identity", batch=(1 << 18) + 3,
+            monkeypatch=monkeypatch)
+
+
+def test_fused_mlp_deterministic_and_inference_matches_training():
+    ws, bs, acts = chain(20, 64, 4, 10, torch.bfloat16, True, "tanh", "identity", 3)
+    x = torch.randn(5000, 20, device=DEV, dtype=torch.bfloat16)
+    g = torch.randn(5000, 10, device=DEV, dtype=torch.bfloat16)
+    a = run(x, ws, bs, acts, g)
+    b = run(x, ws, bs, acts, g)
+    for u, v in zip(a, b):
+        assert torch.equal(u, v)
+    with torch.no_grad():
+        poison_allocator()
+        y = fastnn.mlp(x, ws, bs, acts)
+    assert torch.equal(y, a[0])
+
+
+def test_fused_mlp_empty_batch():
+    ws, bs, acts = chain(8, 32, 3, 4, torch.float16, True, "silu", "identity", 0)
+    x = torch.randn(0, 8, device=DEV, dtype=torch.float16, requires_grad=True)
+    out = fastnn.mlp(x, ws, bs, acts)
+    assert out.shape == (0, 4)
+    out.sum().backward()
+    assert all(torch.equal(w.grad, torch.zeros_like(w)) for w in ws)
+
+
+def test_mlp_path_reasons():
+    x = torch.randn(4, 32, device=DEV, dtype=torch.bfloat16)
+    w = lambda o, i, dt=torch.bfloat16: torch.randn(o, i, device=DEV, dtype=dt)  # noqa: E731
+    assert fastnn.mlp_path(x, [w(64, 32), w(10, 64)])[0] == "fused"
+    path, why = fastnn.mlp_path(x.float(), [w(64, 32, torch.float32), w(10, 64, torch.float32)])
+    assert path == "layers" and "dtype" in why
+    path, why = fastnn.mlp_path(x, [w(256, 32), w(10, 256)])
+    assert path == "layers" and "256" in why
+    path, why = fastnn.mlp_path(x, [w(40, 32), w(10, 40)])
+    assert path == "layers" and "multiple of 16" in why
+
+
+def test_fuse_uses_fused_kernels_under_autocast():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.Tanh(), torch.nn.Linear(64, 64), torch.nn.ReLU(),
+                                torch.nn.Linear(64, 8)).to(DEV)
+    fused = fastnn.nn.fuse(model)
+    x = torch.randn(4096, 32, device=DEV)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        ref = model(x)
+        out = fused(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref.float(), rtol=0.05, atol=0.05)
