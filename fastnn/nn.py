@@ -1,5 +1,6 @@
 """Drop-in modules: fastnn.nn.Linear, fastnn.nn.MLP, fastnn.nn.FusedSequential and fastnn.nn.fuse."""
 import copy
+import os
 
 import torch
 from torch import nn
@@ -81,7 +82,14 @@ class FusedSequential(nn.Sequential):
 
 
 def _fused(x, run):
-    if x.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
+    """Whether fastnn.mlp has fused kernels for this run (fastnn.mlp_path decides; its CPU rule is
+    repeated here so that torch.compile traces it)."""
+    if x.device.type == "cpu":
+        limit = _C.mlp_tiled_max_width
+        return x.shape[-1] <= limit and all(m.out_features <= limit for m in run)
+    if x.device.type != "cuda" or os.environ.get("FASTNN_MLP_FUSED") != "1" or torch.compiler.is_compiling():
+        return False
+    if torch.is_autocast_enabled("cuda"):
         x = torch.empty((0, x.shape[-1]), dtype=torch.get_autocast_dtype("cuda"), device=x.device)
     return _C.mlp_path(x, [m.weight for m in run])[0] != "layers"
 

@@ -312,3 +312,17 @@ def test_bad_input_names_op_layer_and_problem():
         torch.ops.fastnn.mlp_forward(x, [], [], [], [])
     with pytest.raises(RuntimeError, match=r"fastnn.mlp: layer 0: weight must be 2-D"):
         torch.ops.fastnn.mlp_forward(x, [torch.randn(6)], [None], ["relu"], [0.01])
+
+
+def test_mlp_path_says_which_kernels_run_and_why():
+    x = torch.randn(3, 8)
+    narrow = [torch.randn(16, 8), torch.randn(4, 16)]
+    wide = [torch.randn(300, 8), torch.randn(4, 300)]
+    assert fastnn.mlp_path(x, narrow)[0] == "tiled"
+    path, why = fastnn.mlp_path(x, wide)
+    assert path == "layers" and str(fastnn._C.mlp_tiled_max_width) in why
+    if not torch.cuda.is_available():
+        path, why = fastnn.mlp_path(x.to("meta"), narrow)
+        assert path == "layers" and "meta" in why
+    with pytest.raises(ValueError, match="fastnn.mlp"):
+        fastnn.mlp_path(x, [])

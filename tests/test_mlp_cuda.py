@@ -1,5 +1,5 @@
-"""CUDA: the fully fused MLP kernels (fp16/bf16 on tensor cores), against a float64 reference and
-the per-layer path (skipped without a GPU)."""
+"""CUDA: the fully fused MLP kernels (fp16/bf16 on tensor cores, opt-in with FASTNN_MLP_FUSED=1),
+against a float64 reference and the per-layer path (skipped without a GPU)."""
 import itertools
 import math
 
@@ -21,6 +21,11 @@ def _needs_cuda_kernels():
         pytest.fail("a GPU is present but fastnn was built without its CUDA kernels")
     if torch.cuda.get_device_capability() < (8, 0):
         pytest.skip("the fused kernels need compute capability 8.0")
+
+
+@pytest.fixture(autouse=True)
+def _fused_kernels_on(monkeypatch):
+    monkeypatch.setenv("FASTNN_MLP_FUSED", "1")
 
 
 def chain(k0, width, depth, nout, dtype, bias, act, last_act, seed):
@@ -74,7 +79,7 @@ def compare(k0, width, depth, nout, dtype, bias, act, last_act, batch, monkeypat
     monkeypatch.setenv("FASTNN_MLP_FUSED", "0")
     assert fastnn.mlp_path(x, ws)[0] == "layers"
     layers = run(x, ws, bs, acts, gout)
-    monkeypatch.delenv("FASTNN_MLP_FUSED")
+    monkeypatch.setenv("FASTNN_MLP_FUSED", "1")
     # float64 reference of every output (autograd through the reference chain).
     xr = x.detach().double().requires_grad_()
     wr = [w.detach().double().requires_grad_() for w in ws]
@@ -143,7 +148,7 @@ def test_fused_mlp_empty_batch():
     assert all(torch.equal(w.grad, torch.zeros_like(w)) for w in ws)
 
 
-def test_mlp_path_reasons():
+def test_mlp_path_reasons(monkeypatch):
     x = torch.randn(4, 32, device=DEV, dtype=torch.bfloat16)
     w = lambda o, i, dt=torch.bfloat16: torch.randn(o, i, device=DEV, dtype=dt)  # noqa: E731
     assert fastnn.mlp_path(x, [w(64, 32), w(10, 64)])[0] == "fused"
@@ -153,6 +158,9 @@ def test_mlp_path_reasons():
     assert path == "layers" and "256" in why
     path, why = fastnn.mlp_path(x, [w(40, 32), w(10, 40)])
     assert path == "layers" and "multiple of 16" in why
+    monkeypatch.delenv("FASTNN_MLP_FUSED")
+    path, why = fastnn.mlp_path(x, [w(64, 32), w(10, 64)])
+    assert path == "layers" and "FASTNN_MLP_FUSED=1" in why
 
 
 def test_fuse_uses_fused_kernels_under_autocast():

@@ -1,8 +1,11 @@
-// fastnn::mlp on CUDA: the fully fused kernels (mlp_cuda_kernels.cu) where the chain fits them
-// (fp16/bf16, compute capability >= 8.0, every width <= kMlpFusedMaxWidth, hidden widths multiples
-// of 16), otherwise layer by layer through linear_act's kernels (cuBLAS + fused passes).
-// fastnn.mlp_path(input, weights) says which, and why. FASTNN_MLP_FUSED=0 forces the layer path
-// (benchmarks compare the two).
+// fastnn::mlp on CUDA. Two paths:
+//  - layer by layer through linear_act's kernels (cuBLAS + fused passes): the default;
+//  - the fully fused kernels (mlp_cuda_kernels.cu), opt-in with FASTNN_MLP_FUSED=1, where the
+//    chain fits them (fp16/bf16, compute capability >= 8.0, every width <= kMlpFusedMaxWidth, hidden
+//    widths multiples of 16). They are correct (tests/test_mlp_cuda.py) but measured slower than the
+//    per-layer path on an H100 at every size tried (benchmarks/RESULTS.md, GPU_NOTES.md), so the
+//    dispatcher does not pick them until they win.
+// fastnn.mlp_path(input, weights) says which path runs, and why.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -21,7 +24,9 @@ using at::Tensor;
 
 std::string fused_reason(const Tensor& input, at::TensorList weights) {
   const char* env = std::getenv("FASTNN_MLP_FUSED");
-  if (env && std::string(env) == "0") return "FASTNN_MLP_FUSED=0";
+  if (!env || std::string(env) != "1")
+    return "the fully fused CUDA kernels are opt-in (FASTNN_MLP_FUSED=1): they measured slower than the "
+           "per-layer path on an H100 (benchmarks/RESULTS.md)";
   const auto dt = input.scalar_type();
   if (dt != at::kHalf && dt != at::kBFloat16)
     return std::string("dtype ") + c10::toString(dt) +

@@ -6,7 +6,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 
 #include "../common/cuda_storage.cuh"
@@ -62,8 +61,10 @@ template <class T> __device__ __forceinline__ void store_vec(void* base, int64_t
 }
 
 // The kernel: every block takes chunks blockIdx.x, blockIdx.x + gridDim.x, ... in order.
-template <OptKind K, class T, int MinBlocks>
-__global__ void __launch_bounds__(kThreads, MinBlocks) optimizer_kernel(const __grid_constant__ Launch L,
+// Registers are not capped: capping them for 3 resident blocks per SM (FASTNN_OPT_MINB experiment,
+// benchmarks/GPU_NOTES.md) spilled and was no faster.
+template <OptKind K, class T>
+__global__ void __launch_bounds__(kThreads) optimizer_kernel(const __grid_constant__ Launch L,
                                                              const float* grad_scale, const float* found_inf) {
   using C = acc_t<T>;
   constexpr int V = vec_elems<T>();
@@ -142,8 +143,8 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) optimizer_kernel(const __
   }
 }
 
-template <OptKind K, class T, int MinBlocks>
-struct Variant {
+template <OptKind K, class T>
+struct Kernel {
   static int grid_cap() {  // blocks resident at once on this device (per device, cached)
     static int cached[64] = {0};
     int dev = 0;
@@ -151,7 +152,7 @@ struct Variant {
     if (dev >= 0 && dev < 64 && cached[dev]) return cached[dev];
     int sms = 0, per_sm = 0;
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, optimizer_kernel<K, T, MinBlocks>, kThreads, 0);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, optimizer_kernel<K, T>, kThreads, 0);
     const int cap = (sms > 0 ? sms : 1) * (per_sm > 0 ? per_sm : 1);
     if (dev >= 0 && dev < 64) cached[dev] = cap;
     return cap;
@@ -160,20 +161,7 @@ struct Variant {
     if (L.chunks == 0) return;
     const int64_t cap = grid_cap();
     const unsigned grid = unsigned(L.chunks < cap ? L.chunks : cap);
-    optimizer_kernel<K, T, MinBlocks><<<grid, kThreads, 0, s>>>(L, grad_scale, found_inf);
-  }
-};
-
-// EXPERIMENT (benchmarks): FASTNN_OPT_MINB=3 caps registers for 3 resident blocks per SM.
-template <OptKind K, class T>
-struct Kernel {
-  static void launch(const Launch& L, const float* grad_scale, const float* found_inf, cudaStream_t s) {
-    static const bool four = [] {
-      const char* e = std::getenv("FASTNN_OPT_MINB");
-      return e && e[0] == '3';
-    }();
-    if (four) Variant<K, T, 3>::launch(L, grad_scale, found_inf, s);
-    else Variant<K, T, 1>::launch(L, grad_scale, found_inf, s);
+    optimizer_kernel<K, T><<<grid, kThreads, 0, s>>>(L, grad_scale, found_inf);
   }
 };
 
