@@ -15,6 +15,8 @@ Numerics: each update repeats torch's single-tensor (foreach=False) arithmetic o
 operation, so trajectories are torch's bit for bit, except that our square roots are IEEE-exact
 where torch's CPU sqrt (MKL vector math) is 1 ulp off on ~1% of elements.
 """
+import math
+
 import torch
 from torch.optim.optimizer import _get_scalar_dtype
 
@@ -36,6 +38,25 @@ def _zeros(p):
     return torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
+def _dtensor_type():
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch built without distributed
+        return None
+    return DTensor
+
+
+_DTensor = _dtensor_type()
+
+
+def _local(t):
+    """What the kernels update: a DTensor's local shard (FSDP2 parameters, their gradients and state;
+    its storage is the DTensor's, so updating it updates the parameter in place), else t itself."""
+    if _DTensor is not None and isinstance(t, _DTensor):
+        return t._local_tensor
+    return t
+
+
 class _FusedStep:
     """Mixin over a torch.optim class: the plan cache and the step. Each optimizer below defines
     ``_hparams(group) -> (floats, bools)`` in the order its kernel expects (csrc/optim/optim.cpp) and
@@ -47,6 +68,23 @@ class _FusedStep:
     _state_keys = ()      # state tensors in the kernel's order
     _has_step = True      # keeps a "step" count in state
 
+    def __init__(self, *args, **kwargs):
+        # torch.optim validates the arguments; its messages gain the name of the optimizer.
+        try:
+            super().__init__(*args, **kwargs)
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"{self._name}: {e}") from None
+        for g in self.param_groups:
+            self._check_finite(g)
+
+    def _check_finite(self, g):
+        # torch lets NaN through most of its range checks (NaN < 0 is false); a NaN hyper-parameter
+        # would silently turn every parameter into NaN.
+        for v in self._hparams(g)[0]:
+            if not math.isfinite(v):
+                bad = {k: x for k, x in g.items() if k != "params" and not isinstance(x, (bool, str, type(None)))}
+                raise ValueError(f"{self._name}: hyper-parameters must be finite, got {bad}")
+
     # -- plan --
     def _plan_key(self):
         return id(self.state), tuple((id(g["params"]), len(g["params"])) for g in self.param_groups)
@@ -56,8 +94,13 @@ class _FusedStep:
         states = [[] for _ in self._state_keys]
         device = None
         fresh_set = getattr(self, "_fastnn_fresh", set())
+        seen = {}
         for gi, g in enumerate(self.param_groups):
             for p in g["params"]:
+                if id(p) in seen:  # torch only warns; the kernel would update it twice
+                    raise ValueError(f"{self._name}: parameter {len(params)} is parameter {seen[id(p)]} again "
+                                     "(each parameter may appear once)")
+                seen[id(p)] = len(params)
                 if device is None:
                     device = p.device
                 elif p.device != device:
@@ -69,11 +112,15 @@ class _FusedStep:
                 params.append(p)
                 group.append(gi)
                 for lst, k in zip(states, self._state_keys):
-                    lst.append(st.get(k))
+                    lst.append(_local(st.get(k)))
                 steps.append(st.get("step"))
                 fresh.append(p in fresh_set)
         self._fastnn_params = params
-        self._fastnn_plan = _C.OptimizerPlan(self._kind, params, group, states,
+        local = [_local(p) for p in params]
+        # DTensor parameters: the plan holds their local shards, whose .grad is set from the
+        # DTensor's gradient for the duration of each step.
+        self._fastnn_sharded = [(p, q) for p, q in zip(params, local) if q is not p]
+        self._fastnn_plan = _C.OptimizerPlan(self._kind, local, group, states,
                                              steps if self._has_step else [], fresh)
         self._fastnn_key = self._plan_key()
         return self._fastnn_plan
@@ -94,6 +141,9 @@ class _FusedStep:
         # A step loaded from another device (map_location, capturable or fused checkpoints) is put
         # where this optimizer keeps it.
         s = state["step"]
+        if isinstance(s, torch.Tensor) and s.numel() != 1:
+            raise ValueError(f"{self._name}: a parameter's step count must be a scalar, got shape "
+                             f"{tuple(s.shape)} (corrupt state_dict?)")
         want = self._step_tensor(p, g)
         if (not isinstance(s, torch.Tensor) or s.device != want.device or s.dim() != 0
                 or (s.dtype != want.dtype and not (s.device.type == "cpu" and s.dtype == torch.float64))):
@@ -106,11 +156,22 @@ class _FusedStep:
     def add_param_group(self, param_group):
         super().add_param_group(param_group)
         self._fastnn_key = None
+        if hasattr(self, "_hparams"):
+            self._check_finite(self.param_groups[-1])
 
     def _check_unsupported(self):
         for g in self.param_groups:
             if g.get("differentiable", False):
                 raise ValueError(f"{self._name}: differentiable=True is not supported by the fused kernels")
+
+    def _lend_local_grads(self):
+        for p, q in self._fastnn_sharded:
+            g = p.grad
+            q.grad = None if g is None else _local(g)
+
+    def _return_local_grads(self):
+        for _, q in self._fastnn_sharded:
+            q.grad = None
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -124,13 +185,23 @@ class _FusedStep:
             return loss
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
+        for v in (grad_scale, found_inf):
+            if v is not None and (not isinstance(v, torch.Tensor) or v.numel() != 1):
+                raise ValueError(f"{self._name}: grad_scale and found_inf must be one-element tensors")
         if self._fastnn_params[0].device.type == "cpu":  # CUDA kernels read them on the device
             if grad_scale is not None:
                 grad_scale = grad_scale.reshape(()).float().cpu()
             if found_inf is not None:
                 found_inf = found_inf.reshape(()).float().cpu()
         h, b = zip(*(self._hparams(g) for g in self.param_groups))
-        missing = plan.step(h, b, grad_scale, found_inf)
+        for g, f in zip(self.param_groups, h):
+            if not all(math.isfinite(v) for v in f):
+                self._check_finite(g)
+        try:
+            self._lend_local_grads()
+            missing = plan.step(h, b, grad_scale, found_inf)
+        finally:
+            self._return_local_grads()
         if missing:
             added = []
             try:
@@ -138,7 +209,12 @@ class _FusedStep:
                 for i in missing:
                     p = self._fastnn_params[i]
                     added.append((p, self._init_state(p, group_of[id(p)], self.state[p])))
-                missing = self._build_plan().step(h, b, grad_scale, found_inf)
+                plan = self._build_plan()
+                try:
+                    self._lend_local_grads()
+                    missing = plan.step(h, b, grad_scale, found_inf)
+                finally:
+                    self._return_local_grads()
                 assert not missing, "fastnn.optim: state initialisation did not complete"
             except BaseException:
                 for p, keys in added:  # leave no half-initialised state behind

@@ -128,6 +128,10 @@ int opt_dtype(const char* op, const Tensor& p) {
 
 DType cpu_dtype_of(int code) { return code == 0 ? DType::F32 : code == 1 ? DType::F64 : DType::BF16; }
 
+// A tensor whose memory the kernels can address: not a wrapper subclass (DTensor and other
+// __torch_dispatch__ subclasses carry a storage with no data of their own).
+bool owns_storage(const Tensor& t) { return t.has_storage() && !t.key_set().has(c10::DispatchKey::Python); }
+
 void validate_rows(const char* op, bool has_step, const std::vector<Row>& rows,
                    const c10::optional<Tensor>& grad_scale, const c10::optional<Tensor>& found_inf) {
   static const char* state_names[3] = {"first state", "second state", "third state"};
@@ -141,6 +145,14 @@ void validate_rows(const char* op, bool has_step, const std::vector<Row>& rows,
     TORCH_CHECK(r.p.device() == device && r.g.device() == device, op,
                 ": all parameters and gradients must be on one device (parameter ", i, " is on ", r.p.device(),
                 ", its gradient on ", r.g.device(), ", parameter 0 on ", device, ")");
+    // Wrapper subclasses (DTensor, ...) have no storage of their own: fastnn.optim hands the kernel
+    // their local tensors; one reaching here directly would be read through a null pointer.
+    TORCH_CHECK(owns_storage(r.p) && owns_storage(r.g), op, ": parameter ", i,
+                " or its gradient is a tensor subclass without storage of its own (a DTensor? pass its "
+                "local tensor, as fastnn.optim does)");
+    for (int s = 0; s < 3; ++s)
+      TORCH_CHECK(!r.use[s] || !r.s[s].defined() || owns_storage(r.s[s]), op, ": ", state_names[s],
+                  " of parameter ", i, " is a tensor subclass without storage of its own");
     opt_dtype(op, r.p);
     TORCH_CHECK(r.g.scalar_type() == r.p.scalar_type(), op, ": parameter ", i, " is ", r.p.scalar_type(),
                 " but its gradient is ", r.g.scalar_type());
