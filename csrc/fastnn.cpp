@@ -97,6 +97,8 @@ PYBIND11_MODULE(_C, m) {
                           const std::vector<std::vector<c10::optional<at::Tensor>>>&,
                           const std::vector<c10::optional<at::Tensor>>&, std::vector<bool>>())
       .def("fresh", &fastnn::OptimizerPlan::fresh)
-      .def("step", &fastnn::OptimizerPlan::step, pybind11::arg("h"), pybind11::arg("b"),
+      // Without the GIL: steps of optimizers in other Python threads run at the same time.
+      .def("step", &fastnn::OptimizerPlan::step, pybind11::call_guard<pybind11::gil_scoped_release>(),
+           pybind11::arg("h"), pybind11::arg("b"),
            pybind11::arg("grad_scale") = pybind11::none(), pybind11::arg("found_inf") = pybind11::none());
 }

@@ -27,7 +27,8 @@ def ieee_sqrt():
     def sqrt(self):
         if self.device.type != "cpu" or self.dtype not in _EXACT or self.requires_grad and torch.is_grad_enabled():
             return orig(self)
-        return torch.from_numpy(np.sqrt(self.detach().numpy()).reshape(self.shape))
+        # asarray: numpy returns a scalar, not an array, for a 0-d input
+        return torch.from_numpy(np.asarray(np.sqrt(self.detach().numpy()))).reshape(self.shape)
 
     def sqrt_(self):
         if self.device.type != "cpu" or self.dtype not in _EXACT:

@@ -22,3 +22,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+# Property tests (hypothesis): a fixed, derandomized profile so a CI failure reproduces; the
+# example count is the ">= 1000 per op and run". HYPOTHESIS_PROFILE=dev for a quick local run.
+try:
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("ci", max_examples=1000, derandomize=True, deadline=None, print_blob=True,
+                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    settings.register_profile("dev", max_examples=100, deadline=None)
+    settings.load_profile(__import__("os").environ.get("HYPOTHESIS_PROFILE", "ci"))
+except ImportError:  # hypothesis is a test dependency; test_properties.py skips without it
+    pass
