@@ -13,7 +13,7 @@ export MAX_JOBS ?= 2
 
 SOURCES := $(shell find csrc -type f) setup.py pyproject.toml
 
-.PHONY: demo test build bench fonts cuda-build clean
+.PHONY: demo test build bench fonts cuda-build sanitize clean
 
 $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,11 @@ demo: build fonts
 test: build
 	$(VPY) -m pytest -q tests
 
+# The benchmark suite (python -m fastnn.bench): quick set, tables + bench-results/results.json + plots.
+# BENCH_ARGS="all" for the full set; render RESULTS.md with python -m fastnn.bench.render.
+BENCH_ARGS ?= all --quick
 bench: build
-	cd benchmarks && ../$(VPY) bench_linear_act.py && ../$(VPY) bench_optim.py
+	$(VPY) -m fastnn.bench $(BENCH_ARGS) --out bench-results
 
 $(CUDA_VENV)/.deps:
 	$(PYTHON) -m venv $(CUDA_VENV)
@@ -50,6 +53,20 @@ cuda-build: $(CUDA_VENV)/.deps
 	cd build/cuda/lib && ../../../$(CUDA_VENV)/bin/python -c \
 		"import torch, fastnn._C as c; assert c.built_with_cuda(), 'CUDA kernels missing'; \
 		 print('fastnn CUDA build OK with torch', torch.__version__)"
+
+# ASan + UBSan build of the CPU extension in build/asan (the normal build is untouched), then the CPU
+# test suite against it with the ASan runtime preloaded into the (uninstrumented) Python.
+ASAN_LIB = $(shell $(CXX) -print-file-name=libasan.so)
+sanitize: $(VENV)/.deps
+	rm -rf build/asan && FASTNN_SANITIZE=1 FASTNN_CUDA=0 $(VPY) setup.py build_ext \
+		--build-temp build/asan/tmp --build-lib build/asan/lib
+	cp fastnn/*.py build/asan/lib/fastnn/
+	cd build/asan/lib && LD_PRELOAD=$(ASAN_LIB) \
+		ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1 \
+		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 HYPOTHESIS_PROFILE=sanitize \
+		../../../$(VPY) -m pytest -q -p no:cacheprovider ../../../tests \
+		--deselect ../../../tests/test_validate.py -k "not notmnist"
+	@echo "make sanitize: clean (ASan + UBSan)"
 
 clean:
 	rm -rf build *.egg-info fastnn/*.so

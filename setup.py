@@ -39,6 +39,11 @@ def rel(paths):
 def extension():
     cxx = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
            "-Wno-unused-function"]
+    link = ["-fopenmp"]
+    if os.environ.get("FASTNN_SANITIZE", "") == "1":  # make sanitize: ASan + UBSan (CPU build)
+        san = ["-fsanitize=address,undefined", "-fno-sanitize=vptr", "-fno-omit-frame-pointer"]
+        cxx = cxx + san + ["-g", "-O1"]
+        link = link + san
     sources = rel(glob.glob(os.path.join(ROOT, "csrc", "**", "*.cpp"), recursive=True)
                   + glob.glob(os.path.join(ROOT, "csrc", "**", "*.cu"), recursive=True))
     cuda_sources = rel(glob.glob(os.path.join(ROOT, "csrc", "**", "*_cuda*.cpp"), recursive=True)
@@ -64,7 +69,7 @@ def extension():
     sources = [s for s in sources if s not in cuda_sources]
     return cpp_extension.CppExtension(
         "fastnn._C", sources, include_dirs=[os.path.join(ROOT, "csrc")],
-        extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
+        extra_compile_args={"cxx": cxx}, extra_link_args=link)
 
 
 # Metadata lives in pyproject.toml.

@@ -5,7 +5,7 @@
 # Compiler: the system g++ unless FASTNN_CXX (and FASTNN_CC) name another. Some images set CXX to a
 # wrapper whose links pull libstdc++ pieces into _C.so; every C++ error message that formats an
 # integer then segfaults the process (std::ostream::_M_insert<long> resolved inside _C.so).
-# FASTNN_GPU_FULL_SUITE=0 skips the CPU suite; FASTNN_GPU_BENCH="optim linear --quick" picks benchmarks.
+# FASTNN_GPU_FULL_SUITE=0 skips the CPU suite; FASTNN_GPU_BENCH="optim linear_act --quick" picks benchmarks.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-results}
@@ -39,6 +39,7 @@ if [ "${FASTNN_GPU_FULL_SUITE:-1}" = 1 ]; then
   python -m pytest -q -x -n 8 tests 2>&1 | tail -5 | tee "$OUT/pytest-all.log"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
-(cd benchmarks && PYTHONPATH=.. PYTHONUNBUFFERED=1 python bench_gpu.py ${FASTNN_GPU_BENCH:-}) 2>&1 | tee "$OUT/bench_gpu.md"
+PYTHONUNBUFFERED=1 python -m fastnn.bench ${FASTNN_GPU_BENCH:-all} --device cuda --cuda-graphs --out "$OUT" 2>&1 | tee "$OUT/bench.md"
+(cd benchmarks && PYTHONPATH=.. PYTHONUNBUFFERED=1 python gpu_extras.py) 2>&1 | tee "$OUT/gpu_extras.md"
 echo "gpu_check: tests $([ $status = 0 ] && echo PASSED || echo FAILED)"
 exit $status

@@ -1,6 +1,5 @@
 """One fused-MLP forward+backward (32-64x4-16 relu, bf16, batch 2^18) for Nsight Compute:
   ncu -k regex:mlp_ --section SpeedOfLight --section Occupancy --section WarpStateStats python profile_mlp_gpu.py"""
-import copy
 import sys
 
 import torch

@@ -32,6 +32,8 @@ try:
     settings.register_profile("ci", max_examples=1000, derandomize=True, deadline=None, print_blob=True,
                               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     settings.register_profile("dev", max_examples=100, deadline=None)
+    settings.register_profile("sanitize", max_examples=200, derandomize=True, deadline=None,
+                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     settings.load_profile(__import__("os").environ.get("HYPOTHESIS_PROFILE", "ci"))
 except ImportError:  # hypothesis is a test dependency; test_properties.py skips without it
     pass

@@ -1,17 +1,14 @@
-"""GPU benchmarks (run by gpu_check.sh on a machine with an NVIDIA GPU).
+"""GPU measurements that the suite (python -m fastnn.bench --device cuda --cuda-graphs) does not make:
+the forward alone against its limits (GEMM alone, cuBLASLt's fused epilogue), the standalone
+memory-bound passes as a fraction of the copy rate, and whole train steps captured in one CUDA
+graph. CUDA-graph replays (kernel time without host launch overhead), interleaved, medians.
 
-Every case is timed with CUDA events, interleaved with its baselines in the same run (rounds of
-each in turn), and reported as medians; ratio = baseline time / fastnn time. The ceilings it is
-judged against are measured in the same run: a device-to-device copy (bytes read + written) and
-the GEMM alone.
-
-  python bench_gpu.py [optim] [linear] [mlp] [--quick]
+  python benchmarks/gpu_extras.py [--quick]
 """
 import statistics
 import sys
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import fastnn
@@ -88,43 +85,7 @@ def copy_rate():
     src, dst = torch.empty(n, device="cuda").normal_(), torch.empty(n, device="cuda")
     (t,) = interleaved([lambda: dst.copy_(src)], iters=10)
     COPY_BPS = 2 * 4 * n / t
-    del src, dst
     print(f"device-to-device copy: {COPY_BPS / 1e9:.0f} GB/s (read + write)\n", flush=True)
-
-
-def make_params(sizes, dtype=torch.float32):
-    ps = [nn.Parameter(torch.randn(s, device="cuda", dtype=dtype)) for s in sizes]
-    for p in ps:
-        p.grad = torch.randn_like(p) * 1e-3
-    return ps
-
-
-def optim():
-    print("| optimizer | params | torch baseline | torch | fastnn | ratio | fastnn GB/s | % of copy |")
-    print("|---|---|---|---|---|---|---|---|")
-    cases = [
-        ("Adam", dict(fused=True), 7, [1_000_000] * 100, "100M in 100"),
-        ("Adam", dict(fused=True), 7, [500_000] * 20, "10M in 20"),
-        ("AdamW", dict(fused=True), 7, [500_000] * 20, "10M in 20"),
-        ("SGD", dict(fused=True, momentum=0.9), 5, [500_000] * 20, "10M in 20"),
-        ("RMSprop", dict(foreach=True), 5, [500_000] * 20, "10M in 20"),
-        ("Adagrad", dict(foreach=True), 5, [500_000] * 20, "10M in 20"),
-        ("Adam", dict(fused=True), 7, [(1024, 784), 1024, (1024, 1024), 1024, (10, 1024), 10],
-         "784-1024-1024-10 MLP"),
-        ("Adam", dict(fused=True), 7, [1000] * 200, "200 x 1000"),
-        ("Adam", dict(fused=True), 7, [1_000_003] + [999_999] * 9, "10 odd sizes"),
-    ]
-    for name, variant, floats, sizes, label in cases:
-        extra = {k: v for k, v in variant.items() if k not in ("fused", "foreach")}
-        ot = getattr(torch.optim, name)(make_params(sizes), lr=1e-3, **variant)
-        of = getattr(fastnn.optim, name)(make_params(sizes), lr=1e-3, **extra)
-        n = sum(p.numel() for g in of.param_groups for p in g["params"])
-        tt, tf = interleaved([ot.step, of.step])  # not in a graph: torch's non-capturable steps refuse it
-        bps = floats * 4 * n / tf
-        print(f"| {name} | {label} | {variant} | {us(tt)} | {us(tf)} | {tt / tf:.2f}x | {bps / 1e9:.0f} | "
-              f"{100 * bps / COPY_BPS:.0f}% |", flush=True)
-        del ot, of
-    torch.cuda.empty_cache()
 
 
 LINEAR_SHAPES = [
@@ -142,9 +103,8 @@ EAGER_ACT = {"gelu": nn.GELU(), "relu": nn.ReLU(), "tanh": nn.Tanh(), "silu": nn
 
 def linear():
     print("GPU time per call (CUDA-graph replays of 20 calls: no host launch overhead).\n")
-    print("| (M, K, N) | dtype | act | GEMM alone | cuBLASLt epilogue | eager fwd | fastnn fwd | fwd ratio | "
-          "eager fwd+bwd | fastnn fwd+bwd | fwd+bwd ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| (M, K, N) | dtype | act | GEMM alone | cuBLASLt epilogue | eager fwd | fastnn fwd | fwd ratio |")
+    print("|---|---|---|---|---|---|---|---|")
     passes = []
     for (m, k, n), dt, act in LINEAR_SHAPES[:3] if QUICK else LINEAR_SHAPES:
         torch.manual_seed(0)
@@ -156,11 +116,10 @@ def linear():
         use_gelu = act == "gelu"
         fns = [lambda: torch.mm(x, w.t()),
                lambda: torch._addmm_activation(b, x, w.t(), use_gelu=use_gelu),
-               lambda: eager(x), lambda: fused(x),
-               lambda: eager(x).backward(g), lambda: fused(x).backward(g)]
+               lambda: eager(x), lambda: fused(x)]
         t = interleaved(fns, graph=True)
         print(f"| {(m, k, n)} | {str(dt).replace('torch.', '')} | {act} | {us(t[0])} | {us(t[1])} | {us(t[2])} | "
-              f"{us(t[3])} | {t[2] / t[3]:.2f}x | {us(t[4])} | {us(t[5])} | {t[4] / t[5]:.2f}x |", flush=True)
+              f"{us(t[3])} | {t[2] / t[3]:.2f}x |", flush=True)
         # The standalone passes: activation (reads z, writes y) and backward's act-grad + bias-grad
         # (reads g and saved, writes gz; GEMMs masked off).
         z = torch.randn(m, n, device="cuda", dtype=dt)
@@ -184,19 +143,10 @@ def main():
         print("no CUDA device")
         return 2
     print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__} | fastnn CUDA: {fastnn.built_with_cuda()}")
-    groups = [a for a in sys.argv[1:] if not a.startswith("--")] or ["optim", "linear", "mlp"]
     copy_rate()
-    if "optim" in groups:
-        optim()
-    if "linear" in groups:
-        linear()
-    if "mlp" in groups:
-        try:
-            import bench_gpu_mlp
-        except ImportError:
-            bench_gpu_mlp = None
-        if bench_gpu_mlp is not None:
-            bench_gpu_mlp.main(interleaved, QUICK)
+    linear()
+    import gpu_train_step
+    gpu_train_step.train_steps(interleaved)
     return 0
 
 

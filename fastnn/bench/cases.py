@@ -1,0 +1,185 @@
+"""The benchmark cases, shared by the CLI (python -m fastnn.bench) and pytest-benchmark
+(benchmarks/test_bench.py). A case builds its variants -- zero-argument callables, one per
+implementation -- on demand, so only the cases that run allocate anything."""
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+import fastnn
+
+ACT_MODULES = {"identity": nn.Identity, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU,
+               "silu": nn.SiLU, "softplus": nn.Softplus}
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+LINEAR_SHAPES = [(256, 1, 32, "tanh"), (1024, 784, 256, "relu"), (8192, 128, 128, "tanh"), (4096, 1024, 1024, "gelu")]
+LINEAR_QUICK = [(256, 1, 32, "tanh"), (8192, 128, 128, "tanh")]
+LINEAR_SHAPES_CUDA = [(65536, 128, 128, "gelu"), (16384, 1024, 1024, "relu"), (8192, 4096, 4096, "gelu"),
+                      (65536, 128, 128, "tanh"), (4096, 1024, 1024, "gelu")]
+MLP_NETS_CUDA = [
+    ("narrow", [32, 64, 64, 64, 64, 16], "relu", 1 << 18),
+    ("narrow", [32, 128, 128, 128, 128, 16], "relu", 1 << 18),
+    ("narrow", [32, 32, 32, 32, 32, 16], "relu", 1 << 18),
+    ("seed trunk", [1, 32, 64, 128], "tanh", 1 << 16),
+]
+MLP_NETS = [  # name, sizes, hidden activation, batch
+    ("seed trunk", [1, 32, 64, 128], "tanh", 128),
+    ("notMNIST MLP", [784, 256, 128, 10], "relu", 128),
+    ("wide MLP", [784, 1024, 1024, 10], "relu", 1024),
+]
+MLP_QUICK = MLP_NETS[:1]
+OPTIM_WORKLOADS = {  # name: parameter shapes
+    "10M in 20": [(500_000,)] * 20,
+    "MLP 784-256-10": [(256, 784), (256,), (10, 256), (10,)],
+    "200 x 1000": [(1000,)] * 200,
+}
+OPTIM_QUICK = ["MLP 784-256-10", "200 x 1000"]
+OPTIM_CUDA_ONLY = {"100M in 100": [(1_000_000,)] * 100}
+# Bytes a step must move per parameter: read p, g and the state, write p and the state.
+OPTIM_FLOATS = {"Adam": 7, "AdamW": 7, "RMSprop": 5, "SGD": 5, "Adagrad": 5}
+OPTIM_KWARGS = {"Adam": dict(lr=1e-3), "AdamW": dict(lr=1e-3), "RMSprop": dict(lr=1e-3),
+                "SGD": dict(lr=1e-3, momentum=0.9), "Adagrad": dict(lr=1e-3)}
+OPTIM_QUICK_NAMES = ["Adam", "RMSprop"]
+
+
+@dataclass
+class Case:
+    group: str
+    name: str
+    params: dict
+    flops: float         # per call (0: not a FLOP-bound kind of work)
+    bytes: float         # the fewest bytes a call must move (each input read once, each output written once)
+    build: object = field(repr=False)  # build(device, compile_modes) -> {variant: fn}
+
+    @property
+    def key(self):
+        return f"{self.group}: {self.name}"
+
+
+def _sequential(sizes, act, dtype, device, last_act=False):
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2 or last_act:
+            layers.append(ACT_MODULES[act]())
+    return nn.Sequential(*layers).to(device, dtype)
+
+
+class _Env:
+    """FASTNN_MLP_FUSED=1 around a call: the fully fused CUDA MLP kernels (opt-in)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self):
+        import os
+        old = os.environ.get("FASTNN_MLP_FUSED")
+        os.environ["FASTNN_MLP_FUSED"] = "1"
+        try:
+            self.fn()
+        finally:
+            if old is None:
+                del os.environ["FASTNN_MLP_FUSED"]
+            else:
+                os.environ["FASTNN_MLP_FUSED"] = old
+
+
+def _train_variants(eager, fused, x, g, compile_modes):
+    """fwd+bwd of each implementation of the same module."""
+    def run(m):
+        def f():
+            m(x).backward(g)
+        return f
+    v = {"eager": run(eager)}
+    for mode in compile_modes:
+        v["compile" if mode == "default" else f"compile-{mode}"] = run(
+            torch.compile(copy.deepcopy(eager), mode=None if mode == "default" else mode))
+    v["fastnn"] = run(fused)
+    if x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and len(fused) > 1:
+        v["fastnn-fused-kernels"] = _Env(run(fused))
+    return v
+
+
+def linear_case(m, k, n, act, dtype):
+    es = torch.tensor([], dtype=DTYPES[dtype]).element_size()
+
+    def build(device, compile_modes):
+        torch.manual_seed(0)
+        eager = _sequential([k, n], act, DTYPES[dtype], device, last_act=True)
+        fused = fastnn.nn.fuse(copy.deepcopy(eager))
+        x = torch.randn(m, k, device=device, dtype=DTYPES[dtype])
+        g = torch.randn(m, n, device=device, dtype=DTYPES[dtype])
+        v = _train_variants(eager, fused, x, g, compile_modes)
+        # A limit, not a baseline: the three GEMMs of fwd+bwd alone (ratio < 1 = distance to it).
+        w = eager[0].weight.detach()
+        v["limit: 3 GEMMs"] = lambda: (torch.mm(x, w.t()), torch.mm(g, w), torch.mm(g.t(), x))
+        return v
+    # fwd reads x, W, b and writes y; bwd reads g, the saved tensor, x, W and writes gx, gW, gb.
+    byt = es * (3 * m * k + 3 * n * k + 4 * m * n + 3 * n)
+    return Case("linear_act", f"({m}, {k}, {n}) {act} {dtype} fwd+bwd", dict(M=m, K=k, N=n, act=act, dtype=dtype),
+                6.0 * m * k * n, float(byt), build)
+
+
+def mlp_case(name, sizes, act, batch, dtype):
+    es = torch.tensor([], dtype=DTYPES[dtype]).element_size()
+
+    def build(device, compile_modes):
+        torch.manual_seed(0)
+        eager = _sequential(sizes, act, DTYPES[dtype], device)
+        fused = fastnn.nn.fuse(copy.deepcopy(eager))
+        x = torch.randn(batch, sizes[0], device=device, dtype=DTYPES[dtype])
+        g = torch.randn(batch, sizes[-1], device=device, dtype=DTYPES[dtype])
+        return _train_variants(eager, fused, x, g, compile_modes)
+    flops = sum(6.0 * batch * a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    byt = es * sum(3 * batch * a + 3 * a * b + 4 * batch * b + 3 * b for a, b in zip(sizes[:-1], sizes[1:]))
+    label = "-".join(str(s) for s in sizes)
+    return Case("mlp", f"{name} {label} {act} b{batch} {dtype} fwd+bwd",
+                dict(sizes=sizes, act=act, batch=batch, dtype=dtype), flops, float(byt), build)
+
+
+def optim_case(opt, workload, dtype):
+    shapes = {**OPTIM_WORKLOADS, **OPTIM_CUDA_ONLY}[workload]
+    n = sum(torch.Size(s).numel() for s in shapes)
+    es = torch.tensor([], dtype=DTYPES[dtype]).element_size()
+
+    def build(device, compile_modes):
+        def params():
+            g = torch.Generator().manual_seed(0)
+            ps = [nn.Parameter(torch.randn(*s, generator=g).to(device, DTYPES[dtype])) for s in shapes]
+            for p in ps:
+                p.grad = torch.randn_like(p) * 1e-3
+            return ps
+        kw = OPTIM_KWARGS[opt]
+        tcls = getattr(torch.optim, opt)
+        v = {"torch-for-loop": tcls(params(), foreach=False, **kw).step,
+             "torch-foreach": tcls(params(), foreach=True, **kw).step}
+        try:
+            v["torch-fused"] = tcls(params(), fused=True, **kw).step
+            v["torch-fused"]()  # some builds accept the flag and refuse at the first step
+        except (RuntimeError, ValueError, TypeError):
+            v.pop("torch-fused", None)
+        v["fastnn"] = getattr(fastnn.optim, opt)(params(), **kw).step
+        return v
+    return Case("optim", f"{opt} {workload} {dtype}", dict(optimizer=opt, workload=workload, numel=n, dtype=dtype),
+                0.0, float(OPTIM_FLOATS[opt] * es * n), build)
+
+
+def cases(groups, quick, device, dtype, shapes=None):
+    out = []
+    if "linear_act" in groups:
+        spec = ([(m, k, n, "tanh") for m, k, n in shapes] if shapes
+                else (LINEAR_QUICK if quick else LINEAR_SHAPES) if device == "cpu"
+                else (LINEAR_SHAPES_CUDA[:2] if quick else LINEAR_SHAPES_CUDA))
+        out += [linear_case(m, k, n, act, dtype) for m, k, n, act in spec]
+    if "mlp" in groups:
+        nets = (MLP_QUICK if quick else MLP_NETS) if device == "cpu" else (MLP_NETS_CUDA[:1] if quick else MLP_NETS_CUDA)
+        out += [mlp_case(name, sizes, act, batch, dtype) for name, sizes, act, batch in nets]
+    if "optim" in groups:
+        opt_dtype = dtype if dtype in ("float32", "float64") else "float32"
+        for opt in (OPTIM_QUICK_NAMES if quick else OPTIM_FLOATS):
+            for w in (OPTIM_QUICK if quick else OPTIM_WORKLOADS):
+                out.append(optim_case(opt, w, opt_dtype))
+        if device == "cuda" and not quick:
+            out += [optim_case(opt, w, opt_dtype) for opt in ("Adam", "RMSprop") for w in OPTIM_CUDA_ONLY]
+    return out

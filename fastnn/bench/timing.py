@@ -1,0 +1,83 @@
+"""Interleaved timing with torch.utils.benchmark, and the machine's ceilings (GEMM rate, memory
+bandwidth) the cases are judged against."""
+import statistics
+
+import numpy as np
+import torch
+from torch.utils import benchmark
+
+
+def blocked(fn, min_run_time):
+    """Per-call times of fn: torch.utils.benchmark picks the calls per block and synchronises CUDA."""
+    t = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    return list(t.blocked_autorange(min_run_time=min_run_time).times)
+
+
+def cuda_graph(fn, calls=10):
+    """fn repeated `calls` times in one CUDA graph, replayed as one call (host launch overhead out of
+    the timing); None when fn cannot be captured."""
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            for _ in range(calls):
+                fn()
+        torch.cuda.synchronize()
+        return g
+    except Exception:  # noqa: BLE001 -- the caller times fn without a graph
+        torch.cuda.synchronize()
+        return None
+
+
+def interleaved(variants, rounds, min_run_time, graphs=False):
+    """{variant: per-call times}: rounds of every variant in turn, so that machine noise (other jobs,
+    clocks) falls on all of them alike. Each fn is called a few times first (warm-up, compilation)."""
+    fns = dict(variants)
+    scale = {k: 1.0 for k in fns}
+    for k, fn in list(fns.items()):
+        for _ in range(2):
+            fn()
+        if graphs:
+            g = cuda_graph(fn)
+            if g is not None:
+                fns[k], scale[k] = g.replay, 1.0 / 10
+    samples = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            samples[k] += [t * scale[k] for t in blocked(fn, min_run_time)]
+    return samples
+
+
+def summary(times):
+    q1, med, q3 = np.percentile(np.asarray(times), [25, 50, 75])
+    return {"median": float(med), "iqr": float(q3 - q1), "n": len(times), "min": float(min(times)),
+            "max": float(max(times))}
+
+
+def gemm_rate(device, dtype, n):
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    t = statistics.median(blocked(lambda: torch.mm(a, b), 0.3))
+    return 2.0 * n ** 3 / t
+
+
+def bandwidth(device, n):
+    """Bytes per second of a STREAM-like triad a = b + s*c (3 arrays of n float32: 2 read, 1 written)
+    and of a copy, counting bytes read + written."""
+    a, b, c = (torch.randn(n, device=device) for _ in range(3))
+    t_triad = statistics.median(blocked(lambda: torch.add(b, c, alpha=0.5, out=a), 0.3))
+    t_copy = statistics.median(blocked(lambda: a.copy_(b), 0.3))
+    return 12.0 * n / t_triad, 8.0 * n / t_copy
+
+
+def ceilings(device, dtype, quick):
+    n_mm = (1024 if quick else 2048) if device == "cpu" else 8192
+    n_bw = 10_000_000 if device == "cpu" else 1 << 28
+    triad, copy_ = bandwidth(device, n_bw)
+    return {"gemm_flops": gemm_rate(device, dtype, n_mm), "gemm_n": n_mm, "triad_bytes": triad, "copy_bytes": copy_,
+            "bandwidth_bytes": max(triad, copy_), "bandwidth_n": n_bw}
