@@ -56,12 +56,14 @@ cuda-build: $(CUDA_VENV)/.deps
 
 # ASan + UBSan build of the CPU extension in build/asan (the normal build is untouched), then the CPU
 # test suite against it with the ASan runtime preloaded into the (uninstrumented) Python.
-ASAN_LIB = $(shell $(CXX) -print-file-name=libasan.so)
+# libstdc++ goes in too: Python does not link it, and ASan's __cxa_throw interceptor must find it
+# at start-up (otherwise the first C++ exception aborts).
+ASAN_LIB = $(shell $(CXX) -print-file-name=libasan.so) $(shell $(CXX) -print-file-name=libstdc++.so)
 sanitize: $(VENV)/.deps
 	rm -rf build/asan && FASTNN_SANITIZE=1 FASTNN_CUDA=0 $(VPY) setup.py build_ext \
 		--build-temp build/asan/tmp --build-lib build/asan/lib
 	cp fastnn/*.py build/asan/lib/fastnn/
-	cd build/asan/lib && LD_PRELOAD=$(ASAN_LIB) \
+	cd build/asan/lib && LD_PRELOAD="$(ASAN_LIB)" \
 		ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1 \
 		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 HYPOTHESIS_PROFILE=sanitize \
 		../../../$(VPY) -m pytest -q -p no:cacheprovider ../../../tests \

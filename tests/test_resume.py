@@ -63,8 +63,10 @@ def test_resume_in_a_new_process_is_bit_identical(tmp_path):
         train(m, opt, range(BEFORE, BEFORE + AFTER))
         straight[name] = [p.detach() for p in m.parameters()]
     here = os.path.dirname(os.path.abspath(__file__))
+    # The new process imports this very fastnn build (make sanitize runs another one than the repo's).
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(fastnn.__file__)), here]))
     subprocess.run([sys.executable, "-c", f"import test_resume; test_resume.resume({str(tmp_path)!r})"],
-                   cwd=here, check=True, timeout=300)
+                   cwd=here, env=env, check=True, timeout=300)
     for name in CONFIGS:
         resumed = torch.load(tmp_path / f"{name}.out.pt")
         for a, b in zip(straight[name], resumed):
