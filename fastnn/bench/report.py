@@ -60,6 +60,7 @@ def plots(doc, out_dir):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     cases = doc["cases"]
     # Speed-up bars: one group of bars per case, one bar per baseline.
@@ -73,6 +74,8 @@ def plots(doc, out_dir):
         ys = [r["ratios"].get(b, 0) for r in cases]
         ax.bar(xs, ys, width, label=f"vs {b}")
     ax.axhline(1.0, color="black", lw=0.8)
+    ax.set_yscale("log")  # 1.1x and 30x on one chart
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
     ax.set_xticks(range(len(cases)))
     ax.set_xticklabels([f"{r['group']}\n{r['name']}" for r in cases], rotation=35, ha="right", fontsize=7)
     ax.set_ylabel("speed-up of fastnn (baseline time / fastnn time)")
