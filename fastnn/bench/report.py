@@ -63,24 +63,32 @@ def plots(doc, out_dir):
     import matplotlib.ticker
 
     cases = doc["cases"]
-    # Speed-up bars: one group of bars per case, one bar per baseline.
-    base = []
-    for r in cases:
-        base += [k for k in r["ratios"] if k not in base and not k.startswith("limit")]
-    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(cases) + 3), 5.5))
-    width = 0.8 / max(1, len(base))
-    for j, b in enumerate(base):
-        xs = [i + (j - (len(base) - 1) / 2) * width for i in range(len(cases))]
-        ys = [r["ratios"].get(b, 0) for r in cases]
-        ax.bar(xs, ys, width, label=f"vs {b}")
-    ax.axhline(1.0, color="black", lw=0.8)
-    ax.set_yscale("log")  # 1.1x and 30x on one chart
-    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
-    ax.set_xticks(range(len(cases)))
-    ax.set_xticklabels([f"{r['group']}\n{r['name']}" for r in cases], rotation=35, ha="right", fontsize=7)
-    ax.set_ylabel("speed-up of fastnn (baseline time / fastnn time)")
-    ax.set_title(f"fastnn speed-ups, {doc['machine'].get('gpu', doc['machine']['cpu'])}", fontsize=9)
-    ax.legend(fontsize=8)
+    # Speed-up bars: one panel per group, one cluster of bars per case, one bar per baseline.
+    groups = [g for g in ("linear_act", "mlp", "optim") if any(r["group"] == g for r in cases)]
+    widest = max(sum(r["group"] == g for r in cases) for g in groups)
+    fig, axes = plt.subplots(len(groups), 1, figsize=(max(7, 0.9 * widest + 3), 3.6 * len(groups)), squeeze=False)
+    for ax, group in zip(axes[:, 0], groups):
+        rows = [r for r in cases if r["group"] == group]
+        base = []
+        for r in rows:
+            base += [k for k in r["ratios"] if k not in base and not k.startswith("limit")]
+        width = 0.8 / max(1, len(base))
+        for j, b in enumerate(base):
+            xs = [i + (j - (len(base) - 1) / 2) * width for i in range(len(rows))]
+            ys = [r["ratios"].get(b, float("nan")) for r in rows]
+            bars = ax.bar(xs, ys, width, label=f"vs {b}")
+            ax.bar_label(bars, labels=[f"{y:.3g}x" if y == y else "" for y in ys], fontsize=6, padding=1)
+        ax.axhline(1.0, color="black", lw=0.8)
+        ax.set_yscale("log")  # 1.1x and 30x on one chart
+        fmt = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x")
+        ax.yaxis.set_major_formatter(fmt)
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xticks(range(len(rows)))
+        ax.set_xticklabels([r["name"].replace(" fwd+bwd", "") for r in rows], rotation=20, ha="right", fontsize=7)
+        ax.set_ylabel("baseline / fastnn", fontsize=8)
+        ax.set_title(group, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"fastnn speed-ups, {doc['machine'].get('gpu', doc['machine']['cpu'])}", fontsize=10)
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "speedup.png"), dpi=120)
     plt.close(fig)
