@@ -9,10 +9,9 @@ import torch
 from fastnn.bench.cases import cases
 
 CASES = cases(["linear_act", "mlp", "optim"], quick=True, device="cpu", dtype="float32")
-PAIRS = []
-for case in CASES:
-    for variant in ("eager", "torch-foreach", "torch-fused", "fastnn"):
-        PAIRS.append((case, variant))
+VARIANTS = {"linear_act": ("eager", "fastnn"), "mlp": ("eager", "fastnn"),
+            "optim": ("torch-foreach", "torch-fused", "fastnn")}
+PAIRS = [(case, v) for case in CASES for v in VARIANTS[case.group]]
 
 
 @pytest.mark.parametrize("case,variant", PAIRS, ids=[f"{c.key}-{v}" for c, v in PAIRS])
