@@ -73,7 +73,8 @@ class _FusedStep:
         try:
             super().__init__(*args, **kwargs)
         except (ValueError, TypeError) as e:
-            raise type(e)(f"{self._name}: {e}") from None
+            msg = str(e)
+            raise type(e)(msg if msg.startswith(self._name) else f"{self._name}: {msg}") from None
         for g in self.param_groups:
             self._check_finite(g)
 

@@ -93,8 +93,9 @@ CTOR_CASES = [
 @pytest.mark.parametrize("dev", DEVICES)
 @pytest.mark.parametrize("kind,name,kwargs,pattern", CTOR_CASES, ids=[c[0] for c in CTOR_CASES])
 def test_optimizer_constructor_refuses(kind, name, kwargs, pattern, dev):
-    with pytest.raises(ValueError, match=pattern):
+    with pytest.raises(ValueError, match=pattern) as e:
         getattr(fastnn.optim, name)(params(dev), **kwargs)
+    assert str(e.value).count("fastnn.optim") == 1, str(e.value)
 
 
 def test_empty_parameter_list_and_non_leaf_are_refused():
