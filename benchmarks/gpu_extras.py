@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import fastnn
+from fastnn.bench.timing import cuda_graph
 
 QUICK = "--quick" in sys.argv
 
@@ -32,36 +33,13 @@ def cuda_time(fn, iters=20, reps=5):
     return out
 
 
-def graph_of(fn, iters):
-    """fn repeated `iters` times, captured in a CUDA graph (host overhead out of the timing); None if
-    it cannot be captured."""
-    try:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                fn()
-        torch.cuda.current_stream().wait_stream(side)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            for _ in range(iters):
-                fn()
-        g.replay()
-        torch.cuda.synchronize()
-        return g
-    except Exception as e:  # noqa: BLE001 -- reported, then timed without a graph
-        print(f"  (no CUDA graph for a case: {type(e).__name__}: {str(e)[:80]})")
-        torch.cuda.synchronize()
-        return None
-
-
 def interleaved(fns, rounds=3, iters=20, graph=False):
     """Median seconds per call of each fn, rounds of each in turn. graph=True times replays of a
     CUDA graph of `iters` calls: the GPU time of the kernels, without the host's launch overhead
     (which dominates small ops on the shared GPU machines' CPUs)."""
     samples = [[] for _ in fns]
     if graph:
-        graphs = [graph_of(f, iters) for f in fns]
+        graphs = [cuda_graph(f, iters) for f in fns]
         fns = [(lambda g=g: g.replay()) if g is not None else f for f, g in zip(fns, graphs)]
         per = [1 if g is not None else iters for g in graphs]
     else:

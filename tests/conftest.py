@@ -15,6 +15,16 @@ def cpu_isa(request):
     fastnn.set_cpu_isa(before)
 
 
+@pytest.fixture
+def cuda_kernels():
+    """For CUDA test files (pytest.mark.usefixtures("cuda_kernels")): skip without a GPU, fail when a GPU
+    is there but fastnn was built without its CUDA kernels."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs an NVIDIA GPU")
+    if not fastnn.built_with_cuda():
+        pytest.fail("a GPU is present but fastnn was built without its CUDA kernels")
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

@@ -9,17 +9,11 @@ from torch.autograd import gradcheck
 import fastnn
 from torch_reference import torch_linear_act
 
-pytestmark = pytest.mark.cuda
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("cuda_kernels")]
 DEV = "cuda"
 ACTS = fastnn.ACTIVATIONS
 
 
-@pytest.fixture(autouse=True)
-def _needs_cuda_kernels():
-    if not torch.cuda.is_available():
-        pytest.skip("needs an NVIDIA GPU")
-    if not fastnn.built_with_cuda():
-        pytest.fail("a GPU is present but fastnn was built without its CUDA kernels")
 
 
 def rand(*shape, dtype=torch.float32, requires_grad=True):

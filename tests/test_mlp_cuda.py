@@ -8,17 +8,13 @@ import torch
 
 import fastnn
 
-pytestmark = pytest.mark.cuda
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("cuda_kernels")]
 DEV = "cuda"
 ACTS = fastnn.ACTIVATIONS
 
 
 @pytest.fixture(autouse=True)
-def _needs_cuda_kernels():
-    if not torch.cuda.is_available():
-        pytest.skip("needs an NVIDIA GPU")
-    if not fastnn.built_with_cuda():
-        pytest.fail("a GPU is present but fastnn was built without its CUDA kernels")
+def _needs_capability_8(cuda_kernels):
     if torch.cuda.get_device_capability() < (8, 0):
         pytest.skip("the fused kernels need compute capability 8.0")
 

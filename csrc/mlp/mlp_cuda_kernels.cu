@@ -322,36 +322,36 @@ void allow_smem(K kernel, size_t bytes) {
 
 int64_t cuda_mlp_fused_blocks(int64_t M, int) { return (M + kRows - 1) / kRows; }
 
-void cuda_mlp_fused_forward(int dtype, const void* x, void* out, const MlpCudaLayer* layers, int L, int64_t M,
-                            int max_width, void* stream) {
+namespace {
+
+// Either direction: the (dtype, width) instance over ceil(M / kRows) blocks; both kernels take
+// (chain, the tile's source, its destination, M).
+void launch(bool backward, int dtype, const void* src, void* dst, const MlpCudaLayer* layers, int L, int64_t M,
+            int max_width, void* stream) {
   if (M == 0) return;
   const Chain ch = make_chain(layers, L);
   dispatch_half(dtype, [&](auto tag) {
     using T = decltype(tag);
     dispatch_width(max_width, [&](auto w) {
       constexpr int W = decltype(w)::value;
-      auto kernel = mlp_forward_kernel<T, W>;
+      auto kernel = backward ? mlp_backward_kernel<T, W> : mlp_forward_kernel<T, W>;
       allow_smem(kernel, Smem<W>::total);
       kernel<<<unsigned(cuda_mlp_fused_blocks(M, W)), kThreads, Smem<W>::total, static_cast<cudaStream_t>(stream)>>>(
-          ch, static_cast<const T*>(x), static_cast<T*>(out), M);
+          ch, static_cast<const T*>(src), static_cast<T*>(dst), M);
     });
   });
 }
 
+}  // namespace
+
+void cuda_mlp_fused_forward(int dtype, const void* x, void* out, const MlpCudaLayer* layers, int L, int64_t M,
+                            int max_width, void* stream) {
+  launch(false, dtype, x, out, layers, L, M, max_width, stream);
+}
+
 void cuda_mlp_fused_backward(int dtype, const void* g, void* gin, const MlpCudaLayer* layers, int L, int64_t M,
                              int max_width, void* stream) {
-  if (M == 0) return;
-  const Chain ch = make_chain(layers, L);
-  dispatch_half(dtype, [&](auto tag) {
-    using T = decltype(tag);
-    dispatch_width(max_width, [&](auto w) {
-      constexpr int W = decltype(w)::value;
-      auto kernel = mlp_backward_kernel<T, W>;
-      allow_smem(kernel, Smem<W>::total);
-      kernel<<<unsigned(cuda_mlp_fused_blocks(M, W)), kThreads, Smem<W>::total, static_cast<cudaStream_t>(stream)>>>(
-          ch, static_cast<const T*>(g), static_cast<T*>(gin), M);
-    });
-  });
+  launch(true, dtype, g, gin, layers, L, M, max_width, stream);
 }
 
 }  // namespace fastnn
