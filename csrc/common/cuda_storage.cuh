@@ -3,6 +3,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdint>
+
 #include "hd.h"
 
 namespace fastnn {
@@ -28,6 +30,19 @@ struct CudaIO {
   template <class T> static __host__ __device__ __forceinline__ acc_t<T> ld(T v) { return cuda_detail::ld(v); }
   template <class T> static __host__ __device__ __forceinline__ T st(acc_t<T> v) { return cuda_detail::st<T>(v); }
 };
+
+// 16-byte vectors of a storage type: the unit of access of every memory-bound CUDA pass.
+template <class T> constexpr int vec_elems() { return 16 / int(sizeof(T)); }
+template <class T> struct alignas(16) Vec { T e[vec_elems<T>()]; };
+template <class T> __device__ __forceinline__ Vec<T> load_vec(const T* p) {
+  Vec<T> v;
+  *reinterpret_cast<uint4*>(&v) = *reinterpret_cast<const uint4*>(p);
+  return v;
+}
+template <class T> __device__ __forceinline__ void store_vec(T* p, const Vec<T>& v) {
+  *reinterpret_cast<uint4*>(p) = *reinterpret_cast<const uint4*>(&v);
+}
+__host__ __device__ __forceinline__ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // Storage codes shared with the torch-side wrappers.
 enum class CudaDType : int { F32 = 0, F64 = 1, F16 = 2, BF16 = 3 };

@@ -17,20 +17,6 @@ using namespace cuda_detail;
 
 constexpr int kThreads = 256;
 
-template <class T> constexpr int vec_elems() { return 16 / int(sizeof(T)); }
-template <class T> struct alignas(16) Vec { T e[vec_elems<T>()]; };
-
-template <class T> __device__ __forceinline__ Vec<T> load_vec(const T* p) {
-  Vec<T> v;
-  *reinterpret_cast<uint4*>(&v) = *reinterpret_cast<const uint4*>(p);
-  return v;
-}
-template <class T> __device__ __forceinline__ void store_vec(T* p, const Vec<T>& v) {
-  *reinterpret_cast<uint4*>(p) = *reinterpret_cast<const uint4*>(&v);
-}
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 int device_sms() {
   static int cached[64] = {0};
   int dev = 0;

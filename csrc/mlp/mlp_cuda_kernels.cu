@@ -50,7 +50,36 @@ template <int W> struct Smem {
 
 __host__ __device__ constexpr int pad16(int x) { return (x + 15) / 16 * 16; }
 
-template <class T> struct alignas(16) Vec8 { T e[8]; };
+// A block's view of its shared memory and rows (both directions): the rows' activations (forward)
+// or gradients (backward), one layer's weights, the per-warp fp32 staging tiles, the bias and the
+// per-warp column sums; this warp's 16 rows and staging tile.
+template <class T, int W> struct Tile {
+  T* rows;
+  T* wts;
+  float* stage;
+  float* vec;
+  float* sums;
+  int warp, lane;
+  int64_t row0;
+  int rows_valid;
+  T* my_rows;
+  float* my_stage;
+
+  __device__ Tile(unsigned char* smem, int64_t M) {
+    using SM = Smem<W>;
+    rows = reinterpret_cast<T*>(smem);
+    wts = reinterpret_cast<T*>(smem + SM::act_bytes);
+    stage = reinterpret_cast<float*>(smem + SM::act_bytes + SM::wts_bytes);
+    vec = reinterpret_cast<float*>(smem + SM::act_bytes + SM::wts_bytes + SM::stage_bytes);
+    sums = reinterpret_cast<float*>(smem + SM::act_bytes + SM::wts_bytes + SM::stage_bytes + SM::vec_bytes);
+    warp = threadIdx.x / 32;
+    lane = threadIdx.x % 32;
+    row0 = int64_t(blockIdx.x) * kRows;
+    rows_valid = M - row0 < kRows ? int(M - row0) : kRows;
+    my_rows = rows + warp * 16 * SM::LDA;
+    my_stage = stage + warp * 16 * SM::LDS;
+  }
+};
 
 // rows x cols (row-major, leading dimension src_ld) -> smem tile [rows_pad][LDA], zero outside
 // the valid rows / cols.
@@ -62,14 +91,14 @@ __device__ void load_tile(T* dst, const T* src, int64_t src_ld, int rows_valid, 
     const int g = cols_pad / 8;
     for (int i = threadIdx.x; i < rows_pad * g; i += kThreads) {
       const int r = i / g, c = (i % g) * 8;
-      Vec8<T> v;
+      Vec<T> v;
       if (r < rows_valid && c < cols) {
-        *reinterpret_cast<uint4*>(&v) = *reinterpret_cast<const uint4*>(src + int64_t(r) * src_ld + c);
+        v = load_vec(src + int64_t(r) * src_ld + c);
       } else {
 #pragma unroll
         for (int e = 0; e < 8; ++e) v.e[e] = st<T>(0.f);
       }
-      *reinterpret_cast<uint4*>(dst + r * LDA + c) = *reinterpret_cast<const uint4*>(&v);
+      store_vec(dst + r * LDA + c, v);
     }
   } else {
     for (int i = threadIdx.x; i < rows_pad * cols_pad; i += kThreads) {
@@ -81,11 +110,11 @@ __device__ void load_tile(T* dst, const T* src, int64_t src_ld, int rows_valid, 
 
 // Store 8 values of row `row` at column c of a [*, cols] matrix (vector store when whole).
 template <class T>
-__device__ __forceinline__ void store8(T* base, int64_t row, int cols, int c, const Vec8<T>& v, bool vec_ok) {
+__device__ __forceinline__ void store8(T* base, int64_t row, int cols, int c, const Vec<T>& v, bool vec_ok) {
   if (c >= cols) return;
   T* p = base + row * cols + c;
   if (vec_ok && c + 8 <= cols) {
-    *reinterpret_cast<uint4*>(p) = *reinterpret_cast<const uint4*>(&v);
+    store_vec(p, v);
   } else {
 #pragma unroll
     for (int e = 0; e < 8; ++e)
@@ -94,19 +123,17 @@ __device__ __forceinline__ void store8(T* base, int64_t row, int cols, int c, co
 }
 
 template <class T>
-__device__ __forceinline__ Vec8<T> load8(const T* base, int64_t row, int cols, int c, bool vec_ok) {
-  Vec8<T> v;
+__device__ __forceinline__ Vec<T> load8(const T* base, int64_t row, int cols, int c, bool vec_ok) {
+  Vec<T> v;
   const T* p = base + row * cols + c;
   if (vec_ok && c + 8 <= cols) {
-    *reinterpret_cast<uint4*>(&v) = *reinterpret_cast<const uint4*>(p);
+    v = load_vec(p);
   } else {
 #pragma unroll
     for (int e = 0; e < 8; ++e) v.e[e] = c + e < cols ? p[e] : st<T>(0.f);
   }
   return v;
 }
-
-__device__ __forceinline__ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // acc[n] = A (16 x K, row-major in smem) @ B (K x N); B is W^T (col-major view of W [N][K]) in the
 // forward, W itself (row-major [K][N]) in the backward. Results to the warp's staging tile.
@@ -141,18 +168,17 @@ template <class T, int W>
 __global__ void __launch_bounds__(kThreads) mlp_forward_kernel(const __grid_constant__ Chain ch, const T* __restrict__ x,
                                                                T* __restrict__ out, int64_t M) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-  using SM = Smem<W>;
-  constexpr int LDA = SM::LDA, LDS = SM::LDS;
+  constexpr int LDA = Smem<W>::LDA, LDS = Smem<W>::LDS;
   extern __shared__ __align__(16) unsigned char smem[];
-  T* act = reinterpret_cast<T*>(smem);
-  T* wts = reinterpret_cast<T*>(smem + SM::act_bytes);
-  float* stage_all = reinterpret_cast<float*>(smem + SM::act_bytes + SM::wts_bytes);
-  float* bias = reinterpret_cast<float*>(smem + SM::act_bytes + SM::wts_bytes + SM::stage_bytes);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t row0 = int64_t(blockIdx.x) * kRows;
-  const int rows_valid = M - row0 < kRows ? int(M - row0) : kRows;
-  T* my_act = act + warp * 16 * LDA;
-  float* stage = stage_all + warp * 16 * LDS;
+  const Tile<T, W> t(smem, M);
+  T* act = t.rows;
+  T* wts = t.wts;
+  float* bias = t.vec;
+  const int warp = t.warp, lane = t.lane;
+  const int64_t row0 = t.row0;
+  const int rows_valid = t.rows_valid;
+  T* my_act = t.my_rows;
+  float* stage = t.my_stage;
 
   load_tile<T, LDA>(act, x + row0 * ch.l[0].in, ch.l[0].in, rows_valid, kRows, ch.l[0].in, pad16(ch.l[0].in));
   for (int l = 0; l < ch.n; ++l) {
@@ -175,7 +201,7 @@ __global__ void __launch_bounds__(kThreads) mlp_forward_kernel(const __grid_cons
       const int groups = np / 8;
       for (int i = lane; i < 16 * groups; i += 32) {
         const int r = i / groups, c = (i % groups) * 8;
-        Vec8<T> zv, yv;
+        Vec<T> zv, yv;
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
           const float z = stage[r * LDS + c + e] + bias[c + e];
@@ -187,7 +213,7 @@ __global__ void __launch_bounds__(kThreads) mlp_forward_kernel(const __grid_cons
         if (last) {
           if (warp * 16 + r < rows_valid) store8(out, row, L.out, c, yv, out_vec);
         } else {
-          *reinterpret_cast<uint4*>(my_act + r * LDA + c) = *reinterpret_cast<const uint4*>(&yv);
+          store_vec(my_act + r * LDA + c, yv);
         }
         if (saved && warp * 16 + r < rows_valid) store8(saved, row, L.out, c, L.saves_output ? yv : zv, save_vec);
       }
@@ -201,18 +227,16 @@ template <class T, int W>
 __global__ void __launch_bounds__(kThreads) mlp_backward_kernel(const __grid_constant__ Chain ch, const T* __restrict__ g,
                                                                 T* __restrict__ gin, int64_t M) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-  using SM = Smem<W>;
-  constexpr int LDA = SM::LDA, LDS = SM::LDS;
+  constexpr int LDA = Smem<W>::LDA, LDS = Smem<W>::LDS;
   extern __shared__ __align__(16) unsigned char smem[];
-  T* gbuf = reinterpret_cast<T*>(smem);
-  T* wts = reinterpret_cast<T*>(smem + SM::act_bytes);
-  float* stage_all = reinterpret_cast<float*>(smem + SM::act_bytes + SM::wts_bytes);
-  float* sums = reinterpret_cast<float*>(smem + SM::act_bytes + SM::wts_bytes + SM::stage_bytes + SM::vec_bytes);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t row0 = int64_t(blockIdx.x) * kRows;
-  const int rows_valid = M - row0 < kRows ? int(M - row0) : kRows;
-  T* my_g = gbuf + warp * 16 * LDA;
-  float* stage = stage_all + warp * 16 * LDS;
+  const Tile<T, W> t(smem, M);
+  T* wts = t.wts;
+  float* sums = t.sums;
+  const int warp = t.warp, lane = t.lane;
+  const int64_t row0 = t.row0;
+  const int rows_valid = t.rows_valid;
+  T* my_g = t.my_rows;
+  float* stage = t.my_stage;
   float* my_sums = sums + warp * W;
 
   // dz_l = dy * act'(saved_l) for this warp's rows: dy from `g` (last layer) or the staging tile.
@@ -230,10 +254,10 @@ __global__ void __launch_bounds__(kThreads) mlp_backward_kernel(const __grid_con
         const int r = i / groups, c = (i % groups) * 8;
         const int64_t row = row0 + warp * 16 + r;
         const bool valid = warp * 16 + r < rows_valid;
-        Vec8<T> out;
+        Vec<T> out;
         if (valid) {
-          const Vec8<T> s = load8(saved, row, L.out, c, vec);
-          Vec8<T> gv;
+          const Vec<T> s = load8(saved, row, L.out, c, vec);
+          Vec<T> gv;
           if (dy_global) gv = load8(dy_global, row, L.out, c, gvec);
 #pragma unroll
           for (int e = 0; e < 8; ++e) {
@@ -245,7 +269,7 @@ __global__ void __launch_bounds__(kThreads) mlp_backward_kernel(const __grid_con
 #pragma unroll
           for (int e = 0; e < 8; ++e) out.e[e] = st<T>(0.f);
         }
-        *reinterpret_cast<uint4*>(my_g + r * LDA + c) = *reinterpret_cast<const uint4*>(&out);
+        store_vec(my_g + r * LDA + c, out);
       }
     });
     __syncwarp();
@@ -281,7 +305,7 @@ __global__ void __launch_bounds__(kThreads) mlp_backward_kernel(const __grid_con
       for (int i = lane; i < 16 * (kp / 8); i += 32) {
         const int r = i / (kp / 8), c = (i % (kp / 8)) * 8;
         if (warp * 16 + r >= rows_valid) continue;
-        Vec8<T> v;
+        Vec<T> v;
 #pragma unroll
         for (int e = 0; e < 8; ++e) v.e[e] = st<T>(stage[r * LDS + c + e]);
         store8(gin, row0 + warp * 16 + r, L.in, c, v, vec);

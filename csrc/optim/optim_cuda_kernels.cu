@@ -46,19 +46,7 @@ struct Launch {
 };
 static_assert(sizeof(Launch) <= 32000, "kernel argument too large");
 
-template <class T> constexpr int vec_elems() { return 16 / int(sizeof(T)); }
 template <class T> constexpr int64_t chunk_elems() { return int64_t(kThreads) * kUnroll * vec_elems<T>(); }
-
-template <class T> struct alignas(16) Vec { T e[vec_elems<T>()]; };
-
-template <class T> __device__ __forceinline__ Vec<T> load_vec(const void* base, int64_t i) {
-  Vec<T> v;
-  *reinterpret_cast<uint4*>(&v) = *reinterpret_cast<const uint4*>(static_cast<const T*>(base) + i);
-  return v;
-}
-template <class T> __device__ __forceinline__ void store_vec(void* base, int64_t i, const Vec<T>& v) {
-  *reinterpret_cast<uint4*>(static_cast<T*>(base) + i) = *reinterpret_cast<const uint4*>(&v);
-}
 
 // The kernel: every block takes chunks blockIdx.x, blockIdx.x + gridDim.x, ... in order.
 // Registers are not capped: capping them for 3 resident blocks per SM (FASTNN_OPT_MINB experiment,
@@ -109,11 +97,11 @@ __global__ void __launch_bounds__(kThreads) optimizer_kernel(const __grid_consta
       idx[u] = base + (int64_t(u) * kThreads + threadIdx.x) * V;
       full[u] = idx[u] + V <= s.numel;
       if (full[u]) {
-        vp[u] = load_vec<T>(p, idx[u]);
-        vg[u] = load_vec<T>(g, idx[u]);
+        vp[u] = load_vec(p + idx[u]);
+        vg[u] = load_vec(g + idx[u]);
 #pragma unroll
         for (int j = 0; j < 3; ++j)
-          if (reads_state<K>(F, j)) vs[j][u] = load_vec<T>(s.s[j], idx[u]);
+          if (reads_state<K>(F, j)) vs[j][u] = load_vec(static_cast<const T*>(s.s[j]) + idx[u]);
       }
     }
 #pragma unroll
@@ -131,10 +119,10 @@ __global__ void __launch_bounds__(kThreads) optimizer_kernel(const __grid_consta
 #pragma unroll
           for (int j = 0; j < 3; ++j) vs[j][u].e[e] = st<T>(v[j]);
         }
-        store_vec<T>(p, idx[u], vp[u]);
+        store_vec(p + idx[u], vp[u]);
 #pragma unroll
         for (int j = 0; j < 3; ++j)
-          if (writes_state<K>(F, j)) store_vec<T>(s.s[j], idx[u], vs[j][u]);
+          if (writes_state<K>(F, j)) store_vec(static_cast<T*>(s.s[j]) + idx[u], vs[j][u]);
       } else {
         for (int64_t i = idx[u]; i < idx[u] + V && i < s.numel; ++i)
           update_element<K, CudaIO>(F, c, p, g, s0, s1, s2, i, scale);
