@@ -88,6 +88,14 @@ PYBIND11_MODULE(_C, m) {
       "Whether backward reads the output (else the pre-activation) for this activation");
   m.attr("mlp_tiled_max_width") = fastnn::kMlpTiledMaxWidth;
   m.def(
+      "mlp_tiled_wide_limits",
+      [] {
+        const auto& k = fastnn::mlp_cpu_kernels();
+        return std::make_tuple(k.wide_max_width, k.wide_max_weight_bytes);
+      },
+      "(widest layer, most weight bytes in the compute type) of chains wider than mlp_tiled_max_width "
+      "that the active CPU kernels still run tiled; (0, 0): none");
+  m.def(
       "mlp_path",
       [](const at::Tensor& input, const std::vector<at::Tensor>& weights) { return fastnn::mlp_path(input, weights); },
       pybind11::arg("input"), pybind11::arg("weights"),

@@ -8,9 +8,16 @@
     fastnn.optim.Adam / AdamW / RMSprop / SGD / Adagrad drop-ins for torch.optim
 """
 from . import _ops  # noqa: F401
-from ._C import built_with_cuda, cpu_isa, cpu_isas_supported, set_cpu_isa
+from . import _C
+from ._C import built_with_cuda, cpu_isa, cpu_isas_supported
 from .functional import ACTIVATIONS, linear_act, mlp, mlp_path
 from . import functional, nn, optim  # noqa: E402
+
+
+def set_cpu_isa(isa):
+    """Switch the CPU kernels to another supported instruction set ("avx512", "avx2", "base")."""
+    _C.set_cpu_isa(isa)
+    nn._refresh_cpu_limits()  # which chains fuse() runs tiled depends on the kernels
 
 __version__ = "0.1.0"
 __all__ = ["linear_act", "mlp", "mlp_path", "ACTIVATIONS", "functional", "nn", "optim", "cpu_isa", "cpu_isas_supported",

@@ -64,7 +64,8 @@ class FusedSequential(nn.Sequential):
     The layers stay ordinary children under their own names, so parameters, state_dict keys and
     indexing are the Sequential's; only the execution is fused. Forward hooks of the individual
     layers inside a run are therefore not called. A run takes the op where its fused kernels
-    apply: the cache-blocked CPU kernels (every width <= ``fastnn._C.mlp_tiled_max_width``), the
+    apply: the cache-blocked CPU kernels (every width <= ``fastnn._C.mlp_tiled_max_width``, or with the
+    AVX-512 kernels chains up to ``fastnn._C.mlp_tiled_wide_limits()``), the
     fully fused CUDA kernels (fp16/bf16, widths <= 128, hidden widths multiples of 16). Elsewhere
     the op would run the same per-layer kernels while keeping every layer's activations until the
     end of backward, so the layers run one by one (as fast, less memory: benchmarks/RESULTS.md).
@@ -81,12 +82,26 @@ class FusedSequential(nn.Sequential):
         return _run_layers(x, run)
 
 
+# (widest layer, most weight bytes) of chains wider than _C.mlp_tiled_max_width that the active CPU
+# kernels run tiled; refreshed by fastnn.set_cpu_isa.
+_cpu_wide_limits = _C.mlp_tiled_wide_limits()
+
+
+def _refresh_cpu_limits():
+    global _cpu_wide_limits
+    _cpu_wide_limits = _C.mlp_tiled_wide_limits()
+
+
 def _fused(x, run):
-    """Whether fastnn.mlp has fused kernels for this run (fastnn.mlp_path decides; its CPU rule is
-    repeated here so that torch.compile traces it)."""
+    """Whether fastnn.mlp has fused kernels for this run (fastnn.mlp_path decides; its CPU rule,
+    mlp_cpu_tiled in csrc/mlp/mlp.cpp, is repeated here so that torch.compile traces it)."""
     if x.device.type == "cpu":
-        limit = _C.mlp_tiled_max_width
-        return x.shape[-1] <= limit and all(m.out_features <= limit for m in run)
+        width = max([x.shape[-1]] + [m.out_features for m in run])
+        if width <= _C.mlp_tiled_max_width:
+            return True
+        max_width, max_bytes = _cpu_wide_limits
+        nbytes = sum(m.in_features * m.out_features for m in run) * (8 if x.dtype == torch.float64 else 4)
+        return width <= max_width and nbytes <= max_bytes
     if x.device.type != "cuda" or os.environ.get("FASTNN_MLP_FUSED") != "1" or torch.compiler.is_compiling():
         return False
     if torch.is_autocast_enabled("cuda"):

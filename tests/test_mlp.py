@@ -60,8 +60,9 @@ def test_gradcheck_depths_mixed_activations(n_layers):
     assert gradcheck(_fn(len(ws), bs, acts, slopes), _grad_inputs(x, ws, bs), eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("widths", [[3, 260, 2], [257, 4, 3]])
+@pytest.mark.parametrize("widths", [[3, 1030, 2], [1030, 4, 3], [3, 260, 2]])
 def test_gradcheck_wide_path(widths):
+    """Wider than every tiled limit (layer by layer), and wider than 256 (tiled only with AVX-512)."""
     ws, bs, acts, slopes = make_chain(widths, ["silu", "sigmoid"], "some")
     x = torch.randn(3, widths[0], dtype=torch.float64, requires_grad=True)
     assert gradcheck(_fn(len(ws), bs, acts, slopes), _grad_inputs(x, ws, bs), eps=1e-6, atol=1e-5, rtol=1e-4)
@@ -127,9 +128,10 @@ def test_parity_with_sequential(dtype, acts, cpu_isa):
 
 
 def test_wide_chain_is_layer_by_layer_linear_act():
-    """Wider than the cache-blocked path takes (256), the op runs linear_act's kernels layer by layer:
-    outputs and gradients equal a chain of linear_act calls bit for bit."""
-    ws, bs, acts, slopes = make_chain([20, 300, 8, 5], ["gelu", "tanh", "identity"], dtype=torch.float32)
+    """Wider than the cache-blocked path takes on any instruction set (1024), the op runs linear_act's
+    kernels layer by layer: outputs and gradients equal a chain of linear_act calls bit for bit."""
+    ws, bs, acts, slopes = make_chain([20, 1100, 8, 5], ["gelu", "tanh", "identity"], dtype=torch.float32)
+    assert fastnn.mlp_path(torch.empty(0, 20), ws)[0] == "layers"
     x = torch.randn(40, 20, requires_grad=True)
     y = fastnn.mlp(x, ws, bs, acts, slopes)
     g = torch.randn_like(y)
@@ -257,11 +259,13 @@ def test_fuse_same_outputs_gradients_and_keys(name):
     fused.load_state_dict(model.state_dict())
 
 
-@pytest.mark.parametrize("name,runs", [("mixed", [3, 2]), ("notmnist", [])])
-def test_fuse_runs_are_one_op(name, runs):
+@pytest.mark.parametrize("name,runs", [("mixed", [3, 2]), ("notmnist", "isa")])
+def test_fuse_runs_are_one_op(name, runs, cpu_isa):
     """mixed: Linear+GELU, Linear, Linear form one run (ended by Hardswish, unsupported), then
-    Linear+LeakyReLU, Linear. notmnist: 784 inputs is wider than the cache-blocked kernels take, so
-    the layers run one by one."""
+    Linear+LeakyReLU, Linear. notmnist: 784 inputs; with the AVX-512 kernels one tiled run (0.9 MiB
+    of weights), with the others wider than they take, so the layers run one by one."""
+    if runs == "isa":
+        runs = [3] if fastnn._C.mlp_tiled_wide_limits()[0] >= 784 else []
     make, k = SEEDS[name]
     fused = fastnn.nn.fuse(make())
     assert isinstance(fused, fastnn.nn.FusedSequential)
@@ -317,7 +321,7 @@ def test_bad_input_names_op_layer_and_problem():
 def test_mlp_path_says_which_kernels_run_and_why():
     x = torch.randn(3, 8)
     narrow = [torch.randn(16, 8), torch.randn(4, 16)]
-    wide = [torch.randn(300, 8), torch.randn(4, 300)]
+    wide = [torch.randn(1100, 8), torch.randn(4, 1100)]
     assert fastnn.mlp_path(x, narrow)[0] == "tiled"
     path, why = fastnn.mlp_path(x, wide)
     assert path == "layers" and str(fastnn._C.mlp_tiled_max_width) in why
@@ -326,3 +330,46 @@ def test_mlp_path_says_which_kernels_run_and_why():
         assert path == "layers" and "meta" in why
     with pytest.raises(ValueError, match="fastnn.mlp"):
         fastnn.mlp_path(x, [])
+
+
+def _wide_chain_path(widths, dtype):
+    x = torch.empty(0, widths[0], dtype=dtype)
+    return fastnn.mlp_path(x, [torch.empty(b, a, dtype=dtype) for a, b in zip(widths[:-1], widths[1:])])
+
+
+def test_wide_tiled_rule_follows_the_kernels(cpu_isa):
+    """Chains wider than 256 run tiled only where the active kernel table says it wins (AVX-512:
+    widths <= 1024 and <= 2 MiB of weights in the compute type); fuse() follows the same rule."""
+    max_width, max_bytes = fastnn._C.mlp_tiled_wide_limits()
+    assert (max_width > 0) == (cpu_isa == "avx512")
+    for widths, dtype in [([784, 256, 128, 10], torch.float32), ([784, 512, 10], torch.float32),
+                          ([784, 512, 10], torch.float64), ([784, 512, 512, 10], torch.float32),
+                          ([300, 1100, 10], torch.float32), ([300, 20, 10], torch.bfloat16)]:
+        nbytes = sum(a * b for a, b in zip(widths[:-1], widths[1:])) * (8 if dtype == torch.float64 else 4)
+        expect = max(widths) <= max_width and nbytes <= max_bytes
+        path, why = _wide_chain_path(widths, dtype)
+        assert path == ("tiled" if expect else "layers"), (widths, dtype, why)
+        assert cpu_isa in why
+        model = nn.Sequential(*[nn.Linear(a, b, dtype=dtype) for a, b in zip(widths[:-1], widths[1:])])
+        fused = fastnn.nn.fuse(model)
+        assert fastnn.nn._fused(torch.empty(0, widths[0], dtype=dtype), list(fused)) == expect
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_parity_wide_tiled_chain(dtype, cpu_isa):
+    """A notMNIST-sized chain (tiled with AVX-512, layer by layer otherwise) against float64."""
+    acts = ["relu", "tanh", "identity"] if dtype == torch.float32 else ["gelu", "tanh", "identity"]
+    ws, bs, acts, slopes = make_chain([784, 300, 33, 10], acts, dtype=torch.float32, seed=5)
+    ws = [w.detach().to(dtype).requires_grad_() for w in ws]
+    bs = [b.detach().to(dtype).requires_grad_() for b in bs]
+    x = torch.randn(70, 784, dtype=dtype, requires_grad=True)
+    y = fastnn.mlp(x, ws, bs, acts, slopes)
+    g = torch.randn_like(y)
+    got = [y, *torch.autograd.grad(y, [x, *ws, *bs], g)]
+    ref_in = [t.detach().double().requires_grad_() for t in [x, *ws, *bs]]
+    yr = chain_ref(ref_in[0], ref_in[1:4], ref_in[4:], acts, slopes)
+    want = [yr, *torch.autograd.grad(yr, ref_in, g.double())]
+    tol = PARITY_TOL[dtype]
+    for a, e in zip(got, want):
+        scale = e.abs().max().item() or 1.0
+        torch.testing.assert_close(a.double(), e, rtol=tol, atol=tol * scale)

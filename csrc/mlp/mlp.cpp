@@ -60,13 +60,46 @@ int64_t arena_size(const std::vector<MlpLayer>& layers, at::TensorList weights, 
   return total;
 }
 
+// The checks every reader of a saved arena makes (it comes back from autograd's saved variables or
+// from a caller of mlp_backward).
+static void check_arena(const Tensor& arena, const Tensor& input, const std::vector<MlpLayer>& layers,
+                        at::TensorList weights, int64_t M) {
+  TORCH_CHECK(arena.numel() == arena_size(layers, weights, M) && arena.scalar_type() == input.scalar_type() &&
+                  arena.is_contiguous(),
+              kMlpOp, ": backward got a saved arena of the wrong size, dtype or layout");
+}
+
+// Per layer, the address of its saved block: in the arena, or the output for a last layer that
+// saves it (made contiguous into keep if it is not). Pointer arithmetic, not views: a view costs a
+// dispatch each, and at the batch sizes this op is for, those add up to more than the arithmetic.
+std::vector<void*> arena_pointers(const Tensor& arena, const Tensor& output, const std::vector<MlpLayer>& layers,
+                                  const Tensor& input, at::TensorList weights, Tensor& keep) {
+  const int64_t M = linear_rows(input);
+  check_arena(arena, input, layers, weights, M);
+  std::vector<void*> ptrs(layers.size());
+  char* base = static_cast<char*>(arena.data_ptr());
+  const int64_t es = arena.element_size();
+  int64_t off = 0;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const int64_t N = weights[l].size(0);
+    if (l + 1 == layers.size() && layers[l].saves_output) {
+      TORCH_CHECK(output.numel() == M * N && output.scalar_type() == input.scalar_type(), kMlpOp,
+                  ": backward got an output of the wrong size or dtype");
+      keep = output.is_contiguous() ? output : output.contiguous();
+      ptrs[l] = keep.data_ptr();
+    } else {
+      ptrs[l] = base + off * es;
+      off += M * N;
+    }
+  }
+  return ptrs;
+}
+
 // Per layer, its saved block as a (..., N_l) view of the arena (or the output).
 std::vector<Tensor> arena_views(const Tensor& arena, const Tensor& output, const std::vector<MlpLayer>& layers,
                                 const Tensor& input, at::TensorList weights) {
   const int64_t M = linear_rows(input);
-  TORCH_CHECK(arena.numel() == arena_size(layers, weights, M) && arena.scalar_type() == input.scalar_type() &&
-                  arena.is_contiguous(),
-              kMlpOp, ": backward got a saved arena of the wrong size, dtype or layout");
+  check_arena(arena, input, layers, weights, M);
   std::vector<Tensor> views(layers.size());
   int64_t off = 0;
   for (size_t l = 0; l < layers.size(); ++l) {
@@ -127,19 +160,43 @@ Grads backward_layers(const std::vector<MlpLayer>& layers, const Tensor& grad_ou
   return {input_grad ? g : at::empty({0}, input.options()), gw, gb};
 }
 
-namespace {
-
 // ---- CPU: the cache-blocked chain for narrow layers (mlp_cpu_kernels.h) ----
 
-bool tiled(at::TensorList weights) {
-  if (weights[0].size(1) > kMlpTiledMaxWidth) return false;
-  for (const Tensor& w : weights)
-    if (w.size(0) > kMlpTiledMaxWidth) return false;
-  return true;
+bool mlp_cpu_tiled(at::TensorList weights, at::ScalarType dtype, std::string* why) {
+  int64_t width = weights[0].size(1), elems = 0;
+  for (const Tensor& w : weights) {
+    width = std::max(width, w.size(0));
+    elems += w.numel();
+  }
+  if (width <= kMlpTiledMaxWidth) {
+    if (why) *why = "every width is at most " + std::to_string(kMlpTiledMaxWidth);
+    return true;
+  }
+  const MlpCpuKernels& k = mlp_cpu_kernels();
+  const int64_t bytes = elems * (dtype == at::kDouble ? 8 : 4);  // weights in the compute type
+  const bool wide = width <= k.wide_max_width && bytes <= k.wide_max_weight_bytes;
+  if (why) {
+    if (wide)
+      *why = "widths up to " + std::to_string(k.wide_max_width) + " and at most " +
+             std::to_string(k.wide_max_weight_bytes >> 10) + " KiB of weights, with the " + cpu_isa() + " kernels";
+    else if (k.wide_max_width == 0)
+      *why = "a width exceeds " + std::to_string(kMlpTiledMaxWidth) + " (with the " + cpu_isa() +
+             " kernels the cache-blocked CPU path loses to BLAS there)";
+    else
+      *why = "a width exceeds " + std::to_string(kMlpTiledMaxWidth) + " and the chain exceeds the " + cpu_isa() +
+             " kernels' wide limits (widths up to " + std::to_string(k.wide_max_width) + ", at most " +
+             std::to_string(k.wide_max_weight_bytes >> 10) + " KiB of weights; beyond, BLAS layer by layer wins)";
+  }
+  return wide;
 }
 
+namespace {
+
+bool tiled(at::TensorList weights, const Tensor& input) { return mlp_cpu_tiled(weights, input.scalar_type()); }
+
 // What both CPU directions start from: the checked layers, the input as a contiguous matrix, and the
-// kernels' view of each layer (its contiguous weight and bias, and its saved block in the arena).
+// kernels' view of each layer (its contiguous weight and bias, and its saved block). Raw pointers
+// throughout: no views or reshapes, each of which would be a dispatch.
 struct CpuChain {
   std::vector<MlpLayer> layers;
   int64_t M, K0, NL;
@@ -151,20 +208,24 @@ struct CpuChain {
   CpuChain(std::vector<MlpLayer> checked, const Tensor& input, at::TensorList weights, const Biases& biases)
       : layers(std::move(checked)), M(linear_rows(input)), K0(weights[0].size(1)),
         NL(weights[weights.size() - 1].size(0)), dt(cpu_dtype(input, kMlpOp)),
-        x(input.reshape({M, K0}).contiguous()) {
+        x(input.is_contiguous() ? input : input.contiguous()) {
+    ly.reserve(layers.size());
     for (size_t l = 0; l < layers.size(); ++l) {
-      const Tensor w = keep.emplace_back(weights[l].contiguous());
-      const Tensor b = defined_at(biases, l) ? keep.emplace_back(biases.get(l)->contiguous()) : Tensor();
-      ly.push_back({w.data_ptr(), b.defined() ? b.data_ptr() : nullptr, w.size(1), w.size(0), int(layers[l].act),
-                    layers[l].slope, layers[l].saves_output, nullptr});
+      const Tensor& w = contiguous_kept(weights[l]);
+      const void* b = nullptr;
+      if (layers[l].has_bias) b = contiguous_kept(*biases.get(l)).data_ptr();
+      ly.push_back({w.data_ptr(), b, w.size(1), w.size(0), int(layers[l].act), layers[l].slope,
+                    layers[l].saves_output, nullptr});
     }
   }
 
-  void point_at(std::vector<Tensor>& saved) {
-    for (size_t l = 0; l < ly.size(); ++l) {
-      if (!saved[l].is_contiguous()) saved[l] = saved[l].contiguous();
-      ly[l].saved = saved[l].data_ptr();
-    }
+  const Tensor& contiguous_kept(const Tensor& t) {
+    if (t.is_contiguous()) return t;
+    return keep.emplace_back(t.contiguous());
+  }
+
+  void point_at(const std::vector<void*>& saved) {
+    for (size_t l = 0; l < ly.size(); ++l) ly[l].saved = saved[l];
   }
 };
 
@@ -172,13 +233,13 @@ std::tuple<Tensor, Tensor> mlp_forward_cpu(const Tensor& input, at::TensorList w
                                            const std::vector<std::string>& activations,
                                            at::ArrayRef<double> slopes) {
   auto layers = check_mlp_args(input, weights, biases, activations, slopes);
-  if (!tiled(weights)) return forward_layers(layers, input, weights, biases, activations, slopes);
+  if (!tiled(weights, input)) return forward_layers(layers, input, weights, biases, activations, slopes);
   CpuChain c(std::move(layers), input, weights, biases);
   const auto opts = input.options();
   Tensor arena = at::empty({arena_size(c.layers, weights, c.M)}, opts);
   Tensor out = at::empty(linear_out_shape(input, c.NL), opts);
-  auto views = arena_views(arena, out, c.layers, input, weights);
-  c.point_at(views);
+  Tensor kept_out;
+  c.point_at(arena_pointers(arena, out, c.layers, input, weights, kept_out));
   if (c.M > 0) mlp_cpu_kernels().forward(c.dt, c.x.data_ptr(), out.data_ptr(), c.ly.data(), int(c.ly.size()), c.M);
   return {out, arena};
 }
@@ -192,28 +253,28 @@ Grads mlp_backward_cpu(const Tensor& grad_output, const Tensor& input, at::Tenso
                        const Tensor& arena, const Tensor& output, const std::vector<std::string>& activations,
                        at::ArrayRef<double> slopes, bool input_grad) {
   auto layers = check_mlp_args(input, weights, biases, activations, slopes);
-  if (!tiled(weights))
+  if (!tiled(weights, input))
     return backward_layers(layers, grad_output, input, weights, arena, output, activations, slopes, input_grad);
   CpuChain c(std::move(layers), input, weights, biases);
   const size_t L = c.ly.size();
   TORCH_CHECK(grad_output.numel() == c.M * c.NL && grad_output.scalar_type() == input.scalar_type(), kMlpOp,
               ": backward got a grad_output of the wrong size or dtype");
-  const Tensor g = grad_output.reshape({c.M, c.NL}).contiguous();
-  auto views = arena_views(arena, output, c.layers, input, weights);
-  c.point_at(views);
+  const Tensor g = grad_output.is_contiguous() ? grad_output : grad_output.contiguous();
+  Tensor kept_out;
+  c.point_at(arena_pointers(arena, output, c.layers, input, weights, kept_out));
   const auto opts = input.options();
   std::vector<Tensor> gw(L), gb(L);
   std::vector<void*> gwp(L), gbp(L);
   for (size_t l = 0; l < L; ++l) {
     gw[l] = at::empty({weights[l].size(0), weights[l].size(1)}, opts);
-    gb[l] = c.layers[l].has_bias ? at::empty({weights[l].size(0)}, opts) : at::empty({0}, opts);
+    gb[l] = at::empty({c.layers[l].has_bias ? weights[l].size(0) : 0}, opts);
     gwp[l] = gw[l].data_ptr();
     gbp[l] = c.layers[l].has_bias ? gb[l].data_ptr() : nullptr;
   }
-  Tensor gi = input_grad ? at::empty({c.M, c.K0}, opts) : at::empty({0}, opts);
+  Tensor gi = input_grad ? at::empty(input.sizes(), opts) : at::empty({0}, opts);
   mlp_cpu_kernels().backward(c.dt, g.data_ptr(), c.x.data_ptr(), c.ly.data(), int(L), c.M,
                              input_grad ? gi.data_ptr() : nullptr, gwp.data(), gbp.data());
-  return {input_grad ? gi.view(input.sizes()) : gi, gw, gb};
+  return {gi, gw, gb};
 }
 
 // ---- autograd: one node for the whole chain ----
@@ -355,9 +416,9 @@ std::tuple<std::string, std::string> mlp_path(const Tensor& input, at::TensorLis
     return {"layers", why};
   }
   if (input.device().is_cpu()) {
-    if (tiled(weights)) return {"tiled", "every width is at most " + std::to_string(kMlpTiledMaxWidth)};
-    return {"layers", "a width exceeds " + std::to_string(kMlpTiledMaxWidth) +
-                          " (the cache-blocked CPU kernels lose to BLAS there)"};
+    std::string why;
+    const bool t = mlp_cpu_tiled(weights, input.scalar_type(), &why);
+    return {t ? "tiled" : "layers", why};
   }
   return {"layers", "no fused kernels for device " + input.device().str()};
 }

@@ -9,9 +9,12 @@ namespace fastnn {
 constexpr const char* kMlpOp = "fastnn.mlp";
 
 // CPU chains whose every width is at most this run tile by tile through the whole chain
-// (mlp_cpu_kernels.h); wider ones layer by layer through BLAS (benchmarks/bench_mlp.py measured
-// both: the tiled kernels lose to MKL at 784 and 1024 wide).
+// (mlp_cpu_kernels.h) on every instruction set; wider ones where the active kernel table says it
+// still wins (MlpCpuKernels::wide_max_*), else layer by layer through BLAS.
 constexpr int64_t kMlpTiledMaxWidth = 256;
+
+// Whether a CPU chain takes the cache-blocked kernels, and why (or why not).
+bool mlp_cpu_tiled(at::TensorList weights, at::ScalarType dtype, std::string* why = nullptr);
 
 struct MlpLayer {
   Act act;
@@ -63,6 +66,11 @@ using Grads = std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Te
 // linear_act kernels. The saved arena holds, layer after layer, the [M, N_l] block layer l's
 // backward reads (its output or pre-activation); none for the last layer when it reads its output.
 int64_t arena_size(const std::vector<MlpLayer>& layers, at::TensorList weights, int64_t M);
+// Per layer, the address of its saved block (for kernels that take raw pointers); a non-contiguous
+// output is copied into keep.
+std::vector<void*> arena_pointers(const at::Tensor& arena, const at::Tensor& output,
+                                  const std::vector<MlpLayer>& layers, const at::Tensor& input,
+                                  at::TensorList weights, at::Tensor& keep);
 std::vector<at::Tensor> arena_views(const at::Tensor& arena, const at::Tensor& output,
                                     const std::vector<MlpLayer>& layers, const at::Tensor& input,
                                     at::TensorList weights);

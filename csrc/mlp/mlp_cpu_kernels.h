@@ -17,13 +17,14 @@ namespace mlp_cpu {
 
 constexpr int64_t kTileRows = 32;
 constexpr int64_t kMaxChunks = 16;
-constexpr int kRB = 4;  // register block: rows
-
 // Register block: kRB rows x kNV native vectors (FASTNN_VEC_BYTES, set by the translation unit of
-// each instruction set), 8 accumulators, as many as AVX2/SSE keep in registers beside the operands.
+// each instruction set). AVX2/SSE (16 registers): 4 x 2 = 8 accumulators beside the operands.
+// AVX-512 (32 registers): 8 x 2 = 16, which halves the operand loads per FMA and keeps both FMA
+// pipes busy through their latency (measured on Zen 5: benchmarks/RESULTS.md).
 #ifndef FASTNN_VEC_BYTES
 #define FASTNN_VEC_BYTES 16
 #endif
+constexpr int kRB = FASTNN_VEC_BYTES >= 64 ? 8 : 4;
 constexpr int kNV = 2;
 // Unaligned variants (a typedef may lower alignment): loads and stores through them are movups.
 typedef float vf_aligned __attribute__((vector_size(FASTNN_VEC_BYTES)));
@@ -101,6 +102,9 @@ void gemm(const C* A, int64_t ars, int64_t aps, const C* B, int64_t ldb, C* Cm, 
   int64_t i = 0;
   for (; i + kRB <= M; i += kRB)
     row_block<C, kRB>(A + i * ars, ars, aps, B, ldb, Cm + i * ldc, ldc, N, P, bias ? bias + i : nullptr, accumulate);
+  if constexpr (kRB > 4)
+    for (; i + 4 <= M; i += 4)
+      row_block<C, 4>(A + i * ars, ars, aps, B, ldb, Cm + i * ldc, ldc, N, P, bias ? bias + i : nullptr, accumulate);
   for (; i < M; ++i)
     row_block<C, 1>(A + i * ars, ars, aps, B, ldb, Cm + i * ldc, ldc, N, P, bias ? bias + i : nullptr, accumulate);
 }
@@ -209,6 +213,31 @@ inline bool worth_threads(const MlpCpuLayer* layers, int L, int64_t M) {
   return M * macs >= (int64_t(1) << 18);
 }
 
+// Bias gradients: lanes[f * kVL + v] += the elements v, v + kVL, ... of feature f's row of the tile
+// (vertical vector adds; a scalar running sum per feature would be a chain of dependent adds).
+// The lanes are added in order at the end: a fixed order for a given M.
+template <class C>
+void bias_lanes(C* __restrict lanes, const C* __restrict g, int64_t N, int64_t rows) {
+  using V = vec_t<C>;
+  constexpr int VL = kVL<C>;
+  for (int64_t f = 0; f < N; ++f) {
+    const C* gf = g + f * rows;
+    C* lf = lanes + f * VL;
+    V acc = *reinterpret_cast<const V*>(lf);
+    int64_t i = 0;
+    for (; i + VL <= rows; i += VL) acc += *reinterpret_cast<const V*>(gf + i);
+    *reinterpret_cast<V*>(lf) = acc;
+    for (int v = 0; i < rows; ++i, ++v) lf[v] += gf[i];
+  }
+}
+
+template <class C>
+int64_t partial_elems(const MlpCpuLayer* layers, int L) {
+  int64_t n = 0;
+  for (int l = 0; l < L; ++l) n += layers[l].N * (layers[l].K + kVL<C>);
+  return n;
+}
+
 // Whether layer l's saved block is the caller's row-major output (else a transposed arena block).
 inline bool saved_is_output(const MlpCpuLayer* layers, int L, int l) { return l == L - 1 && layers[l].saves_output; }
 
@@ -253,8 +282,8 @@ void backward(const T* g, const T* x, const MlpCpuLayer* layers, int L, int64_t 
   Params<T, C> prm(layers, L);
   const int64_t W = max_width(layers, L);
   const Chunks ch = chunks_of(M);
-  // Per chunk, per layer: [gw (N x K) | gb (N)].
-  const int64_t part = Params<T, C>::elems(layers, L);
+  // Per chunk, per layer: [gw (N x K) | gb as kVL partial sums per feature (N x kVL)].
+  const int64_t part = partial_elems<C>(layers, L);
   Scratch<C> partial(ch.count * part);
 #pragma omp parallel if (ch.count > 1 && worth_threads(layers, L, M))
   {
@@ -272,17 +301,13 @@ void backward(const T* g, const T* x, const MlpCpuLayer* layers, int L, int64_t 
         for (int l = L - 1; l >= 0; --l) {
           const MlpCpuLayer& ly = layers[l];
           const int64_t K = ly.K, N = ly.N, n = rows * N;
-          pw -= N * (K + 1);
+          pw -= N * (K + kVL<C>);
           C* pgw = pw;
           C* pgb = pw + N * K;
           if (saved_is_output(layers, L, l)) load_transposed(st, (const T*)ly.saved + t0 * N, rows, N);
           else load_rows(st, (const T*)ly.saved + t0 * N, n);
           dispatch_act(Act(ly.act), [&](auto a) { times_grad<decltype(a)::value>(gcur, st, n, (C)ly.slope); });
-          for (int64_t f = 0; f < N; ++f) {
-            C sum = 0;
-            for (int64_t i = 0; i < rows; ++i) sum += gcur[f * rows + i];
-            pgb[f] += sum;
-          }
+          bias_lanes(pgb, gcur, N, rows);
           // The layer's input on this tile, row-major: the network input, or the previous layer's
           // output (saved, or recomputed from its saved pre-activation).
           if (l == 0) {
@@ -315,8 +340,12 @@ void backward(const T* g, const T* x, const MlpCpuLayer* layers, int L, int64_t 
     const C* p = partial.data() + off;
     for (int64_t e = 0; e < N * K; ++e) gw[l][e] = store_as<T>(ch.count ? p[e] : C(0));
     if (gb[l])
-      for (int64_t f = 0; f < N; ++f) gb[l][f] = store_as<T>(ch.count ? p[N * K + f] : C(0));
-    off += N * (K + 1);
+      for (int64_t f = 0; f < N; ++f) {
+        C sum = 0;  // the lanes in order
+        for (int v = 0; v < kVL<C>; ++v) sum += ch.count ? p[N * K + f * kVL<C> + v] : C(0);
+        gb[l][f] = store_as<T>(sum);
+      }
+    off += N * (K + kVL<C>);
   }
 }
 
@@ -335,8 +364,14 @@ inline void backward_entry(DType d, const void* g, const void* x, const MlpCpuLa
   });
 }
 
+// With AVX-512's 16-accumulator block the tiled kernels beat MKL layer by layer up to 784-512-10
+// (1.6 MiB of fp32 weights) and lose from 2.5 MiB on (Zen 5, benchmarks/RESULTS.md); the AVX2 block
+// loses to MKL already at 784 wide (0.92x), so narrower tables keep to kMlpTiledMaxWidth.
+constexpr int64_t kWideMaxWidth = FASTNN_VEC_BYTES >= 64 ? 1024 : 0;
+constexpr int64_t kWideMaxWeightBytes = FASTNN_VEC_BYTES >= 64 ? (int64_t(2) << 20) : 0;
+
 inline const MlpCpuKernels& table() {
-  static const MlpCpuKernels t{forward_entry, backward_entry};
+  static const MlpCpuKernels t{kWideMaxWidth, kWideMaxWeightBytes, forward_entry, backward_entry};
   return t;
 }
 
