@@ -152,17 +152,79 @@ inline Chunks chunks_of(int64_t M) {
 // gw += gzT @ x. Saved blocks in the arena use the same layout (tile t of layer l: an N x rows
 // matrix at offset t0 * N); the output, which the caller sees, is row-major.
 
-// dst[c * rows + r] = src[r * cols + c] (a rows x cols tile, transposed), converting to C.
+// Block transposes by vector shuffles (8x8 float, 4x4 double; 32-byte vectors, split by the compiler
+// where the ISA has narrower ones): a scalar transpose costs a strided load and a store per
+// element, which at these tile sizes took as long as the GEMMs of the small layers.
+template <class C> struct TBlock;
+template <> struct TBlock<float> {
+  static constexpr int n = 8;
+  typedef float v __attribute__((vector_size(32)));
+  typedef int m __attribute__((vector_size(32)));
+  static FASTNN_INLINE void run(v* r) {
+    v t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+      t[i] = __builtin_shuffle(r[i], r[i + 1], m{0, 8, 1, 9, 4, 12, 5, 13});
+      t[i + 1] = __builtin_shuffle(r[i], r[i + 1], m{2, 10, 3, 11, 6, 14, 7, 15});
+    }
+    for (int i = 0; i < 8; i += 4) {
+      u[i] = __builtin_shuffle(t[i], t[i + 2], m{0, 1, 8, 9, 4, 5, 12, 13});
+      u[i + 1] = __builtin_shuffle(t[i], t[i + 2], m{2, 3, 10, 11, 6, 7, 14, 15});
+      u[i + 2] = __builtin_shuffle(t[i + 1], t[i + 3], m{0, 1, 8, 9, 4, 5, 12, 13});
+      u[i + 3] = __builtin_shuffle(t[i + 1], t[i + 3], m{2, 3, 10, 11, 6, 7, 14, 15});
+    }
+    for (int j = 0; j < 4; ++j) {
+      r[j] = __builtin_shuffle(u[j], u[j + 4], m{0, 1, 2, 3, 8, 9, 10, 11});
+      r[j + 4] = __builtin_shuffle(u[j], u[j + 4], m{4, 5, 6, 7, 12, 13, 14, 15});
+    }
+  }
+};
+template <> struct TBlock<double> {
+  static constexpr int n = 4;
+  typedef double v __attribute__((vector_size(32)));
+  typedef long long m __attribute__((vector_size(32)));
+  static FASTNN_INLINE void run(v* r) {
+    const v t0 = __builtin_shuffle(r[0], r[1], m{0, 4, 2, 6}), t1 = __builtin_shuffle(r[0], r[1], m{1, 5, 3, 7});
+    const v t2 = __builtin_shuffle(r[2], r[3], m{0, 4, 2, 6}), t3 = __builtin_shuffle(r[2], r[3], m{1, 5, 3, 7});
+    r[0] = __builtin_shuffle(t0, t2, m{0, 1, 4, 5});
+    r[1] = __builtin_shuffle(t1, t3, m{0, 1, 4, 5});
+    r[2] = __builtin_shuffle(t0, t2, m{2, 3, 6, 7});
+    r[3] = __builtin_shuffle(t1, t3, m{2, 3, 6, 7});
+  }
+};
+
+// dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols, converting S -> D (through the
+// compute type C of both).
+template <class C, class S, class D>
+void transpose(D* __restrict dst, int64_t ldd, const S* __restrict src, int64_t lds, int64_t rows, int64_t cols) {
+  using B = TBlock<C>;
+  constexpr int n = B::n;
+  int64_t r0 = 0;
+  for (; r0 + n <= rows; r0 += n) {
+    int64_t c0 = 0;
+    for (; c0 + n <= cols; c0 += n) {
+      typename B::v blk[n];
+      for (int i = 0; i < n; ++i)
+        for (int j = 0; j < n; ++j) blk[i][j] = load(src[(r0 + i) * lds + c0 + j]);
+      B::run(blk);
+      for (int j = 0; j < n; ++j)
+        for (int i = 0; i < n; ++i) dst[(c0 + j) * ldd + r0 + i] = store_as<D>(blk[j][i]);
+    }
+    for (int64_t r = r0; r < r0 + n; ++r)
+      for (int64_t c = c0; c < cols; ++c) dst[c * ldd + r] = store_as<D>(load(src[r * lds + c]));
+  }
+  for (int64_t r = r0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[c * ldd + r] = store_as<D>(load(src[r * lds + c]));
+}
+
+// A row-major rows x cols block of the caller's into a tile (features x rows), and back.
 template <class T, class C>
 void load_transposed(C* __restrict dst, const T* __restrict src, int64_t rows, int64_t cols) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = load(src[r * cols + c]);
+  transpose<C>(dst, rows, src, cols, rows, cols);
 }
 
 template <class T, class C>
 void store_transposed(T* __restrict dst, const C* __restrict src, int64_t rows, int64_t cols) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) dst[r * cols + c] = store_as<T>(src[c * rows + r]);
+  transpose<C>(dst, cols, src, rows, cols, rows);
 }
 
 template <class A, class B> constexpr bool kSame = false;
@@ -316,8 +378,7 @@ void backward(const T* g, const T* x, const MlpCpuLayer* layers, int L, int64_t 
             const MlpCpuLayer& prev = layers[l - 1];
             load_rows(st, (const T*)prev.saved + t0 * K, rows * K);
             if (!prev.saves_output) act_inplace_any(prev.act, st, rows * K, prev.slope);
-            for (int64_t k = 0; k < K; ++k)
-              for (int64_t i = 0; i < rows; ++i) xin[i * K + k] = st[k * rows + i];
+            transpose<C>(xin, K, st, rows, K, rows);  // xin[i * K + k] = st[k * rows + i]
           }
           gemm(gcur, rows, 1, xin, K, pgw, K, N, K, rows, (const C*)nullptr, true);  // gw += gzT x
           if (l > 0 || gi) {
