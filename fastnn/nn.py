@@ -66,9 +66,10 @@ class FusedSequential(nn.Sequential):
     layers inside a run are therefore not called. A run takes the op where its fused kernels
     apply: the cache-blocked CPU kernels (every width <= ``fastnn._C.mlp_tiled_max_width``, or with the
     AVX-512 kernels chains up to ``fastnn._C.mlp_tiled_wide_limits()``), the
-    fully fused CUDA kernels (fp16/bf16, widths <= 128, hidden widths multiples of 16). Elsewhere
-    the op would run the same per-layer kernels while keeping every layer's activations until the
-    end of backward, so the layers run one by one (as fast, less memory: benchmarks/RESULTS.md).
+    fully fused CUDA kernels (fp16/bf16, widths <= 128, hidden widths multiples of 16), or, on the
+    CPU, a wider run with an activation whose backward reads its pre-activation (the op then keeps
+    one activation-sized tensor per layer instead of two). Elsewhere the layers run one by one (the
+    op would run the same per-layer kernels at the same speed and hold more: benchmarks/RESULTS.md).
     """
 
     def forward(self, input):
@@ -92,16 +93,30 @@ def _refresh_cpu_limits():
     _cpu_wide_limits = _C.mlp_tiled_wide_limits()
 
 
+# Activations whose backward reads the pre-activation (any slope; leaky_relu depends on its slope).
+_Z_SAVING = frozenset(a for a in ACTIVATIONS if a != "leaky_relu" and not _C.saves_output(a, 0.01))
+
+
+def _saves_z(m):
+    if m.activation == "leaky_relu":
+        return m.negative_slope <= 0
+    return m.activation in _Z_SAVING
+
+
 def _fused(x, run):
-    """Whether fastnn.mlp has fused kernels for this run (fastnn.mlp_path decides; its CPU rule,
-    mlp_cpu_tiled in csrc/mlp/mlp.cpp, is repeated here so that torch.compile traces it)."""
+    """Whether this run goes through fastnn.mlp. CPU: where the cache-blocked kernels apply
+    (fastnn.mlp_path's rule, mlp_cpu_tiled in csrc/mlp/mlp.cpp, repeated here so that torch.compile
+    traces it), and for wider runs where a layer's backward reads its pre-activation (gelu, silu,
+    ...): the op keeps only that per layer (the output is recomputed), where a layer by itself also
+    keeps its input -- one activation-sized tensor less per layer, at the same speed
+    (benchmarks/RESULTS.md)."""
     if x.device.type == "cpu":
         width = max([x.shape[-1]] + [m.out_features for m in run])
         if width <= _C.mlp_tiled_max_width:
             return True
         max_width, max_bytes = _cpu_wide_limits
         nbytes = sum(m.in_features * m.out_features for m in run) * (8 if x.dtype == torch.float64 else 4)
-        return width <= max_width and nbytes <= max_bytes
+        return (width <= max_width and nbytes <= max_bytes) or any(_saves_z(m) for m in run)
     if x.device.type != "cuda" or os.environ.get("FASTNN_MLP_FUSED") != "1" or torch.compiler.is_compiling():
         return False
     if torch.is_autocast_enabled("cuda"):

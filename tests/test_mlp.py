@@ -235,6 +235,9 @@ SEEDS = {
     "notmnist-2": (lambda: nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10)), 784),
     "mixed": (lambda: nn.Sequential(nn.Linear(6, 8), nn.GELU(), nn.Linear(8, 8), nn.Linear(8, 5), nn.Hardswish(),
                                     nn.Linear(5, 4), nn.LeakyReLU(0.2), nn.Linear(4, 3)), 6),
+    # wider than any tiled limit: one op where a layer saves its pre-activation, else layer by layer
+    "wide-gelu": (lambda: nn.Sequential(nn.Linear(1100, 20), nn.GELU(), nn.Linear(20, 5)), 1100),
+    "wide-relu": (lambda: nn.Sequential(nn.Linear(1100, 20), nn.ReLU(), nn.Linear(20, 5)), 1100),
 }
 
 
@@ -259,7 +262,8 @@ def test_fuse_same_outputs_gradients_and_keys(name):
     fused.load_state_dict(model.state_dict())
 
 
-@pytest.mark.parametrize("name,runs", [("mixed", [3, 2]), ("notmnist", "isa")])
+@pytest.mark.parametrize("name,runs", [("mixed", [3, 2]), ("notmnist", "isa"), ("wide-gelu", [2]),
+                                       ("wide-relu", [])])
 def test_fuse_runs_are_one_op(name, runs, cpu_isa):
     """mixed: Linear+GELU, Linear, Linear form one run (ended by Hardswish, unsupported), then
     Linear+LeakyReLU, Linear. notmnist: 784 inputs; with the AVX-512 kernels one tiled run (0.9 MiB
@@ -373,3 +377,38 @@ def test_parity_wide_tiled_chain(dtype, cpu_isa):
     for a, e in zip(got, want):
         scale = e.abs().max().item() or 1.0
         torch.testing.assert_close(a.double(), e, rtol=tol, atol=tol * scale)
+
+
+def _held_after(fn):
+    """Bytes torch's CPU allocator still holds after fn() (allocated minus freed while it ran)."""
+    from torch.profiler import ProfilerActivity, profile
+    fn()  # first-call allocations that stay (BLAS buffers) are not the model's
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as p:
+        out = fn()
+    held, stack = 0, list(p.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        n = stack.pop()
+        if type(n.extra_fields).__name__ == "_ExtraFields_Allocation":
+            held += n.extra_fields.alloc_size  # negative for a free
+        stack.extend(n.children)
+    del out
+    return held
+
+
+@pytest.mark.parametrize("act", ["gelu", "relu"])
+def test_forward_keeps_one_activation_per_layer(act):
+    """What a training forward leaves for backward: the op one activation-sized block per layer
+    (the last one may be the output itself), on both CPU paths; eager GELU layers keep two (the
+    Linear's input and the GELU's), eager ReLU layers one (the ReLU's output is the next Linear's
+    input). The network's input is the caller's and counts for neither."""
+    for width in (64, 1100):  # tiled, layer by layer
+        L, B = 4, 256
+        act_module = {"gelu": nn.GELU, "relu": nn.ReLU}[act]
+        model = nn.Sequential(*[m for _ in range(L) for m in (nn.Linear(width, width), act_module())])
+        fused = fastnn.nn.fuse(copy.deepcopy(model))
+        x = torch.randn(B, width)
+        one = B * width * 4
+        ours = _held_after(lambda: fused(x))
+        assert ours <= (L + 1) * one + 64 * 1024, (width, ours / one)
+        if act == "gelu":
+            assert _held_after(lambda: model(x)) >= 2 * L * one  # L - 1 more than ours

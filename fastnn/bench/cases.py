@@ -29,6 +29,7 @@ MLP_NETS = [  # name, sizes, hidden activation, batch
     ("wide MLP", [784, 1024, 1024, 10], "relu", 1024),
 ]
 MLP_QUICK = MLP_NETS[:1]
+TRAIN_STEPS = [128]  # batch sizes of the seed regression train step (CPU)
 OPTIM_WORKLOADS = {  # name: parameter shapes
     "10M in 20": [(500_000,)] * 20,
     "MLP 784-256-10": [(256, 784), (256,), (10, 256), (10,)],
@@ -138,6 +139,43 @@ def mlp_case(name, sizes, act, batch, dtype):
                 dict(sizes=sizes, act=act, batch=batch, dtype=dtype), flops, float(byt), build)
 
 
+def train_step_case(batch, dtype):
+    """A whole train step of the seed regression network (fastnn.validate's heteroscedastic model:
+    1-32-64-128 tanh trunk, two 128->1 heads, Gaussian NLL, Adam lr 1e-3): zero_grad, forward, loss,
+    backward, step. Baselines: torch's default Adam and torch's fused Adam; fastnn: fuse(model) and
+    fastnn.optim.Adam. The loss is the same eager code in every variant."""
+    from fastnn.validate import _Hetero, _gaussian_nll
+    sizes = [1, 32, 64, 128]
+
+    def build(device, compile_modes):
+        torch.manual_seed(0)
+        ref = _Hetero().to(device, DTYPES[dtype])
+        x = torch.randn(batch, 1, device=device, dtype=DTYPES[dtype])
+        y = torch.randn(batch, 1, device=device, dtype=DTYPES[dtype])
+
+        def step_of(model, opt):
+            def f():
+                opt.zero_grad(set_to_none=True)
+                _gaussian_nll(model(x), y).backward()
+                opt.step()
+            return f
+        v = {}
+        m = copy.deepcopy(ref)
+        v["eager"] = step_of(m, torch.optim.Adam(m.parameters(), lr=1e-3))
+        m = copy.deepcopy(ref)
+        v["eager + torch fused Adam"] = step_of(m, torch.optim.Adam(m.parameters(), lr=1e-3, fused=True))
+        m = fastnn.nn.fuse(copy.deepcopy(ref))
+        v["fastnn"] = step_of(m, fastnn.optim.Adam(m.parameters(), lr=1e-3))
+        return v
+    layers = list(zip(sizes[:-1], sizes[1:])) + [(128, 1), (128, 1)]
+    es = torch.tensor([], dtype=DTYPES[dtype]).element_size()
+    flops = sum(6.0 * batch * a * b for a, b in layers)
+    byt = es * (sum(3 * batch * a + 3 * a * b + 4 * batch * b + 3 * b for a, b in layers) +
+                7 * sum(a * b + b for a, b in layers))  # + Adam: read p, g, m, v; write p, m, v
+    return Case("mlp", f"seed regression train step b{batch} {dtype}", dict(batch=batch, dtype=dtype), flops,
+                float(byt), build)
+
+
 def optim_case(opt, workload, dtype):
     shapes = {**OPTIM_WORKLOADS, **OPTIM_CUDA_ONLY}[workload]
     n = sum(torch.Size(s).numel() for s in shapes)
@@ -175,6 +213,8 @@ def cases(groups, quick, device, dtype, shapes=None):
     if "mlp" in groups:
         nets = (MLP_QUICK if quick else MLP_NETS) if device == "cpu" else (MLP_NETS_CUDA[:1] if quick else MLP_NETS_CUDA)
         out += [mlp_case(name, sizes, act, batch, dtype) for name, sizes, act, batch in nets]
+        if device == "cpu":
+            out += [train_step_case(b, dtype) for b in TRAIN_STEPS]
     if "optim" in groups:
         opt_dtype = dtype if dtype in ("float32", "float64") else "float32"
         for opt in (OPTIM_QUICK_NAMES if quick else OPTIM_FLOATS):
