@@ -3,6 +3,7 @@ ZeroRedundancyOptimizer, two CPU processes over gloo on the loopback, each compa
 training on the same global batches."""
 import os
 import socket
+import sys
 import tempfile
 import time
 
@@ -128,6 +129,20 @@ def free_port():
 
 
 def run_distributed(jobs, timeout=240):
+    """Runs jobs on WORLD spawned processes. A worker killed by a signal is retried once, on a fresh
+    port: in one of ~5 full-suite runs here a rank aborted while gloo set up ("terminate called without
+    an active exception"; 8 runs of this file alone and the retries' reruns never did). A crash of our
+    own code repeats on the retry and still fails the test."""
+    try:
+        return _run_distributed_once(jobs, timeout)
+    except mp.ProcessExitedException as e:
+        if e.exit_code is None or e.exit_code >= 0:
+            raise
+        print(f"run_distributed: {e}; retrying once", file=sys.stderr)
+        return _run_distributed_once(jobs, timeout)
+
+
+def _run_distributed_once(jobs, timeout):
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "results.pt")
         ctx = mp.start_processes(worker, args=(free_port(), jobs, out), nprocs=WORLD, join=False,
