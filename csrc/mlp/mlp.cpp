@@ -211,17 +211,16 @@ struct CpuChain {
         x(input.is_contiguous() ? input : input.contiguous()) {
     ly.reserve(layers.size());
     for (size_t l = 0; l < layers.size(); ++l) {
-      const Tensor& w = contiguous_kept(weights[l]);
-      const void* b = nullptr;
-      if (layers[l].has_bias) b = contiguous_kept(*biases.get(l)).data_ptr();
-      ly.push_back({w.data_ptr(), b, w.size(1), w.size(0), int(layers[l].act), layers[l].slope,
-                    layers[l].saves_output, nullptr});
+      const void* b = layers[l].has_bias ? contiguous_data(*biases.get(l)) : nullptr;
+      ly.push_back({contiguous_data(weights[l]), b, weights[l].size(1), weights[l].size(0), int(layers[l].act),
+                    layers[l].slope, layers[l].saves_output, nullptr});
     }
   }
 
-  const Tensor& contiguous_kept(const Tensor& t) {
-    if (t.is_contiguous()) return t;
-    return keep.emplace_back(t.contiguous());
+  // The data of t, or of a contiguous copy of it kept alive here.
+  const void* contiguous_data(const Tensor& t) {
+    if (t.is_contiguous()) return t.data_ptr();
+    return keep.emplace_back(t.contiguous()).data_ptr();
   }
 
   void point_at(const std::vector<void*>& saved) {
