@@ -93,14 +93,13 @@ def _refresh_cpu_limits():
     _cpu_wide_limits = _C.mlp_tiled_wide_limits()
 
 
-# Activations whose backward reads the pre-activation (any slope; leaky_relu depends on its slope).
-_Z_SAVING = frozenset(a for a in ACTIVATIONS if a != "leaky_relu" and not _C.saves_output(a, 0.01))
+# _C.saves_output per (activation, negative_slope > 0), read once so torch.compile traces a lookup
+# (only leaky_relu's answer depends on its slope, and only on its sign).
+_SAVES_OUTPUT = {(a, pos): _C.saves_output(a, 1.0 if pos else 0.0) for a in ACTIVATIONS for pos in (True, False)}
 
 
 def _saves_z(m):
-    if m.activation == "leaky_relu":
-        return m.negative_slope <= 0
-    return m.activation in _Z_SAVING
+    return not _SAVES_OUTPUT[(m.activation, m.negative_slope > 0)]
 
 
 def _fused(x, run):

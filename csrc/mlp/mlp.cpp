@@ -60,36 +60,44 @@ int64_t arena_size(const std::vector<MlpLayer>& layers, at::TensorList weights, 
   return total;
 }
 
-// The checks every reader of a saved arena makes (it comes back from autograd's saved variables or
-// from a caller of mlp_backward).
-static void check_arena(const Tensor& arena, const Tensor& input, const std::vector<MlpLayer>& layers,
-                        at::TensorList weights, int64_t M) {
+// Per layer, the element offset of its saved block in the arena, or -1 where it is the output (a
+// last layer that saves its output); with the checks every reader of a saved arena makes (it comes
+// back from autograd's saved variables or from a caller of mlp_backward).
+static std::vector<int64_t> arena_offsets(const Tensor& arena, const Tensor& output, const std::vector<MlpLayer>& layers,
+                                          const Tensor& input, at::TensorList weights) {
+  const int64_t M = linear_rows(input);
   TORCH_CHECK(arena.numel() == arena_size(layers, weights, M) && arena.scalar_type() == input.scalar_type() &&
                   arena.is_contiguous(),
               kMlpOp, ": backward got a saved arena of the wrong size, dtype or layout");
-}
-
-// Per layer, the address of its saved block: in the arena, or the output for a last layer that
-// saves it (made contiguous into keep if it is not). Pointer arithmetic, not views: a view costs a
-// dispatch each, and at the batch sizes this op is for, those add up to more than the arithmetic.
-std::vector<void*> arena_pointers(const Tensor& arena, const Tensor& output, const std::vector<MlpLayer>& layers,
-                                  const Tensor& input, at::TensorList weights, Tensor& keep) {
-  const int64_t M = linear_rows(input);
-  check_arena(arena, input, layers, weights, M);
-  std::vector<void*> ptrs(layers.size());
-  char* base = static_cast<char*>(arena.data_ptr());
-  const int64_t es = arena.element_size();
+  std::vector<int64_t> offs(layers.size());
   int64_t off = 0;
   for (size_t l = 0; l < layers.size(); ++l) {
     const int64_t N = weights[l].size(0);
     if (l + 1 == layers.size() && layers[l].saves_output) {
       TORCH_CHECK(output.numel() == M * N && output.scalar_type() == input.scalar_type(), kMlpOp,
                   ": backward got an output of the wrong size or dtype");
+      offs[l] = -1;
+    } else {
+      offs[l] = off;
+      off += M * N;
+    }
+  }
+  return offs;
+}
+
+// Per layer, the address of its saved block (a non-contiguous output is copied into keep). Pointer
+// arithmetic, not views: a view costs a dispatch each, and at the batch sizes this op is for, those
+// add up to more than the arithmetic.
+std::vector<void*> arena_pointers(const Tensor& arena, const Tensor& output, const std::vector<MlpLayer>& layers,
+                                  const Tensor& input, at::TensorList weights, Tensor& keep) {
+  const auto offs = arena_offsets(arena, output, layers, input, weights);
+  std::vector<void*> ptrs(layers.size());
+  for (size_t l = 0; l < layers.size(); ++l) {
+    if (offs[l] < 0) {
       keep = output.is_contiguous() ? output : output.contiguous();
       ptrs[l] = keep.data_ptr();
     } else {
-      ptrs[l] = base + off * es;
-      off += M * N;
+      ptrs[l] = static_cast<char*>(arena.data_ptr()) + offs[l] * arena.element_size();
     }
   }
   return ptrs;
@@ -99,18 +107,12 @@ std::vector<void*> arena_pointers(const Tensor& arena, const Tensor& output, con
 std::vector<Tensor> arena_views(const Tensor& arena, const Tensor& output, const std::vector<MlpLayer>& layers,
                                 const Tensor& input, at::TensorList weights) {
   const int64_t M = linear_rows(input);
-  check_arena(arena, input, layers, weights, M);
+  const auto offs = arena_offsets(arena, output, layers, input, weights);
   std::vector<Tensor> views(layers.size());
-  int64_t off = 0;
   for (size_t l = 0; l < layers.size(); ++l) {
     const int64_t N = weights[l].size(0);
-    if (l + 1 == layers.size() && layers[l].saves_output) {
-      TORCH_CHECK(output.numel() == M * N, kMlpOp, ": backward got an output of the wrong size");
-      views[l] = output.reshape(linear_out_shape(input, N));
-    } else {
-      views[l] = arena.narrow(0, off, M * N).view(linear_out_shape(input, N));
-      off += M * N;
-    }
+    views[l] = offs[l] < 0 ? output.reshape(linear_out_shape(input, N))
+                           : arena.narrow(0, offs[l], M * N).view(linear_out_shape(input, N));
   }
   return views;
 }
@@ -192,8 +194,6 @@ bool mlp_cpu_tiled(at::TensorList weights, at::ScalarType dtype, std::string* wh
 
 namespace {
 
-bool tiled(at::TensorList weights, const Tensor& input) { return mlp_cpu_tiled(weights, input.scalar_type()); }
-
 // What both CPU directions start from: the checked layers, the input as a contiguous matrix, and the
 // kernels' view of each layer (its contiguous weight and bias, and its saved block). Raw pointers
 // throughout: no views or reshapes, each of which would be a dispatch.
@@ -232,7 +232,7 @@ std::tuple<Tensor, Tensor> mlp_forward_cpu(const Tensor& input, at::TensorList w
                                            const std::vector<std::string>& activations,
                                            at::ArrayRef<double> slopes) {
   auto layers = check_mlp_args(input, weights, biases, activations, slopes);
-  if (!tiled(weights, input)) return forward_layers(layers, input, weights, biases, activations, slopes);
+  if (!mlp_cpu_tiled(weights, input.scalar_type())) return forward_layers(layers, input, weights, biases, activations, slopes);
   CpuChain c(std::move(layers), input, weights, biases);
   const auto opts = input.options();
   Tensor arena = at::empty({arena_size(c.layers, weights, c.M)}, opts);
@@ -252,7 +252,7 @@ Grads mlp_backward_cpu(const Tensor& grad_output, const Tensor& input, at::Tenso
                        const Tensor& arena, const Tensor& output, const std::vector<std::string>& activations,
                        at::ArrayRef<double> slopes, bool input_grad) {
   auto layers = check_mlp_args(input, weights, biases, activations, slopes);
-  if (!tiled(weights, input))
+  if (!mlp_cpu_tiled(weights, input.scalar_type()))
     return backward_layers(layers, grad_output, input, weights, arena, output, activations, slopes, input_grad);
   CpuChain c(std::move(layers), input, weights, biases);
   const size_t L = c.ly.size();
