@@ -8,6 +8,8 @@
 
 #include "common/act_names.h"
 #include "cpu_isa/cpu_isa.h"
+#include "common/cpu_path.h"
+#include "linear_act/linear_act_common.h"
 #include "mlp/mlp_common.h"
 #include "optim/optim.h"
 
@@ -88,18 +90,28 @@ PYBIND11_MODULE(_C, m) {
       "Whether backward reads the output (else the pre-activation) for this activation");
   m.attr("mlp_tiled_max_width") = fastnn::kMlpTiledMaxWidth;
   m.def(
-      "mlp_tiled_wide_limits",
-      [] {
-        const auto& k = fastnn::mlp_cpu_kernels();
-        return std::make_tuple(k.wide_max_width, k.wide_max_weight_bytes);
-      },
-      "(widest layer, most weight bytes in the compute type) of chains wider than mlp_tiled_max_width "
-      "that the active CPU kernels still run tiled; (0, 0): none");
-  m.def(
       "mlp_path",
-      [](const at::Tensor& input, const std::vector<at::Tensor>& weights) { return fastnn::mlp_path(input, weights); },
-      pybind11::arg("input"), pybind11::arg("weights"),
-        "Which kernels fastnn.mlp runs for this input and these weights, and why: (path, reason)");
+      [](const at::Tensor& input, const std::vector<at::Tensor>& weights,
+         c10::optional<std::vector<c10::optional<at::Tensor>>> biases,
+         c10::optional<std::vector<std::string>> activations, c10::optional<std::vector<double>> slopes) {
+        const size_t L = weights.size();
+        fastnn::Biases b;
+        for (size_t l = 0; l < L; ++l) b.push_back(biases && l < biases->size() ? (*biases)[l] : c10::nullopt);
+        return fastnn::mlp_path(input, weights, b, activations.value_or(std::vector<std::string>(L, "identity")),
+                                slopes.value_or(std::vector<double>(L, 0.01)));
+      },
+      pybind11::arg("input"), pybind11::arg("weights"), pybind11::arg("biases") = pybind11::none(),
+      pybind11::arg("activations") = pybind11::none(), pybind11::arg("negative_slopes") = pybind11::none(),
+      "Which kernels fastnn.mlp runs for this input and these layers, and why: (path, reason)");
+  m.def("linear_act_path", &fastnn::linear_act_path, pybind11::arg("input"), pybind11::arg("weight"),
+        pybind11::arg("bias") = pybind11::none(), pybind11::arg("activation") = "identity",
+        pybind11::arg("negative_slope") = 0.01,
+        "Which kernels fastnn.linear_act runs for this input and layer, and why: (path, reason)");
+  m.def("set_cpu_path", &fastnn::set_cpu_path, "Force CPU paths ('tiled', 'layers', 'direct', 'gemm', comma-separated) or 'auto'");
+  m.def("get_cpu_path", &fastnn::get_cpu_path, "The forced CPU paths, or 'auto'");
+  m.def("cpu_path_choices", &fastnn::cpu_path_choices, "Every CPU path chosen in this process: (key, path, reason)");
+  m.def("clear_cpu_path_choices", &fastnn::clear_cpu_path_choices, "Forget this process's CPU path choices");
+  m.def("cpu_path_cache_file", &fastnn::cpu_path_cache_file, "The on-disk cache of CPU path choices ('' if off)");
   pybind11::class_<fastnn::OptimizerPlan>(m, "OptimizerPlan")
       .def(pybind11::init<const std::string&, std::vector<at::Tensor>, std::vector<int64_t>,
                           const std::vector<std::vector<c10::optional<at::Tensor>>>&,

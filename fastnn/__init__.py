@@ -10,15 +10,27 @@
 from . import _ops  # noqa: F401
 from . import _C
 from ._C import built_with_cuda, cpu_isa, cpu_isas_supported
-from .functional import ACTIVATIONS, linear_act, mlp, mlp_path
+from ._C import set_cpu_isa
+from .functional import ACTIVATIONS, linear_act, linear_act_path, mlp, mlp_path
 from . import functional, nn, optim  # noqa: E402
 
 
-def set_cpu_isa(isa):
-    """Switch the CPU kernels to another supported instruction set ("avx512", "avx2", "base")."""
-    _C.set_cpu_isa(isa)
-    nn._refresh_cpu_limits()  # which chains fuse() runs tiled depends on the kernels
+def set_cpu_path(path="auto"):
+    """Force which CPU kernels run, for benchmarking and debugging: "tiled" or "layers" (fastnn.mlp),
+    "direct" or "gemm" (fastnn.linear_act), several comma-separated, or "auto" (the default: the
+    path measured fastest on this machine per shape class). Same as the FASTNN_CPU_PATH variable."""
+    _C.set_cpu_path(path)
+
+
+def get_cpu_path():
+    """The forced CPU paths (set_cpu_path / FASTNN_CPU_PATH), or "auto"."""
+    return _C.get_cpu_path()
+
+
+def cpu_path_choices():
+    """Every CPU path chosen in this process so far: [(op and shape class, path, reason)]."""
+    return [tuple(c) for c in _C.cpu_path_choices()]
 
 __version__ = "0.1.0"
-__all__ = ["linear_act", "mlp", "mlp_path", "ACTIVATIONS", "functional", "nn", "optim", "cpu_isa", "cpu_isas_supported",
+__all__ = ["linear_act", "mlp", "mlp_path", "linear_act_path", "set_cpu_path", "get_cpu_path", "cpu_path_choices", "ACTIVATIONS", "functional", "nn", "optim", "cpu_isa", "cpu_isas_supported",
            "set_cpu_isa", "built_with_cuda"]

@@ -2,7 +2,7 @@
 from . import _C
 from ._ops import ACTIVATIONS, linear_act_op, mlp_op
 
-__all__ = ["linear_act", "mlp", "mlp_path", "ACTIVATIONS"]
+__all__ = ["linear_act", "mlp", "mlp_path", "linear_act_path", "ACTIVATIONS"]
 
 
 def linear_act(input, weight, bias=None, activation="identity", negative_slope=0.01):
@@ -31,9 +31,25 @@ def mlp(input, weights, biases=None, activations="identity", negative_slopes=0.0
     return mlp_op(input, list(weights), list(biases), list(activations), [float(s) for s in negative_slopes])
 
 
-def mlp_path(input, weights):
-    """Which kernels ``fastnn.mlp(input, weights, ...)`` runs, and why: ``(path, reason)`` with path
-    ``"tiled"`` (CPU, cache-blocked through all layers), ``"fused"`` (CUDA, the whole chain in one
-    kernel on tensor cores) or ``"layers"`` (layer by layer through linear_act's kernels; the reason
-    says what ruled the fused kernels out). Under autocast, pass the input in the autocast dtype."""
-    return tuple(_C.mlp_path(input, list(weights)))
+def mlp_path(input, weights, biases=None, activations="identity", negative_slopes=0.01):
+    """Which kernels ``fastnn.mlp(input, weights, biases, activations, ...)`` runs, and why:
+    ``(path, reason)`` with path ``"tiled"`` (CPU, cache-blocked through all layers), ``"fused"``
+    (CUDA, the whole chain in one kernel on tensor cores) or ``"layers"`` (layer by layer through
+    linear_act's kernels). On the CPU the first call for a shape class (widths, dtype, activations,
+    batch rounded up to a power of two) times both paths on this machine and keeps the faster (the
+    reason gives the times); fastnn.set_cpu_path forces one. Under autocast, pass the input in the
+    autocast dtype."""
+    n = len(weights)
+    biases = [None] * n if biases is None else list(biases)
+    activations = [activations] * n if isinstance(activations, str) else list(activations)
+    negative_slopes = ([float(negative_slopes)] * n if isinstance(negative_slopes, (int, float))
+                       else [float(s) for s in negative_slopes])
+    return tuple(_C.mlp_path(input, list(weights), biases, activations, negative_slopes))
+
+
+def linear_act_path(input, weight, bias=None, activation="identity", negative_slope=0.01):
+    """Which kernels ``fastnn.linear_act`` runs for this input and layer, and why: ``(path, reason)``
+    with path ``"direct"`` (CPU, small in_features: the layer in one pass, no BLAS call) or ``"gemm"``
+    (a BLAS/cuBLAS GEMM and fused bias/activation passes). On the CPU measured per shape class like
+    mlp_path."""
+    return tuple(_C.linear_act_path(input, weight, bias, activation, float(negative_slope)))

@@ -63,13 +63,11 @@ class FusedSequential(nn.Sequential):
 
     The layers stay ordinary children under their own names, so parameters, state_dict keys and
     indexing are the Sequential's; only the execution is fused. Forward hooks of the individual
-    layers inside a run are therefore not called. A run takes the op where its fused kernels
-    apply: the cache-blocked CPU kernels (every width <= ``fastnn._C.mlp_tiled_max_width``, or with the
-    AVX-512 kernels chains up to ``fastnn._C.mlp_tiled_wide_limits()``), the
-    fully fused CUDA kernels (fp16/bf16, widths <= 128, hidden widths multiples of 16), or, on the
-    CPU, a wider run with an activation whose backward reads its pre-activation (the op then keeps
-    one activation-sized tensor per layer instead of two). Elsewhere the layers run one by one (the
-    op would run the same per-layer kernels at the same speed and hold more: benchmarks/RESULTS.md).
+    layers inside a run are therefore not called. On the CPU a run takes the op where the
+    cache-blocked kernels measured faster than layer by layer on this machine (``fastnn.mlp_path``),
+    or where a layer's backward reads its pre-activation (the op then keeps one activation-sized
+    tensor per layer instead of two). On CUDA, where the fully fused kernels apply and are enabled.
+    Elsewhere the layers run one by one (as fast, and less memory than the op's per-layer path).
     """
 
     def forward(self, input):
@@ -83,16 +81,6 @@ class FusedSequential(nn.Sequential):
         return _run_layers(x, run)
 
 
-# (widest layer, most weight bytes) of chains wider than _C.mlp_tiled_max_width that the active CPU
-# kernels run tiled; refreshed by fastnn.set_cpu_isa.
-_cpu_wide_limits = _C.mlp_tiled_wide_limits()
-
-
-def _refresh_cpu_limits():
-    global _cpu_wide_limits
-    _cpu_wide_limits = _C.mlp_tiled_wide_limits()
-
-
 # _C.saves_output per (activation, negative_slope > 0), read once so torch.compile traces a lookup
 # (only leaky_relu's answer depends on its slope, and only on its sign).
 _SAVES_OUTPUT = {(a, pos): _C.saves_output(a, 1.0 if pos else 0.0) for a in ACTIVATIONS for pos in (True, False)}
@@ -103,19 +91,17 @@ def _saves_z(m):
 
 
 def _fused(x, run):
-    """Whether this run goes through fastnn.mlp. CPU: where the cache-blocked kernels apply
-    (fastnn.mlp_path's rule, mlp_cpu_tiled in csrc/mlp/mlp.cpp, repeated here so that torch.compile
-    traces it), and for wider runs where a layer's backward reads its pre-activation (gelu, silu,
-    ...): the op keeps only that per layer (the output is recomputed), where a layer by itself also
-    keeps its input -- one activation-sized tensor less per layer, at the same speed
-    (benchmarks/RESULTS.md)."""
+    """Whether this run goes through fastnn.mlp. CPU: the op itself runs the chain tiled or layer by
+    layer, whichever measured faster on this machine for the run's shape class (fastnn.mlp_path).
+    A run that every layer would keep one tensor for anyway (relu, tanh, ... all save their outputs)
+    goes through the op only where it runs tiled; a run with a layer whose backward reads its
+    pre-activation (gelu, silu, ...) always does: the op keeps one activation-sized tensor per layer
+    where separate layers keep two. Under torch.compile or autocast the op decides at run time."""
     if x.device.type == "cpu":
-        width = max([x.shape[-1]] + [m.out_features for m in run])
-        if width <= _C.mlp_tiled_max_width:
+        if torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu") or any(_saves_z(m) for m in run):
             return True
-        max_width, max_bytes = _cpu_wide_limits
-        nbytes = sum(m.in_features * m.out_features for m in run) * (8 if x.dtype == torch.float64 else 4)
-        return (width <= max_width and nbytes <= max_bytes) or any(_saves_z(m) for m in run)
+        return _C.mlp_path(x, [m.weight for m in run], [m.bias for m in run], [m.activation for m in run],
+                           [m.negative_slope for m in run])[0] == "tiled"
     if x.device.type != "cuda" or os.environ.get("FASTNN_MLP_FUSED") != "1" or torch.compiler.is_compiling():
         return False
     if torch.is_autocast_enabled("cuda"):

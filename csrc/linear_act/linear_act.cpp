@@ -8,6 +8,9 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "../common/cpu_path.h"
 #include "../cpu_isa/cpu_isa.h"
 #include "linear_act_common.h"
 
@@ -16,14 +19,62 @@ namespace {
 
 using at::Tensor;
 
-// in_features up to this use the one-pass kernels instead of BLAS (benchmarks/bench_linear_act.py).
+// The one-pass kernels ("direct") against BLAS + the fused passes ("gemm"): measured per shape class
+// where in_features <= kDirectCandidateMaxK; the fixed rule (deterministic mode, empty batches) takes
+// the direct kernels for in_features <= kDirectMaxK.
 constexpr int64_t kDirectMaxK = 16;
+constexpr int64_t kDirectCandidateMaxK = 64;
+enum { kDirect = 0, kGemm = 1 };
+
+std::tuple<Tensor, Tensor> forward_path(const Tensor& input, const Tensor& weight, const c10::optional<Tensor>& bias,
+                                        Act act, double slope, bool direct);
+std::tuple<Tensor, Tensor, Tensor> backward_path(const Tensor& grad_output, const Tensor& input, const Tensor& weight,
+                                                 const Tensor& saved, bool has_bias, Act act, double slope,
+                                                 std::array<bool, 2> mask, bool direct);
+
+CpuPathChoice linear_act_cpu_choice(const Tensor& input, const Tensor& weight, bool has_bias, Act act, double slope) {
+  const int64_t K = weight.size(1), N = weight.size(0), M = linear_rows(input);
+  if (K > kDirectCandidateMaxK)
+    return {kGemm, "in_features > " + std::to_string(kDirectCandidateMaxK) + ": the one-pass kernels are not a candidate"};
+  CpuPathQuery q;
+  q.op = kLinearActOp;
+  q.paths = {"direct", "gemm"};
+  q.fixed_path = K <= kDirectMaxK ? kDirect : kGemm;
+  q.fixed_reason = std::string("in_features ") + (K <= kDirectMaxK ? "<= " : "> ") + std::to_string(kDirectMaxK);
+  if (M == 0) return {q.fixed_path, "empty batch: " + q.fixed_reason};
+  const int64_t rows = cpu_batch_class(M);
+  q.key = std::string(c10::toString(input.scalar_type())) + " b" + std::to_string(rows) + " " + std::to_string(K) +
+          "-" + std::to_string(N) + ":" + activation_names()[int(act)] + (act_saves_output(act, slope) ? "" : "/z") +
+          (has_bias ? "+b" : "");
+  Tensor x, g, w;  // calibration data, made at the first run, from a private generator
+  c10::optional<Tensor> b;
+  q.run = [&](int p) {
+    if (!w.defined()) {
+      at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(0x5eed);
+      const auto opts = input.options();
+      x = at::randn({rows, K}, gen, opts);
+      g = at::randn({rows, N}, gen, opts);
+      w = weight.to(input.scalar_type()).contiguous();
+      if (has_bias) b = at::zeros({N}, opts);
+    }
+    auto [y, z] = forward_path(x, w, b, act, slope, p == kDirect);
+    backward_path(g, x, w, act_saves_output(act, slope) ? y : z, has_bias, act, slope, {false, true}, p == kDirect);
+  };
+  return choose_cpu_path(q);
+}
 
 std::tuple<Tensor, Tensor> linear_act_forward_cpu(const Tensor& input, const Tensor& weight,
                                                   const c10::optional<Tensor>& bias, c10::string_view activation,
                                                   double slope) {
   check_linear_act_args(input, weight, bias);
   const Act act = parse_activation(kLinearActOp, activation);
+  const bool has_bias = bias.has_value() && bias->defined();
+  return forward_path(input, weight, bias, act, slope,
+                      linear_act_cpu_choice(input, weight, has_bias, act, slope).path == kDirect);
+}
+
+std::tuple<Tensor, Tensor> forward_path(const Tensor& input, const Tensor& weight, const c10::optional<Tensor>& bias,
+                                        Act act, double slope, bool direct) {
   const DType dt = cpu_dtype(input, kLinearActOp);
   const int64_t K = weight.size(1), N = weight.size(0);
   const int64_t M = linear_rows(input);
@@ -33,7 +84,7 @@ std::tuple<Tensor, Tensor> linear_act_forward_cpu(const Tensor& input, const Ten
   const bool save_z = !act_saves_output(act, slope);
   const auto& kern = linear_act_cpu_kernels();
   Tensor y, z;
-  if (K <= kDirectMaxK) {
+  if (direct) {
     y = at::empty({M, N}, input.options());
     z = save_z ? at::empty({M, N}, input.options()) : at::empty({0}, input.options());
     const Tensor xc = x.contiguous(), wt = weight.t().contiguous();
@@ -65,13 +116,23 @@ std::tuple<Tensor, Tensor, Tensor> linear_act_backward_cpu(const Tensor& grad_ou
                                                            const Tensor& weight, const Tensor& saved,
                                                            bool has_bias, c10::string_view activation,
                                                            double slope, std::array<bool, 2> mask) {
-  const auto [act, M, N, K, x, g, s] = prepare_linear_act_backward(grad_output, input, weight, saved, activation);
+  check_linear_act_args(input, weight, {});
+  const Act act = parse_activation(kLinearActOp, activation);
+  return backward_path(grad_output, input, weight, saved, has_bias, act, slope, mask,
+                       linear_act_cpu_choice(input, weight, has_bias, act, slope).path == kDirect);
+}
+
+std::tuple<Tensor, Tensor, Tensor> backward_path(const Tensor& grad_output, const Tensor& input, const Tensor& weight,
+                                                 const Tensor& saved, bool has_bias, Act act_, double slope,
+                                                 std::array<bool, 2> mask, bool direct) {
+  const auto [act, M, N, K, x, g, s] =
+      prepare_linear_act_backward(grad_output, input, weight, saved, activation_names()[int(act_)]);
   const DType dt = cpu_dtype(input, kLinearActOp);
   const auto opts = input.options();
   Tensor gb = has_bias ? at::empty({N}, opts) : at::empty({0}, opts);
   Tensor gi, gw;
   const auto& kern = linear_act_cpu_kernels();
-  if (K <= kDirectMaxK) {
+  if (direct) {
     gi = mask[0] ? at::empty({M, K}, opts) : at::empty({0}, opts);
     gw = mask[1] ? at::empty({N, K}, opts) : at::empty({0}, opts);
     const Tensor xc = x.contiguous(), wc = weight.contiguous();
@@ -88,6 +149,21 @@ std::tuple<Tensor, Tensor, Tensor> linear_act_backward_cpu(const Tensor& grad_ou
   if (mask[0]) gi = gi.view(input.sizes());
   return {gi, gw, gb};
 }
+
+}  // namespace
+
+std::tuple<std::string, std::string> linear_act_path(const Tensor& input, const Tensor& weight,
+                                                     const c10::optional<Tensor>& bias, const std::string& activation,
+                                                     double slope) {
+  if (!input.device().is_cpu()) return {"gemm", "on " + input.device().str() + " every shape runs a GEMM + fused passes"};
+  const Tensor w = weight.scalar_type() == input.scalar_type() ? weight : weight.to(input.scalar_type());
+  check_linear_act_args(input, w, {});
+  const Act act = parse_activation(kLinearActOp, activation);
+  const CpuPathChoice c = linear_act_cpu_choice(input, w, bias.has_value() && bias->defined(), act, slope);
+  return {c.path == kDirect ? "direct" : "gemm", c.reason};
+}
+
+namespace {
 
 // fastnn::activation: y = act(z), the forward kernels' activation pass on its own.
 Tensor activation_cpu(const Tensor& z, c10::string_view activation, double slope) {

@@ -112,6 +112,12 @@ inline LinearActBackwardArgs prepare_linear_act_backward(const at::Tensor& grad_
   return a;
 }
 
+// Which kernels linear_act runs for this input and layer on its device, and why: ("direct" | "gemm",
+// reason). On the CPU this may measure (once per shape class, csrc/common/cpu_path.h).
+std::tuple<std::string, std::string> linear_act_path(const at::Tensor& input, const at::Tensor& weight,
+                                                     const c10::optional<at::Tensor>& bias,
+                                                     const std::string& activation, double slope);
+
 // fastnn::linear_act for a backend: its linear_act_forward without the saved tensor.
 template <std::tuple<at::Tensor, at::Tensor> (*Forward)(const at::Tensor&, const at::Tensor&,
                                                         const c10::optional<at::Tensor>&, c10::string_view, double)>

@@ -8,13 +8,15 @@ namespace fastnn {
 
 constexpr const char* kMlpOp = "fastnn.mlp";
 
-// CPU chains whose every width is at most this run tile by tile through the whole chain
-// (mlp_cpu_kernels.h) on every instruction set; wider ones where the active kernel table says it
-// still wins (MlpCpuKernels::wide_max_*), else layer by layer through BLAS.
+// CPU chains run tile by tile through the whole chain (mlp_cpu_kernels.h, "tiled") or layer by
+// layer through linear_act's kernels ("layers"), whichever measured faster on this machine for the
+// chain's shape class (csrc/common/cpu_path.h). The fixed rule (deterministic mode, empty batches):
+// tiled when every width is at most kMlpTiledMaxWidth.
 constexpr int64_t kMlpTiledMaxWidth = 256;
-
-// Whether a CPU chain takes the cache-blocked kernels, and why (or why not).
-bool mlp_cpu_tiled(at::TensorList weights, at::ScalarType dtype, std::string* why = nullptr);
+// Beyond these the tiled kernels are not even measured: each tile would re-read weights that no
+// longer stay in cache, and the scratch tiles grow with the widest layer.
+constexpr int64_t kMlpTiledCandidateMaxWidth = 1024;
+constexpr int64_t kMlpTiledCandidateMaxWeightBytes = int64_t(4) << 20;
 
 struct MlpLayer {
   Act act;
@@ -84,8 +86,11 @@ Grads backward_layers(const std::vector<MlpLayer>& layers, const at::Tensor& gra
 // fastnn::activation through the dispatcher (the output a z-saving layer's backward recomputes).
 at::Tensor mlp_activation(const at::Tensor& z, c10::string_view activation, double slope);
 
-// Which path a chain takes on its device, and why: ("tiled" | "fused" | "layers", reason).
-std::tuple<std::string, std::string> mlp_path(const at::Tensor& input, at::TensorList weights);
+// Which path a chain takes on its device, and why: ("tiled" | "fused" | "layers", reason). On the
+// CPU this may measure (once per shape class); biases/activations/slopes default to none/identity.
+std::tuple<std::string, std::string> mlp_path(const at::Tensor& input, at::TensorList weights, const Biases& biases,
+                                              const std::vector<std::string>& activations,
+                                              at::ArrayRef<double> slopes);
 // Set by mlp_cuda.cpp in CUDA builds: why the fused CUDA kernels do not apply ("" when they do).
 using MlpCudaFusedReason = std::string (*)(const at::Tensor& input, at::TensorList weights);
 extern MlpCudaFusedReason g_mlp_cuda_fused_reason;

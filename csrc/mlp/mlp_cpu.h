@@ -18,10 +18,6 @@ struct MlpCpuLayer {
 };
 
 struct MlpCpuKernels {
-  // Chains wider than kMlpTiledMaxWidth that these kernels still run faster than BLAS layer by
-  // layer: every width <= wide_max_width and all weights together <= wide_max_weight_bytes in the
-  // compute type (0: none). Beyond that, each tile re-reads weights that no longer stay in L2.
-  int64_t wide_max_width, wide_max_weight_bytes;
   // The whole chain on tiles of rows that stay in cache from the first layer to the last:
   // out[M, N_last] and every layer's saved block from x[M, K_0].
   void (*forward)(DType, const void* x, void* out, const MlpCpuLayer* layers, int L, int64_t M);

@@ -425,14 +425,8 @@ inline void backward_entry(DType d, const void* g, const void* x, const MlpCpuLa
   });
 }
 
-// With AVX-512's 16-accumulator block the tiled kernels beat MKL layer by layer up to 784-512-10
-// (1.6 MiB of fp32 weights) and lose from 2.5 MiB on (Zen 5, benchmarks/RESULTS.md); the AVX2 block
-// loses to MKL already at 784 wide (0.92x), so narrower tables keep to kMlpTiledMaxWidth.
-constexpr int64_t kWideMaxWidth = FASTNN_VEC_BYTES >= 64 ? 1024 : 0;
-constexpr int64_t kWideMaxWeightBytes = FASTNN_VEC_BYTES >= 64 ? (int64_t(2) << 20) : 0;
-
 inline const MlpCpuKernels& table() {
-  static const MlpCpuKernels t{kWideMaxWidth, kWideMaxWeightBytes, forward_entry, backward_entry};
+  static const MlpCpuKernels t{forward_entry, backward_entry};
   return t;
 }
 
