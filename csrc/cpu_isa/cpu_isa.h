@@ -10,7 +10,7 @@ namespace fastnn {
 const LinearActCpuKernels& linear_act_cpu_kernels();
 const OptimCpuKernels& optim_cpu_kernels();
 const MlpCpuKernels& mlp_cpu_kernels();
-// "avx512", "avx2" or "base"; FASTNN_CPU_ISA in the environment caps the first choice.
+// "avx512_bf16", "avx512", "avx2" or "base"; FASTNN_CPU_ISA in the environment caps the first choice.
 std::string cpu_isa();
 std::vector<std::string> cpu_isas_supported();
 void set_cpu_isa(const std::string& isa);  // throws std::invalid_argument when unsupported

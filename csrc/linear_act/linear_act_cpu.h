@@ -23,6 +23,7 @@ struct LinearActCpuKernels {
                           double slope);
 };
 
+const LinearActCpuKernels& linear_act_kernels_avx512_bf16();
 const LinearActCpuKernels& linear_act_kernels_avx512();
 const LinearActCpuKernels& linear_act_kernels_avx2();
 const LinearActCpuKernels& linear_act_kernels_base();

@@ -28,6 +28,7 @@ struct MlpCpuKernels {
                    void* const* gw, void* const* gb);
 };
 
+const MlpCpuKernels& mlp_kernels_avx512_bf16();
 const MlpCpuKernels& mlp_kernels_avx512();
 const MlpCpuKernels& mlp_kernels_avx2();
 const MlpCpuKernels& mlp_kernels_base();

@@ -303,6 +303,28 @@ int64_t partial_elems(const MlpCpuLayer* layers, int L) {
 // Whether layer l's saved block is the caller's row-major output (else a transposed arena block).
 inline bool saved_is_output(const MlpCpuLayer* layers, int L, int l) { return l == L - 1 && layers[l].saves_output; }
 
+// The weight and bias gradients from the per-chunk partials ([gw | gb lanes] per layer, part elements
+// per chunk), added in chunk order and the lanes in order: the same bits for any thread count.
+template <class T, class C>
+void reduce_partials(C* partial, int64_t part, int64_t chunks, const MlpCpuLayer* layers, int L, T* const* gw,
+                     T* const* gb) {
+  for (int64_t c = 1; c < chunks; ++c)
+    for (int64_t e = 0; e < part; ++e) partial[e] += partial[c * part + e];
+  int64_t off = 0;
+  for (int l = 0; l < L; ++l) {
+    const int64_t K = layers[l].K, N = layers[l].N;
+    const C* p = partial + off;
+    for (int64_t e = 0; e < N * K; ++e) gw[l][e] = store_as<T>(chunks ? p[e] : C(0));
+    if (gb[l])
+      for (int64_t f = 0; f < N; ++f) {
+        C sum = 0;
+        for (int v = 0; v < kVL<C>; ++v) sum += chunks ? p[N * K + f * kVL<C> + v] : C(0);
+        gb[l][f] = store_as<T>(sum);
+      }
+    off += N * (K + kVL<C>);
+  }
+}
+
 template <class T>
 void forward(const T* x, T* out, const MlpCpuLayer* layers, int L, int64_t M) {
   using C = compute_t<T>;
@@ -392,25 +414,25 @@ void backward(const T* g, const T* x, const MlpCpuLayer* layers, int L, int64_t 
       }
     }
   }
-  // Chunk partials, added in chunk order.
-  for (int64_t c = 1; c < ch.count; ++c)
-    for (int64_t e = 0; e < part; ++e) partial[e] += partial[c * part + e];
-  int64_t off = 0;
-  for (int l = 0; l < L; ++l) {
-    const int64_t K = layers[l].K, N = layers[l].N;
-    const C* p = partial.data() + off;
-    for (int64_t e = 0; e < N * K; ++e) gw[l][e] = store_as<T>(ch.count ? p[e] : C(0));
-    if (gb[l])
-      for (int64_t f = 0; f < N; ++f) {
-        C sum = 0;  // the lanes in order
-        for (int v = 0; v < kVL<C>; ++v) sum += ch.count ? p[N * K + f * kVL<C> + v] : C(0);
-        gb[l][f] = store_as<T>(sum);
-      }
-    off += N * (K + kVL<C>);
-  }
+  reduce_partials(partial.data(), part, ch.count, layers, L, gw, gb);
 }
 
+}  // namespace mlp_cpu
+}  // namespace FASTNN_ISA_NS
+}  // namespace fastnn
+
+#ifdef FASTNN_NATIVE_BF16
+#include "mlp_cpu_bf16_kernels.h"
+#endif
+
+namespace fastnn {
+inline namespace FASTNN_ISA_NS {
+namespace mlp_cpu {
+
 inline void forward_entry(DType d, const void* x, void* out, const MlpCpuLayer* layers, int L, int64_t M) {
+#ifdef FASTNN_NATIVE_BF16
+  if (d == DType::BF16) return bf16_native::forward((const bf16_t*)x, (bf16_t*)out, layers, L, M);
+#endif
   dispatch_dtype(d, [&](auto t) {
     using T = decltype(t);
     forward<T>((const T*)x, (T*)out, layers, L, M);
@@ -419,6 +441,11 @@ inline void forward_entry(DType d, const void* x, void* out, const MlpCpuLayer* 
 
 inline void backward_entry(DType d, const void* g, const void* x, const MlpCpuLayer* layers, int L, int64_t M,
                            void* gi, void* const* gw, void* const* gb) {
+#ifdef FASTNN_NATIVE_BF16
+  if (d == DType::BF16)
+    return bf16_native::backward((const bf16_t*)g, (const bf16_t*)x, layers, L, M, (bf16_t*)gi, (bf16_t* const*)gw,
+                                 (bf16_t* const*)gb);
+#endif
   dispatch_dtype(d, [&](auto t) {
     using T = decltype(t);
     backward<T>((const T*)g, (const T*)x, layers, L, M, (T*)gi, (T* const*)gw, (T* const*)gb);

@@ -29,6 +29,7 @@ struct OptimCpuKernels {
   void (*step)(OptKind kind, DType dtype, const OptSlot* slots, int64_t nslots, const float* grad_scale);
 };
 
+const OptimCpuKernels& optim_kernels_avx512_bf16();
 const OptimCpuKernels& optim_kernels_avx512();
 const OptimCpuKernels& optim_kernels_avx2();
 const OptimCpuKernels& optim_kernels_base();
