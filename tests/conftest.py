@@ -1,7 +1,13 @@
+import os
+import tempfile
+
 import pytest
 import torch
 
-import fastnn
+# The CPU path choices this run measures go to a cache of its own, not the user's (csrc/common/cpu_path.h).
+os.environ.setdefault("FASTNN_CACHE_DIR", tempfile.mkdtemp(prefix="fastnn-test-cache-"))
+
+import fastnn  # noqa: E402
 
 ISAS = fastnn.cpu_isas_supported()
 

@@ -266,12 +266,15 @@ def test_fuse_same_outputs_gradients_and_keys(name):
                                        ("wide-relu", [])])
 def test_fuse_runs_are_one_op(name, runs, cpu_isa):
     """mixed: Linear+GELU, Linear, Linear form one run (ended by Hardswish, unsupported), then
-    Linear+LeakyReLU, Linear. notmnist: 784 inputs; with the AVX-512 kernels one tiled run (0.9 MiB
-    of weights), with the others wider than they take, so the layers run one by one."""
-    if runs == "isa":
-        runs = [3] if fastnn._C.mlp_tiled_wide_limits()[0] >= 784 else []
+    Linear+LeakyReLU, Linear. notmnist: one run where the tiled kernels measured faster on this
+    machine (fastnn.mlp_path), else its layers one by one (relu layers keep no extra tensor)."""
     make, k = SEEDS[name]
     fused = fastnn.nn.fuse(make())
+    if runs == "isa":
+        lin = list(fused)
+        path = fastnn.mlp_path(torch.randn(2, k), [m.weight for m in lin], [m.bias for m in lin],
+                               [m.activation for m in lin])[0]
+        runs = [3] if path == "tiled" else []
     assert isinstance(fused, fastnn.nn.FusedSequential)
     seen = []
     orig = torch.ops.fastnn.mlp.default
@@ -326,9 +329,10 @@ def test_mlp_path_says_which_kernels_run_and_why():
     x = torch.randn(3, 8)
     narrow = [torch.randn(16, 8), torch.randn(4, 16)]
     wide = [torch.randn(1100, 8), torch.randn(4, 1100)]
-    assert fastnn.mlp_path(x, narrow)[0] == "tiled"
+    path, why = fastnn.mlp_path(x, narrow)
+    assert path in ("tiled", "layers") and "measured on this machine" in why and " us" in why
     path, why = fastnn.mlp_path(x, wide)
-    assert path == "layers" and str(fastnn._C.mlp_tiled_max_width) in why
+    assert path == "layers" and "1024" in why  # beyond the candidates: not even measured
     if not torch.cuda.is_available():
         path, why = fastnn.mlp_path(x.to("meta"), narrow)
         assert path == "layers" and "meta" in why
@@ -336,32 +340,17 @@ def test_mlp_path_says_which_kernels_run_and_why():
         fastnn.mlp_path(x, [])
 
 
-def _wide_chain_path(widths, dtype):
-    x = torch.empty(0, widths[0], dtype=dtype)
-    return fastnn.mlp_path(x, [torch.empty(b, a, dtype=dtype) for a, b in zip(widths[:-1], widths[1:])])
-
-
-def test_wide_tiled_rule_follows_the_kernels(cpu_isa):
-    """Chains wider than 256 run tiled only where the active kernel table says it wins (AVX-512:
-    widths <= 1024 and <= 2 MiB of weights in the compute type); fuse() follows the same rule."""
-    max_width, max_bytes = fastnn._C.mlp_tiled_wide_limits()
-    assert (max_width > 0) == (cpu_isa == "avx512")
-    for widths, dtype in [([784, 256, 128, 10], torch.float32), ([784, 512, 10], torch.float32),
-                          ([784, 512, 10], torch.float64), ([784, 512, 512, 10], torch.float32),
-                          ([300, 1100, 10], torch.float32), ([300, 20, 10], torch.bfloat16)]:
-        nbytes = sum(a * b for a, b in zip(widths[:-1], widths[1:])) * (8 if dtype == torch.float64 else 4)
-        expect = max(widths) <= max_width and nbytes <= max_bytes
-        path, why = _wide_chain_path(widths, dtype)
-        assert path == ("tiled" if expect else "layers"), (widths, dtype, why)
-        assert cpu_isa in why
-        model = nn.Sequential(*[nn.Linear(a, b, dtype=dtype) for a, b in zip(widths[:-1], widths[1:])])
-        fused = fastnn.nn.fuse(model)
-        assert fastnn.nn._fused(torch.empty(0, widths[0], dtype=dtype), list(fused)) == expect
+@pytest.fixture(params=["tiled", "layers"])
+def cpu_path(request):
+    """Runs a test once per CPU path of fastnn.mlp, forced, restoring the measured choice after."""
+    fastnn.set_cpu_path(request.param)
+    yield request.param
+    fastnn.set_cpu_path("auto")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_parity_wide_tiled_chain(dtype, cpu_isa):
-    """A notMNIST-sized chain (tiled with AVX-512, layer by layer otherwise) against float64."""
+def test_parity_wide_tiled_chain(dtype, cpu_isa, cpu_path):
+    """A notMNIST-sized chain on both paths and every kernel table, against float64."""
     acts = ["relu", "tanh", "identity"] if dtype == torch.float32 else ["gelu", "tanh", "identity"]
     ws, bs, acts, slopes = make_chain([784, 300, 33, 10], acts, dtype=torch.float32, seed=5)
     ws = [w.detach().to(dtype).requires_grad_() for w in ws]

@@ -75,7 +75,7 @@ def test_linear_act_matches_float64(case):
 
 @st.composite
 def mlp_cases(draw):
-    dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+    dtype = draw(st.sampled_from([torch.float32, torch.float64, torch.bfloat16]))
     widths = draw(st.lists(st.integers(1, 20), min_size=2, max_size=5))
     m = draw(st.integers(0, 40))
     x = tensor(draw, [m, widths[0]], dtype, draw(st.booleans()))
@@ -85,12 +85,26 @@ def mlp_cases(draw):
         bs.append(tensor(draw, [o], dtype, False) if draw(st.booleans()) else None)
         acts.append(draw(st.sampled_from(ACTS)))
         slopes.append(draw(st.sampled_from([0.01, 0.2, 0.0])))
-    return x, ws, bs, acts, slopes
+    # every kernel table this CPU runs, and each CPU path forced or measured
+    isa = draw(st.sampled_from(fastnn.cpu_isas_supported()))
+    path = draw(st.sampled_from(["auto", "tiled", "layers"]))
+    return x, ws, bs, acts, slopes, isa, path
 
 
 @given(mlp_cases())
 def test_mlp_matches_float64(case):
-    x, ws, bs, acts, slopes = case
+    x, ws, bs, acts, slopes, isa, path = case
+    before = fastnn.cpu_isa()
+    fastnn.set_cpu_isa(isa)
+    fastnn.set_cpu_path(path)
+    try:
+        _mlp_matches_float64(x, ws, bs, acts, slopes)
+    finally:
+        fastnn.set_cpu_isa(before)
+        fastnn.set_cpu_path("auto")
+
+
+def _mlp_matches_float64(x, ws, bs, acts, slopes):
     params = [w.clone().requires_grad_() for w in ws]
     biases = [None if b is None else b.clone().requires_grad_() for b in bs]
     xr = x.clone().requires_grad_()

@@ -179,7 +179,7 @@ CpuPathChoice measure(const CpuPathQuery& q) {
   why.precision(1);
   why << "measured on this machine: ";
   for (int p = 0; p < n; ++p) why << (p ? " vs " : "") << q.paths[p] << " " << med[p] * 1e6 << " us";
-  why << " per fwd+bwd";
+  why << " per fwd+bwd (" << at::get_num_threads() << " threads)";
   return {best, why.str()};
 }
 
@@ -200,8 +200,9 @@ CpuPathChoice choose_cpu_path(const CpuPathQuery& q) {
       if (f == q.paths[p]) return {int(p), "forced by fastnn.set_cpu_path / FASTNN_CPU_PATH ('" + f + "')"};
   if (at::globalContext().deterministicAlgorithms())
     return {q.fixed_path, "torch.use_deterministic_algorithms(True): the fixed rule, " + q.fixed_reason};
-  const std::string key = std::string(q.op) + "|" + q.key + "|isa=" + cpu_isa() +
-                          "|threads=" + std::to_string(at::get_num_threads());
+  // Not keyed by the thread count: a choice holds for every thread count, so results stay the same
+  // bits whatever the thread count (the measurement's thread count is in its reason).
+  const std::string key = std::string(q.op) + "|" + q.key + "|isa=" + cpu_isa();
   auto it = s.choices.find(key);
   if (it != s.choices.end()) return it->second.first;
   load_disk(s);

@@ -3,8 +3,10 @@
 // The first time a shape class is seen (an op-built key: widths, dtype, activations, batch class),
 // the candidates are timed against each other on data of that shape and the faster is kept for the
 // rest of the process, and in an on-disk cache (keyed by CPU model, torch version, the extension
-// build, kernel table and thread count) so that later runs on this machine make the same choice and
-// compute the same bits. No instruction-set name or other CPU's numbers enter the choice.
+// build and kernel table) so that later runs on this machine make the same choice and compute the
+// same bits. The thread count is deliberately not part of the key: a choice holds for every thread
+// count, so results are the same bits for any thread count. No instruction-set name or other CPU's
+// numbers enter the choice.
 //
 // Overrides, in order: a path forced by fastnn.set_cpu_path / FASTNN_CPU_PATH (names an op's path,
 // e.g. "layers"); torch.use_deterministic_algorithms(True), under which every op takes its fixed,

@@ -100,12 +100,15 @@ std::tuple<Tensor, Tensor> forward_path(const Tensor& input, const Tensor& weigh
       y = at::empty({M, N}, input.options());
       kern.forward_epilogue(dt, z.data_ptr(), nullptr, y.data_ptr(), M, N, int(act), slope);
     } else {
-      y = at::mm(x, weight.t());
+      // bfloat16: the bias goes into the GEMM's float32 sums (one rounding, as torch's addmm), not
+      // onto an already rounded product.
+      const bool bias_in_gemm = has_bias && dt == DType::BF16;
+      y = bias_in_gemm ? at::addmm(b, x, weight.t()) : at::mm(x, weight.t());
       if (!y.is_contiguous()) y = y.contiguous();
       z = at::empty({0}, input.options());
-      if (act != Act::Identity || has_bias)
-        kern.forward_epilogue(dt, y.data_ptr(), has_bias ? b.data_ptr() : nullptr, y.data_ptr(), M, N, int(act),
-                              slope);
+      if (act != Act::Identity || (has_bias && !bias_in_gemm))
+        kern.forward_epilogue(dt, y.data_ptr(), has_bias && !bias_in_gemm ? b.data_ptr() : nullptr, y.data_ptr(), M,
+                              N, int(act), slope);
     }
   }
   const auto shape = linear_out_shape(input, N);

@@ -1,0 +1,159 @@
+"""The CPU path choice (csrc/common/cpu_path.h): measured once per shape class on this machine, kept for
+the process and on disk, forced by fastnn.set_cpu_path / FASTNN_CPU_PATH, a fixed rule under
+torch.use_deterministic_algorithms(True)."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import fastnn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _chain(widths, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ws = [torch.randn(b, a, generator=g, dtype=torch.float64).div(a ** 0.5).to(dtype) for a, b in
+          zip(widths[:-1], widths[1:])]
+    bs = [torch.randn(b, generator=g, dtype=torch.float64).to(dtype) for b in widths[1:]]
+    acts = ["tanh"] * (len(ws) - 1) + ["identity"]
+    return ws, bs, acts
+
+
+@pytest.fixture
+def auto_paths():
+    fastnn.set_cpu_path("auto")
+    yield
+    fastnn.set_cpu_path("auto")
+
+
+def test_choice_is_measured_once_and_kept(auto_paths):
+    ws, bs, acts = _chain([20, 48, 7])
+    x = torch.randn(100, 20)
+    path, why = fastnn.mlp_path(x, ws, bs, acts)
+    assert path in ("tiled", "layers")
+    assert "measured on this machine: tiled" in why and "vs layers" in why and "threads" in why
+    # the same shape class (batch rounded up to a power of two) reuses it; nothing is measured again
+    assert fastnn.mlp_path(torch.randn(128, 20), ws, bs, acts) == (path, why)
+    keys = [k for k, p, r in fastnn.cpu_path_choices() if "20-48:tanh+b-7:identity+b" in k and " b128 " in k]
+    assert len(keys) == 1
+    # ... and the op runs the chosen kernels: the same bits as with that path forced
+    y = fastnn.mlp(x, ws, bs, acts)
+    fastnn.set_cpu_path(path)
+    assert torch.equal(fastnn.mlp(x, ws, bs, acts), y)
+
+
+def test_linear_act_path_is_measured_for_small_in_features(auto_paths):
+    x, w = torch.randn(64, 5), torch.randn(12, 5)
+    path, why = fastnn.linear_act_path(x, w, None, "gelu")
+    assert path in ("direct", "gemm") and "measured on this machine: direct" in why
+    path, why = fastnn.linear_act_path(torch.randn(64, 300), torch.randn(12, 300), None, "gelu")
+    assert path == "gemm" and "not a candidate" in why
+    y = fastnn.linear_act(x, w, None, "gelu")
+    fastnn.set_cpu_path(fastnn.linear_act_path(x, w, None, "gelu")[0])
+    assert torch.equal(fastnn.linear_act(x, w, None, "gelu"), y)
+
+
+def test_forced_paths_and_bad_names(auto_paths):
+    ws, bs, acts = _chain([9, 16, 3])
+    x = torch.randn(40, 9)
+    for p in ("tiled", "layers"):
+        fastnn.set_cpu_path(p)
+        assert fastnn.get_cpu_path() == p
+        path, why = fastnn.mlp_path(x, ws, bs, acts)
+        assert path == p and "forced" in why
+    fastnn.set_cpu_path("layers,direct")
+    assert fastnn.mlp_path(x, ws, bs, acts)[0] == "layers"
+    assert fastnn.linear_act_path(x, ws[0])[0] == "direct"
+    with pytest.raises(ValueError, match="fastnn.set_cpu_path: unknown path 'fast'"):
+        fastnn.set_cpu_path("fast")
+    assert fastnn.get_cpu_path() == "layers,direct"  # a refused call changes nothing
+
+
+def test_both_paths_agree_with_float64(auto_paths):
+    ws, bs, acts = _chain([13, 40, 40, 5], dtype=torch.float64, seed=3)
+    x = torch.randn(70, 13, dtype=torch.float64)
+    want = fastnn.mlp(x, ws, bs, acts)
+    for p in ("tiled", "layers"):
+        fastnn.set_cpu_path(p)
+        got = fastnn.mlp(x.float(), [w.float() for w in ws], [b.float() for b in bs], acts)
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
+
+
+def test_deterministic_mode_takes_the_fixed_rule(auto_paths):
+    ws, bs, acts = _chain([9, 300, 3])
+    x = torch.randn(40, 9)
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        path, why = fastnn.mlp_path(x, ws, bs, acts)
+        assert path == "layers" and "fixed rule" in why and "256" in why
+        narrow = _chain([9, 200, 3])
+        assert fastnn.mlp_path(x, narrow[0], narrow[1], narrow[2])[0] == "tiled"
+        assert fastnn.linear_act_path(x, torch.randn(4, 9))[0] == "direct"
+        assert fastnn.linear_act_path(torch.randn(3, 20), torch.randn(4, 20))[0] == "gemm"
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def test_calibration_leaves_the_random_stream_and_autograd_alone(auto_paths):
+    """Measuring draws its data from a private generator and records no autograd history."""
+    ws, bs, acts = _chain([11, 24, 2], seed=7)
+    ws = [w.requires_grad_() for w in ws]
+    x = torch.randn(17, 11)
+    torch.manual_seed(123)
+    want = torch.rand(5)
+    torch.manual_seed(123)
+    fastnn._C.clear_cpu_path_choices()
+    y = fastnn.mlp(x, ws, bs, acts)  # the first call of this shape class measures
+    assert torch.equal(torch.rand(5), want)
+    y.sum().backward()
+    assert all(w.grad is not None and w.grad.shape == w.shape for w in ws)
+
+
+def test_choice_is_kept_on_disk_across_processes(tmp_path):
+    """A second process on the same machine takes the first one's choice from the cache file (so
+    both compute the same bits); FASTNN_CACHE_DIR="" turns the file off."""
+    code = ("import torch, fastnn\n"
+            "x = torch.randn(50, 6); ws = [torch.randn(10, 6), torch.randn(3, 10)]\n"
+            "print(fastnn.mlp_path(x, ws, None, ['relu', 'identity'])[1])\n"
+            "print(fastnn._C.cpu_path_cache_file())\n")
+    env = dict(os.environ, FASTNN_CACHE_DIR=str(tmp_path / "cache"), FASTNN_CPU_PATH="auto")
+
+    def run(e):
+        out = subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.splitlines()
+
+    why1, file1 = run(env)
+    assert "measured" in why1 and "kept in" not in why1 and os.path.exists(file1)
+    why2, _ = run(env)
+    assert why2.startswith(why1) and "kept in" in why2
+    why3, file3 = run(dict(env, FASTNN_CACHE_DIR=""))
+    assert file3 == "" and "kept in" not in why3
+
+
+def test_bad_environment_path_is_a_clear_error(tmp_path):
+    code = "import torch, fastnn\nfastnn.mlp(torch.randn(2, 3), [torch.randn(4, 3)])\n"
+    env = dict(os.environ, FASTNN_CPU_PATH="fastest", FASTNN_CACHE_DIR="")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode != 0 and "FASTNN_CPU_PATH" in out.stderr and "unknown path 'fastest'" in out.stderr
+
+
+def test_fuse_follows_the_choice(auto_paths):
+    """A relu run goes through the op exactly where mlp_path says the tiled kernels won; a gelu run
+    always does (the op keeps one tensor per layer)."""
+    for act, mod in (("relu", nn.ReLU), ("gelu", nn.GELU)):
+        model = nn.Sequential(nn.Linear(300, 40), mod(), nn.Linear(40, 6))
+        fused = fastnn.nn.fuse(model)
+        x = torch.randn(30, 300)
+        lin = list(fused)
+        path = fastnn.mlp_path(x, [m.weight for m in lin], [m.bias for m in lin], [m.activation for m in lin])[0]
+        assert fastnn.nn._fused(x, lin) == (path == "tiled" or act == "gelu")
+        for forced in ("tiled", "layers"):
+            fastnn.set_cpu_path(forced)
+            assert fastnn.nn._fused(x, lin) == (forced == "tiled" or act == "gelu")
+        fastnn.set_cpu_path("auto")
