@@ -36,11 +36,11 @@ demo: build fonts
 test: build
 	$(VPY) -m pytest -q tests
 
-# The benchmark suite (python -m fastnn.bench): quick set, tables + bench-results/results.json + plots.
+# The benchmark suite (python -m fastnn.bench): quick set, tables + benchmarks/bench-results/results.json + plots.
 # BENCH_ARGS="all" for the full set; render RESULTS.md with python -m fastnn.bench.render.
 BENCH_ARGS ?= all --quick
 bench: build
-	$(VPY) -m fastnn.bench $(BENCH_ARGS) --out bench-results
+	$(VPY) -m fastnn.bench $(BENCH_ARGS) --out benchmarks/bench-results
 
 $(CUDA_VENV)/.deps:
 	$(PYTHON) -m venv $(CUDA_VENV)

@@ -32,10 +32,12 @@ def parse_args(argv):
     ap.add_argument("groups", nargs="*", default=["all"], metavar="GROUP",
                     help="linear_act, mlp, optim or all (default: all)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16", "autocast-bf16"],
+                    help="autocast-bf16: float32 models run under torch.autocast(bfloat16), baselines eager-autocast "
+                         "and compile-autocast (linear_act and mlp groups)")
     ap.add_argument("--shapes", nargs="+", metavar="M,K,N", help="linear_act shapes (default: a built-in set)")
     ap.add_argument("--quick", action="store_true", help="fewer cases and shorter timing (CI-sized)")
-    ap.add_argument("--out", default="bench-results", help="directory for results.json and the plots")
+    ap.add_argument("--out", default="benchmarks/bench-results", help="directory for results.json and the plots")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile baselines")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--cuda-graphs", action="store_true",
@@ -101,7 +103,7 @@ def main(argv=None):
     info = machine(args.device)
     print(f"# {info.get('gpu', info['cpu'])} | torch {info['torch']} | {info['threads']} threads | "
           f"fastnn CPU kernels {info['fastnn_cpu_isa']}", flush=True)
-    ceil = timing.ceilings(args.device, DTYPES[args.dtype], quick)
+    ceil = timing.ceilings(args.device, torch.bfloat16 if args.dtype == "autocast-bf16" else DTYPES[args.dtype], quick)
     print(f"# ceilings: torch.mm {args.dtype} {ceil['gemm_flops'] / 1e9:.0f} GFLOP/s, triad "
           f"{ceil['triad_bytes'] / 1e9:.1f} GB/s, copy {ceil['copy_bytes'] / 1e9:.1f} GB/s", flush=True)
     results = []

@@ -11,7 +11,11 @@ import fastnn
 
 ACT_MODULES = {"identity": nn.Identity, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU,
                "silu": nn.SiLU, "softplus": nn.Softplus}
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16,
+          "autocast-bf16": torch.float32}
+# "autocast-bf16": float32 models and data, every variant run under torch.autocast(device, bfloat16)
+# (the baselines are eager-autocast and compile-autocast).
+AUTOCAST = "autocast-bf16"
 
 LINEAR_SHAPES = [(256, 1, 32, "tanh"), (1024, 784, 256, "relu"), (8192, 128, 128, "tanh"), (4096, 1024, 1024, "gelu")]
 LINEAR_QUICK = [(256, 1, 32, "tanh"), (8192, 128, 128, "tanh")]
@@ -25,7 +29,9 @@ MLP_NETS_CUDA = [
 ]
 MLP_NETS = [  # name, sizes, hidden activation, batch
     ("seed trunk", [1, 32, 64, 128], "tanh", 128),
+    ("notMNIST MLP", [784, 256, 10], "relu", 128),
     ("notMNIST MLP", [784, 256, 128, 10], "relu", 128),
+    ("gelu MLP", [784, 512, 10], "gelu", 256),
     ("wide MLP", [784, 1024, 1024, 10], "relu", 1024),
 ]
 MLP_QUICK = MLP_NETS[:1]
@@ -86,15 +92,23 @@ class _Env:
                 os.environ["FASTNN_MLP_FUSED"] = old
 
 
-def _train_variants(eager, fused, x, g, compile_modes):
-    """fwd+bwd of each implementation of the same module."""
+def _train_variants(eager, fused, x, g, compile_modes, autocast=False):
+    """fwd+bwd of each implementation of the same module (under bf16 autocast when asked)."""
     def run(m):
+        if autocast:
+            def f():
+                with torch.autocast(x.device.type, dtype=torch.bfloat16):
+                    y = m(x)
+                y.backward(g.to(y.dtype))
+            return f
+
         def f():
             m(x).backward(g)
         return f
-    v = {"eager": run(eager)}
+    sfx = "-autocast" if autocast else ""
+    v = {"eager" + sfx: run(eager)}
     for mode in compile_modes:
-        v["compile" if mode == "default" else f"compile-{mode}"] = run(
+        v[("compile" if mode == "default" else f"compile-{mode}") + sfx] = run(
             torch.compile(copy.deepcopy(eager), mode=None if mode == "default" else mode))
     v["fastnn"] = run(fused)
     if x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and len(fused) > 1:
@@ -102,8 +116,12 @@ def _train_variants(eager, fused, x, g, compile_modes):
     return v
 
 
+def _elem_size(dtype):
+    return 2 if dtype == AUTOCAST else torch.tensor([], dtype=DTYPES[dtype]).element_size()
+
+
 def linear_case(m, k, n, act, dtype):
-    es = torch.tensor([], dtype=DTYPES[dtype]).element_size()
+    es = _elem_size(dtype)
 
     def build(device, compile_modes):
         torch.manual_seed(0)
@@ -111,10 +129,11 @@ def linear_case(m, k, n, act, dtype):
         fused = fastnn.nn.fuse(copy.deepcopy(eager))
         x = torch.randn(m, k, device=device, dtype=DTYPES[dtype])
         g = torch.randn(m, n, device=device, dtype=DTYPES[dtype])
-        v = _train_variants(eager, fused, x, g, compile_modes)
+        v = _train_variants(eager, fused, x, g, compile_modes, dtype == AUTOCAST)
         # A limit, not a baseline: the three GEMMs of fwd+bwd alone (ratio < 1 = distance to it).
         w = eager[0].weight.detach()
-        v["limit: 3 GEMMs"] = lambda: (torch.mm(x, w.t()), torch.mm(g, w), torch.mm(g.t(), x))
+        xg, wg, gg = (t.bfloat16() for t in (x, w, g)) if dtype == AUTOCAST else (x, w, g)
+        v["limit: 3 GEMMs"] = lambda: (torch.mm(xg, wg.t()), torch.mm(gg, wg), torch.mm(gg.t(), xg))
         return v
     # fwd reads x, W, b and writes y; bwd reads g, the saved tensor, x, W and writes gx, gW, gb.
     byt = es * (3 * m * k + 3 * n * k + 4 * m * n + 3 * n)
@@ -123,7 +142,7 @@ def linear_case(m, k, n, act, dtype):
 
 
 def mlp_case(name, sizes, act, batch, dtype):
-    es = torch.tensor([], dtype=DTYPES[dtype]).element_size()
+    es = _elem_size(dtype)
 
     def build(device, compile_modes):
         torch.manual_seed(0)
@@ -131,7 +150,7 @@ def mlp_case(name, sizes, act, batch, dtype):
         fused = fastnn.nn.fuse(copy.deepcopy(eager))
         x = torch.randn(batch, sizes[0], device=device, dtype=DTYPES[dtype])
         g = torch.randn(batch, sizes[-1], device=device, dtype=DTYPES[dtype])
-        return _train_variants(eager, fused, x, g, compile_modes)
+        return _train_variants(eager, fused, x, g, compile_modes, dtype == AUTOCAST)
     flops = sum(6.0 * batch * a * b for a, b in zip(sizes[:-1], sizes[1:]))
     byt = es * sum(3 * batch * a + 3 * a * b + 4 * batch * b + 3 * b for a, b in zip(sizes[:-1], sizes[1:]))
     label = "-".join(str(s) for s in sizes)
@@ -213,9 +232,9 @@ def cases(groups, quick, device, dtype, shapes=None):
     if "mlp" in groups:
         nets = (MLP_QUICK if quick else MLP_NETS) if device == "cpu" else (MLP_NETS_CUDA[:1] if quick else MLP_NETS_CUDA)
         out += [mlp_case(name, sizes, act, batch, dtype) for name, sizes, act, batch in nets]
-        if device == "cpu":
+        if device == "cpu" and dtype != AUTOCAST:
             out += [train_step_case(b, dtype) for b in TRAIN_STEPS]
-    if "optim" in groups:
+    if "optim" in groups and dtype != AUTOCAST:
         opt_dtype = dtype if dtype in ("float32", "float64") else "float32"
         for opt in (OPTIM_QUICK_NAMES if quick else OPTIM_FLOATS):
             for w in (OPTIM_QUICK if quick else OPTIM_WORKLOADS):

@@ -1,7 +1,7 @@
 """RESULTS.md tables from a fastnn.bench results.json, so they are never typed by hand.
 
-    python -m fastnn.bench.render bench-results/results.json                 # print the tables
-    python -m fastnn.bench.render bench-results/results.json --into benchmarks/RESULTS.md [--section cpu]
+    python -m fastnn.bench.render benchmarks/bench-results/results.json                 # print the tables
+    python -m fastnn.bench.render benchmarks/bench-results/results.json --into benchmarks/RESULTS.md [--section cpu]
 
 --into replaces the text between ``<!-- fastnn.bench:SECTION:begin -->`` and
 ``<!-- fastnn.bench:SECTION:end -->`` (appending the markers at the end the first time).

@@ -109,6 +109,12 @@ def plots(doc, out_dir):
         ys_v = [r["flops"] / r["variants"][variant]["median"] / 1e9 for r in pts if variant in r["variants"]]
         if xs_v:
             ax.scatter(xs_v, ys_v, marker=mk, label=variant, zorder=3)
+        for suffix in ("-autocast",):  # the autocast baselines, same markers
+            xs_a = [a for a, r in zip(ai, pts) if variant + suffix in r["variants"]]
+            ys_a = [r["flops"] / r["variants"][variant + suffix]["median"] / 1e9 for r in pts
+                    if variant + suffix in r["variants"]]
+            if xs_a:
+                ax.scatter(xs_a, ys_a, marker=mk, label=variant + suffix, zorder=3)
     for a, r in zip(ai, pts):
         ax.annotate(r["name"].split(" fwd")[0], (a, r["flops"] / r["variants"]["fastnn"]["median"] / 1e9), fontsize=6,
                     xytext=(3, 3), textcoords="offset points")
