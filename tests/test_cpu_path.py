@@ -11,7 +11,8 @@ from torch import nn
 
 import fastnn
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Subprocesses import the same build of fastnn as this process (the sanitizer run uses its own).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))
 
 
 def _chain(widths, dtype=torch.float32, seed=0):
