@@ -218,20 +218,9 @@ def _tensor(a, device):
 
 def _bf16_autocast_skip_reason(device):
     """Why the bf16-autocast row does not run here ("" where it does): it compares fastnn's bf16
-    kernels with torch's, which is only a like-for-like (hardware bf16) comparison on a CPU with
-    AVX512_BF16 or AMX-BF16."""
-    if device != "cpu":
-        return ""
-    flags = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    if flags & {"avx512_bf16", "amx_bf16"}:
+    kernels with torch's, a like-for-like (hardware bf16) comparison only on a CPU with AVX512_BF16
+    (every CPU with AMX-BF16 has it too)."""
+    if device != "cpu" or "avx512_bf16" in fastnn.cpu_isas_supported():
         return ""
     return "this CPU has neither AVX512_BF16 nor AMX-BF16 (bf16 would run as float32 arithmetic on both sides)"
 

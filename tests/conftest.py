@@ -21,6 +21,14 @@ def cpu_isa(request):
     fastnn.set_cpu_isa(before)
 
 
+@pytest.fixture(params=["tiled", "layers"])
+def cpu_path(request):
+    """Runs a test once per CPU path of fastnn.mlp, forced, restoring the measured choice after."""
+    fastnn.set_cpu_path(request.param)
+    yield request.param
+    fastnn.set_cpu_path("auto")
+
+
 @pytest.fixture
 def cuda_kernels():
     """For CUDA test files (pytest.mark.usefixtures("cuda_kernels")): skip without a GPU, fail when a GPU

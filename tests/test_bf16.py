@@ -76,21 +76,6 @@ def _errors(widths, act, bias, M, seed, strided=False):
     return [(i, _rel(o, r), _rel(t, r)) for i, (o, t, r) in enumerate(zip(ours, theirs, ref))]
 
 
-@pytest.fixture(params=ISAS)
-def isa(request):
-    before = fastnn.cpu_isa()
-    fastnn.set_cpu_isa(request.param)
-    yield request.param
-    fastnn.set_cpu_isa(before)
-
-
-@pytest.fixture(params=["tiled", "layers"])
-def path(request):
-    fastnn.set_cpu_path(request.param)
-    yield request.param
-    fastnn.set_cpu_path("auto")
-
-
 def _assert_within(errs, what):
     for i, ours, theirs in errs:
         assert ours <= RATIO * theirs + FLOOR, f"{what}: tensor {i} (0 = output): {ours:.3e} vs torch {theirs:.3e}"
@@ -98,18 +83,18 @@ def _assert_within(errs, what):
 
 @pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("bias", [True, False])
-def test_every_activation_within_torch_autocast_error(act, bias, isa, path):
-    _assert_within(_errors([17, 130, 3], act, bias, 77, seed=ACTS.index(act)), (act, bias, isa, path))
+def test_every_activation_within_torch_autocast_error(act, bias, cpu_isa, cpu_path):
+    _assert_within(_errors([17, 130, 3], act, bias, 77, seed=ACTS.index(act)), (act, bias, cpu_isa, cpu_path))
 
 
 @pytest.mark.parametrize("widths,M", [([1, 32, 64, 128], 128), ([784, 300, 17, 1], 33), ([3, 17, 130, 300], 5),
                                       ([784, 256, 10], 4096), ([130, 1], 1)])
-def test_odd_widths_and_batches_within_torch_autocast_error(widths, M, isa, path):
-    _assert_within(_errors(widths, "tanh", True, M, seed=len(widths) + M), (widths, M, isa, path))
+def test_odd_widths_and_batches_within_torch_autocast_error(widths, M, cpu_isa, cpu_path):
+    _assert_within(_errors(widths, "tanh", True, M, seed=len(widths) + M), (widths, M, cpu_isa, cpu_path))
 
 
-def test_strided_input_and_empty_batch(isa, path):
-    _assert_within(_errors([40, 33, 6], "gelu", True, 50, seed=9, strided=True), ("strided", isa, path))
+def test_strided_input_and_empty_batch(cpu_isa, cpu_path):
+    _assert_within(_errors([40, 33, 6], "gelu", True, 50, seed=9, strided=True), ("strided", cpu_isa, cpu_path))
     ws = [torch.randn(8, 5, dtype=torch.bfloat16, requires_grad=True), torch.randn(3, 8, dtype=torch.bfloat16)]
     y = fastnn.mlp(torch.randn(0, 5, dtype=torch.bfloat16), ws, None, ["silu", "identity"])
     assert y.shape == (0, 3)
@@ -140,7 +125,7 @@ def test_native_table_runs_its_own_kernels():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_native_bf16_same_bits_for_any_thread_count(threads, isa):
+def test_native_bf16_same_bits_for_any_thread_count(threads, cpu_isa):
     ws, bs, acts, slopes = _chain([50, 64, 7], "gelu", True, 11)
     ws = [w.to(torch.bfloat16).requires_grad_() for w in ws]
     bs = [b.to(torch.bfloat16).requires_grad_() for b in bs]

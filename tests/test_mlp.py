@@ -340,14 +340,6 @@ def test_mlp_path_says_which_kernels_run_and_why():
         fastnn.mlp_path(x, [])
 
 
-@pytest.fixture(params=["tiled", "layers"])
-def cpu_path(request):
-    """Runs a test once per CPU path of fastnn.mlp, forced, restoring the measured choice after."""
-    fastnn.set_cpu_path(request.param)
-    yield request.param
-    fastnn.set_cpu_path("auto")
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_parity_wide_tiled_chain(dtype, cpu_isa, cpu_path):
     """A notMNIST-sized chain on both paths and every kernel table, against float64."""

@@ -1,5 +1,6 @@
 #include "cpu_path.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
@@ -45,10 +46,15 @@ std::vector<std::string> parse_spec(const std::string& spec) {
   return forced;
 }
 
+struct Choice {
+  int path;
+  std::string name, reason;
+};
+
 struct State {
   std::recursive_mutex mu;  // a calibration may run ops that choose their own paths
-  std::map<std::string, std::pair<CpuPathChoice, std::string>> choices;  // with the path's name
-  std::map<std::string, CpuPathChoice> disk;  // this machine's lines of the cache file
+  std::map<std::string, Choice> choices;
+  std::map<std::string, std::pair<int, std::string>> disk;  // this machine's lines of the cache file: path, reason
   bool disk_loaded = false;
   std::vector<std::string> forced;
   std::string env_error;  // a bad FASTNN_CPU_PATH, reported when an op asks (not at import)
@@ -126,7 +132,7 @@ void load_disk(State& s) {
   }
 }
 
-void save_disk(const std::string& key, const CpuPathChoice& c) {
+void save_disk(const std::string& key, const Choice& c) {
   const std::string file = cpu_path_cache_file();
   if (file.empty()) return;
   const std::string dir = file.substr(0, file.rfind('/'));
@@ -147,21 +153,22 @@ double seconds_now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-CpuPathChoice measure(const CpuPathQuery& q) {
+// Times every path at `rows` rows and returns the fastest, with the times as its reason.
+Choice measure(const CpuPathQuery& q, int64_t rows) {
   const int n = int(q.paths.size());
   // Calibration data needs no autograd and must not record anything.
   at::NoGradGuard no_grad;
   c10::impl::ExcludeDispatchKeyGuard no_autograd(c10::autograd_dispatch_keyset);
-  for (int p = 0; p < n; ++p) q.run(p);  // warm-up (allocations, caches, lazy set-up)
+  for (int p = 0; p < n; ++p) q.run(p, rows);  // warm-up (allocations, caches, lazy set-up)
   std::vector<std::vector<double>> per_call(n);
   for (int r = 0; r < kRounds; ++r)
     for (int p = 0; p < n; ++p) {
-      q.run(p);
+      q.run(p, rows);
       int calls = 0;
       const double t0 = seconds_now();
       double t = t0;
       do {
-        q.run(p);
+        q.run(p, rows);
         ++calls;
         t = seconds_now();
       } while (t - t0 < kMinRoundSeconds);
@@ -180,7 +187,7 @@ CpuPathChoice measure(const CpuPathQuery& q) {
   why << "measured on this machine: ";
   for (int p = 0; p < n; ++p) why << (p ? " vs " : "") << q.paths[p] << " " << med[p] * 1e6 << " us";
   why << " per fwd+bwd (" << at::get_num_threads() << " threads)";
-  return {best, why.str()};
+  return {best, q.paths[best], why.str()};
 }
 
 }  // namespace
@@ -191,30 +198,44 @@ int64_t cpu_batch_class(int64_t M) {
   return c;
 }
 
-CpuPathChoice choose_cpu_path(const CpuPathQuery& q) {
+at::Generator cpu_path_generator() { return at::make_generator<at::CPUGeneratorImpl>(0x5eed); }
+
+int choose_cpu_path(const CpuPathQuery& q, std::string* why) {
+  auto answer = [&](int p, const std::string& reason) {
+    if (why) *why = reason;
+    return p;
+  };
   State& s = state();
   std::lock_guard<std::recursive_mutex> lock(s.mu);
   if (!s.env_error.empty()) throw std::invalid_argument(s.env_error);
   for (const std::string& f : s.forced)
     for (size_t p = 0; p < q.paths.size(); ++p)
-      if (f == q.paths[p]) return {int(p), "forced by fastnn.set_cpu_path / FASTNN_CPU_PATH ('" + f + "')"};
+      if (f == q.paths[p])
+        return why ? answer(int(p), "forced by fastnn.set_cpu_path / FASTNN_CPU_PATH ('" + f + "')") : int(p);
+  if (q.batch == 0) return why ? answer(q.fixed_path, std::string("empty batch: ") + q.fixed_reason) : q.fixed_path;
   if (at::globalContext().deterministicAlgorithms())
-    return {q.fixed_path, "torch.use_deterministic_algorithms(True): the fixed rule, " + q.fixed_reason};
+    return why ? answer(q.fixed_path, std::string("torch.use_deterministic_algorithms(True): the fixed rule, ") +
+                                          q.fixed_reason)
+               : q.fixed_path;
   // Not keyed by the thread count: a choice holds for every thread count, so results stay the same
   // bits whatever the thread count (the measurement's thread count is in its reason).
-  const std::string key = std::string(q.op) + "|" + q.key + "|isa=" + cpu_isa();
+  const int64_t rows = cpu_batch_class(q.batch);
+  const std::string key =
+      std::string(q.op) + "|" + q.dtype + " b" + std::to_string(rows) + " " + q.shape + "|isa=" + cpu_isa();
   auto it = s.choices.find(key);
-  if (it != s.choices.end()) return it->second.first;
-  load_disk(s);
-  auto d = s.disk.find(key);
-  CpuPathChoice c;
-  if (d != s.disk.end() && d->second.path >= 0 && d->second.path < int(q.paths.size())) {
-    c = {d->second.path, d->second.reason + " (kept in " + cpu_path_cache_file() + ")"};
-  } else {
-    c = measure(q);
-    save_disk(key, c);
+  if (it == s.choices.end()) {
+    load_disk(s);
+    auto d = s.disk.find(key);
+    Choice c;
+    if (d != s.disk.end() && d->second.first >= 0 && d->second.first < int(q.paths.size())) {
+      c = {d->second.first, q.paths[d->second.first], d->second.second + " (kept in " + cpu_path_cache_file() + ")"};
+    } else {
+      c = measure(q, rows);
+      save_disk(key, c);
+    }
+    it = s.choices.emplace(key, std::move(c)).first;
   }
-  return s.choices.emplace(key, std::make_pair(c, std::string(q.paths[c.path]))).first->second.first;
+  return why ? answer(it->second.path, it->second.reason) : it->second.path;
 }
 
 void set_cpu_path(const std::string& spec) {
@@ -237,7 +258,7 @@ std::vector<std::tuple<std::string, std::string, std::string>> cpu_path_choices(
   State& s = state();
   std::lock_guard<std::recursive_mutex> lock(s.mu);
   std::vector<std::tuple<std::string, std::string, std::string>> out;
-  for (const auto& [k, c] : s.choices) out.emplace_back(k, c.second, c.first.reason);
+  for (const auto& [k, c] : s.choices) out.emplace_back(k, c.name, c.reason);
   return out;
 }
 

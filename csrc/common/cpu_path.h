@@ -1,6 +1,6 @@
 // Which of an op's CPU code paths runs for a shape class, chosen by measurement on this machine.
 //
-// The first time a shape class is seen (an op-built key: widths, dtype, activations, batch class),
+// The first time a shape class is seen (an op-built key: widths, dtype, activations; and the batch class),
 // the candidates are timed against each other on data of that shape and the faster is kept for the
 // rest of the process, and in an on-disk cache (keyed by CPU model, torch version, the extension
 // build and kernel table) so that later runs on this machine make the same choice and compute the
@@ -18,32 +18,33 @@
 #include <tuple>
 #include <vector>
 
-namespace fastnn {
+#include <ATen/core/Generator.h>
 
-struct CpuPathChoice {
-  int path;            // index into the op's path names
-  std::string reason;  // e.g. "measured: tiled 212 us vs layers 250 us (batch class 128)"
-};
+namespace fastnn {
 
 struct CpuPathQuery {
   const char* op;                  // "fastnn.mlp"
   std::vector<const char*> paths;  // the op's path names, e.g. {"tiled", "layers"}
-  std::string key;                 // the shape class (the op adds nothing else: ISA and threads are added here)
+  const char* dtype;               // the shape class: dtype, batch class (of `batch` rows), the rest
+  int64_t batch;
+  std::string shape;               // widths, activations, biases
   int fixed_path;                  // what the fixed rule says (deterministic mode, empty batches)
-  std::string fixed_reason;
-  // Runs path p once on data of the shape class (the calibration's workload).
-  std::function<void(int p)> run;
+  const char* fixed_reason;
+  // Runs path p once on `rows` rows of data of the shape class (the calibration's workload).
+  std::function<void(int p, int64_t rows)> run;
 };
 
-// The choice for q: forced, fixed, cached or measured now (and cached).
-CpuPathChoice choose_cpu_path(const CpuPathQuery& q);
-
-// The fixed rule's answer (no measurement, no cache), for callers that must not calibrate.
-inline CpuPathChoice fixed_cpu_path(const CpuPathQuery& q) { return {q.fixed_path, q.fixed_reason}; }
+// The path index for q: forced, the fixed rule (empty batch, deterministic mode), cached, or measured
+// now and cached. why, when given, receives the reason (e.g. "measured on this machine: tiled 76.6 us
+// vs layers 147.4 us per fwd+bwd (2 threads)"); hot callers pass none and build no string.
+int choose_cpu_path(const CpuPathQuery& q, std::string* why = nullptr);
 
 // Batch class of M rows: the next power of two (1 for M <= 1), capped where larger batches no longer
 // change which path wins; the calibration runs at that many rows.
 int64_t cpu_batch_class(int64_t M);
+
+// A fresh generator with a fixed seed for calibration data: the caller's random stream is not touched.
+at::Generator cpu_path_generator();
 
 // Forcing: "" or "auto" measures again; otherwise a comma-separated list of path names, each op
 // taking the one that names one of its paths. Throws std::invalid_argument on an unknown name.

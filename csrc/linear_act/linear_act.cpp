@@ -8,8 +8,6 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
-#include <ATen/CPUGeneratorImpl.h>
-
 #include "../common/cpu_path.h"
 #include "../cpu_isa/cpu_isa.h"
 #include "linear_act_common.h"
@@ -32,35 +30,39 @@ std::tuple<Tensor, Tensor, Tensor> backward_path(const Tensor& grad_output, cons
                                                  const Tensor& saved, bool has_bias, Act act, double slope,
                                                  std::array<bool, 2> mask, bool direct);
 
-CpuPathChoice linear_act_cpu_choice(const Tensor& input, const Tensor& weight, bool has_bias, Act act, double slope) {
-  const int64_t K = weight.size(1), N = weight.size(0), M = linear_rows(input);
-  if (K > kDirectCandidateMaxK)
-    return {kGemm, "in_features > " + std::to_string(kDirectCandidateMaxK) + ": the one-pass kernels are not a candidate"};
+// kDirect or kGemm: measured once per shape class on this machine (csrc/common/cpu_path.h), the fixed
+// rule for empty batches and in deterministic mode. why, when given, receives the reason.
+int linear_act_cpu_path(const Tensor& input, const Tensor& weight, bool has_bias, Act act, double slope,
+                        std::string* why = nullptr) {
+  const int64_t K = weight.size(1), N = weight.size(0);
+  if (K > kDirectCandidateMaxK) {
+    if (why) *why = "in_features > " + std::to_string(kDirectCandidateMaxK) + ": the one-pass kernels are not a candidate";
+    return kGemm;
+  }
   CpuPathQuery q;
   q.op = kLinearActOp;
   q.paths = {"direct", "gemm"};
   q.fixed_path = K <= kDirectMaxK ? kDirect : kGemm;
-  q.fixed_reason = std::string("in_features ") + (K <= kDirectMaxK ? "<= " : "> ") + std::to_string(kDirectMaxK);
-  if (M == 0) return {q.fixed_path, "empty batch: " + q.fixed_reason};
-  const int64_t rows = cpu_batch_class(M);
-  q.key = std::string(c10::toString(input.scalar_type())) + " b" + std::to_string(rows) + " " + std::to_string(K) +
-          "-" + std::to_string(N) + ":" + activation_names()[int(act)] + (act_saves_output(act, slope) ? "" : "/z") +
-          (has_bias ? "+b" : "");
-  Tensor x, g, w;  // calibration data, made at the first run, from a private generator
+  q.fixed_reason = K <= kDirectMaxK ? "in_features <= 16" : "in_features > 16";
+  static_assert(kDirectMaxK == 16, "the fixed rule's reason names the bound");
+  q.dtype = c10::toString(input.scalar_type());
+  q.batch = linear_rows(input);
+  q.shape = std::to_string(K) + "-" + std::to_string(N) + ":" + activation_names()[int(act)] +
+            (act_saves_output(act, slope) ? "" : "/z") + (has_bias ? "+b" : "");
+  Tensor x, g;  // calibration data, made at the first run
   c10::optional<Tensor> b;
-  q.run = [&](int p) {
-    if (!w.defined()) {
-      at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(0x5eed);
-      const auto opts = input.options();
-      x = at::randn({rows, K}, gen, opts);
-      g = at::randn({rows, N}, gen, opts);
-      w = weight.to(input.scalar_type()).contiguous();
-      if (has_bias) b = at::zeros({N}, opts);
+  q.run = [&](int p, int64_t rows) {
+    if (!x.defined()) {
+      at::Generator gen = cpu_path_generator();
+      x = at::randn({rows, K}, gen, input.options());
+      g = at::randn({rows, N}, gen, input.options());
+      if (has_bias) b = at::zeros({N}, input.options());
     }
-    auto [y, z] = forward_path(x, w, b, act, slope, p == kDirect);
-    backward_path(g, x, w, act_saves_output(act, slope) ? y : z, has_bias, act, slope, {false, true}, p == kDirect);
+    auto [y, z] = forward_path(x, weight, b, act, slope, p == kDirect);
+    backward_path(g, x, weight, act_saves_output(act, slope) ? y : z, has_bias, act, slope, {false, true},
+                  p == kDirect);
   };
-  return choose_cpu_path(q);
+  return choose_cpu_path(q, why);
 }
 
 std::tuple<Tensor, Tensor> linear_act_forward_cpu(const Tensor& input, const Tensor& weight,
@@ -70,7 +72,7 @@ std::tuple<Tensor, Tensor> linear_act_forward_cpu(const Tensor& input, const Ten
   const Act act = parse_activation(kLinearActOp, activation);
   const bool has_bias = bias.has_value() && bias->defined();
   return forward_path(input, weight, bias, act, slope,
-                      linear_act_cpu_choice(input, weight, has_bias, act, slope).path == kDirect);
+                      linear_act_cpu_path(input, weight, has_bias, act, slope) == kDirect);
 }
 
 std::tuple<Tensor, Tensor> forward_path(const Tensor& input, const Tensor& weight, const c10::optional<Tensor>& bias,
@@ -122,7 +124,7 @@ std::tuple<Tensor, Tensor, Tensor> linear_act_backward_cpu(const Tensor& grad_ou
   check_linear_act_args(input, weight, {});
   const Act act = parse_activation(kLinearActOp, activation);
   return backward_path(grad_output, input, weight, saved, has_bias, act, slope, mask,
-                       linear_act_cpu_choice(input, weight, has_bias, act, slope).path == kDirect);
+                       linear_act_cpu_path(input, weight, has_bias, act, slope) == kDirect);
 }
 
 std::tuple<Tensor, Tensor, Tensor> backward_path(const Tensor& grad_output, const Tensor& input, const Tensor& weight,
@@ -162,8 +164,9 @@ std::tuple<std::string, std::string> linear_act_path(const Tensor& input, const 
   const Tensor w = weight.scalar_type() == input.scalar_type() ? weight : weight.to(input.scalar_type());
   check_linear_act_args(input, w, {});
   const Act act = parse_activation(kLinearActOp, activation);
-  const CpuPathChoice c = linear_act_cpu_choice(input, w, bias.has_value() && bias->defined(), act, slope);
-  return {c.path == kDirect ? "direct" : "gemm", c.reason};
+  std::string why;
+  const int path = linear_act_cpu_path(input, w, bias.has_value() && bias->defined(), act, slope, &why);
+  return {path == kDirect ? "direct" : "gemm", why};
 }
 
 namespace {

@@ -11,8 +11,6 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
-#include <ATen/CPUGeneratorImpl.h>
-
 #include "../common/cpu_path.h"
 #include "../cpu_isa/cpu_isa.h"
 #include "mlp_common.h"
@@ -203,117 +201,9 @@ struct CpuChain {
   }
 };
 
-// Both directions of the tiled kernels on a chain: forward into a fresh arena, then backward (no
-// input gradient: a network's input rarely needs one).
-void tiled_forward_backward(const std::vector<MlpLayer>& layers, const Tensor& x, at::TensorList weights,
-                            const Biases& biases, const Tensor& g) {
-  CpuChain c(layers, x, weights, biases);
-  const auto opts = x.options();
-  Tensor arena = at::empty({arena_size(c.layers, weights, c.M)}, opts);
-  Tensor out = at::empty({c.M, c.NL}, opts);
-  Tensor kept_out;
-  c.point_at(arena_pointers(arena, out, c.layers, x, weights, kept_out));
-  const auto& k = mlp_cpu_kernels();
-  k.forward(c.dt, c.x.data_ptr(), out.data_ptr(), c.ly.data(), int(c.ly.size()), c.M);
-  std::vector<Tensor> gw, gb;
-  std::vector<void*> gwp, gbp;
-  for (size_t l = 0; l < c.ly.size(); ++l) {
-    gw.push_back(at::empty({weights[l].size(0), weights[l].size(1)}, opts));
-    gb.push_back(at::empty({weights[l].size(0)}, opts));
-    gwp.push_back(gw.back().data_ptr());
-    gbp.push_back(c.layers[l].has_bias ? gb.back().data_ptr() : nullptr);
-  }
-  k.backward(c.dt, g.data_ptr(), c.x.data_ptr(), c.ly.data(), int(c.ly.size()), c.M, nullptr, gwp.data(),
-             gbp.data());
-}
-
-// Both directions layer by layer through linear_act's kernels, as separate fastnn.nn.Linear modules
-// run them (each layer keeps its own input and saved tensor).
-void layers_forward_backward(const std::vector<MlpLayer>& layers, const Tensor& x, at::TensorList weights,
-                             const Biases& biases, const Tensor& g) {
-  const size_t L = layers.size();
-  std::vector<Tensor> inputs{x}, saved;
-  for (size_t l = 0; l < L; ++l) {
-    auto [y, z] = layer_forward_op().call(inputs.back(), weights[l], biases.get(l),
-                                          activation_names()[int(layers[l].act)], layers[l].slope);
-    saved.push_back(layers[l].saves_output ? y : z);
-    inputs.push_back(y);
-  }
-  Tensor gl = g;
-  for (size_t l = L; l-- > 0;)
-    gl = std::get<0>(layer_backward_op().call(gl, inputs[l], weights[l], saved[l], layers[l].has_bias,
-                                              activation_names()[int(layers[l].act)], layers[l].slope,
-                                              {l > 0, true}));
-}
-
-}  // namespace
-
-// "tiled" or "layers" for a CPU chain, with the reason: measured once per shape class on this
-// machine (csrc/common/cpu_path.h), the fixed rule for empty batches and in deterministic mode.
-CpuPathChoice mlp_cpu_choice(const Tensor& input, at::TensorList weights, const Biases& biases,
-                             const std::vector<MlpLayer>& layers) {
-  enum { kTiled = 0, kLayers = 1 };
-  int64_t width = weights[0].size(1), elems = 0;
-  for (const Tensor& w : weights) {
-    width = std::max(width, w.size(0));
-    elems += w.numel();
-  }
-  const int64_t bytes = elems * (input.scalar_type() == at::kDouble ? 8 : 4);  // in the compute type
-  if (width > kMlpTiledCandidateMaxWidth || bytes > kMlpTiledCandidateMaxWeightBytes)
-    return {kLayers, "a width exceeds " + std::to_string(kMlpTiledCandidateMaxWidth) + " or the weights exceed " +
-                         std::to_string(kMlpTiledCandidateMaxWeightBytes >> 20) +
-                         " MiB: the tiled kernels would re-read weights that no longer stay in cache"};
-  const bool narrow = width <= kMlpTiledMaxWidth;
-  CpuPathQuery q;
-  q.op = kMlpOp;
-  q.paths = {"tiled", "layers"};
-  q.fixed_path = narrow ? kTiled : kLayers;
-  q.fixed_reason = std::string(narrow ? "every width is at most " : "a width exceeds ") +
-                   std::to_string(kMlpTiledMaxWidth);
-  const int64_t M = linear_rows(input);
-  if (M == 0) return {q.fixed_path, "empty batch: " + q.fixed_reason};
-  const int64_t rows = cpu_batch_class(M);
-  std::string key = std::string(c10::toString(input.scalar_type())) + " b" + std::to_string(rows) + " " +
-                    std::to_string(weights[0].size(1));
-  for (size_t l = 0; l < layers.size(); ++l)
-    key += "-" + std::to_string(weights[l].size(0)) + ":" + activation_names()[int(layers[l].act)] +
-           (layers[l].saves_output ? "" : "/z") + (layers[l].has_bias ? "+b" : "");
-  q.key = key;
-  // Calibration data, made at the first run (not on cached look-ups), from a private generator: the
-  // caller's random stream is not touched.
-  struct Data {
-    Tensor x, g;
-    std::vector<Tensor> w;
-    Biases b;
-  };
-  std::unique_ptr<Data> d;
-  q.run = [&](int p) {
-    if (!d) {
-      d = std::make_unique<Data>();
-      at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(0x5eed);
-      const auto opts = input.options();
-      d->x = at::randn({rows, weights[0].size(1)}, gen, opts);
-      d->g = at::randn({rows, weights.back().size(0)}, gen, opts);
-      for (size_t l = 0; l < layers.size(); ++l) {
-        d->w.push_back(weights[l].to(input.scalar_type()).contiguous());
-        d->b.push_back(layers[l].has_bias ? c10::optional<Tensor>(biases.get(l)->to(input.scalar_type()).contiguous())
-                                          : c10::nullopt);
-      }
-    }
-    if (p == kTiled) tiled_forward_backward(layers, d->x, d->w, d->b, d->g);
-    else layers_forward_backward(layers, d->x, d->w, d->b, d->g);
-  };
-  return choose_cpu_path(q);
-}
-
-namespace {
-
-std::tuple<Tensor, Tensor> mlp_forward_cpu(const Tensor& input, at::TensorList weights, const Biases& biases,
-                                           const std::vector<std::string>& activations,
-                                           at::ArrayRef<double> slopes) {
-  auto layers = check_mlp_args(input, weights, biases, activations, slopes);
-  if (mlp_cpu_choice(input, weights, biases, layers).path != 0)
-    return forward_layers(layers, input, weights, biases, activations, slopes);
+// The chain through the tiled kernels: the output and the saved arena (the layers are checked).
+std::tuple<Tensor, Tensor> forward_tiled(std::vector<MlpLayer> layers, const Tensor& input, at::TensorList weights,
+                                         const Biases& biases) {
   CpuChain c(std::move(layers), input, weights, biases);
   const auto opts = input.options();
   Tensor arena = at::empty({arena_size(c.layers, weights, c.M)}, opts);
@@ -324,17 +214,9 @@ std::tuple<Tensor, Tensor> mlp_forward_cpu(const Tensor& input, at::TensorList w
   return {out, arena};
 }
 
-Tensor mlp_output_only_cpu(const Tensor& input, at::TensorList weights, const Biases& biases,
-                           const std::vector<std::string>& activations, at::ArrayRef<double> slopes) {
-  return std::get<0>(mlp_forward_cpu(input, weights, biases, activations, slopes));
-}
-
-Grads mlp_backward_cpu(const Tensor& grad_output, const Tensor& input, at::TensorList weights, const Biases& biases,
-                       const Tensor& arena, const Tensor& output, const std::vector<std::string>& activations,
-                       at::ArrayRef<double> slopes, bool input_grad) {
-  auto layers = check_mlp_args(input, weights, biases, activations, slopes);
-  if (mlp_cpu_choice(input, weights, biases, layers).path != 0)
-    return backward_layers(layers, grad_output, input, weights, arena, output, activations, slopes, input_grad);
+Grads backward_tiled(std::vector<MlpLayer> layers, const Tensor& grad_output, const Tensor& input,
+                     at::TensorList weights, const Biases& biases, const Tensor& arena, const Tensor& output,
+                     bool input_grad) {
   CpuChain c(std::move(layers), input, weights, biases);
   const size_t L = c.ly.size();
   TORCH_CHECK(grad_output.numel() == c.M * c.NL && grad_output.scalar_type() == input.scalar_type(), kMlpOp,
@@ -355,6 +237,88 @@ Grads mlp_backward_cpu(const Tensor& grad_output, const Tensor& input, at::Tenso
   mlp_cpu_kernels().backward(c.dt, g.data_ptr(), c.x.data_ptr(), c.ly.data(), int(L), c.M,
                              input_grad ? gi.data_ptr() : nullptr, gwp.data(), gbp.data());
   return {gi, gw, gb};
+}
+
+enum { kTiled = 0, kLayers = 1 };
+
+// kTiled or kLayers for a CPU chain (checked layers): measured once per shape class on this machine
+// (csrc/common/cpu_path.h), the fixed rule for empty batches and in deterministic mode. why, when
+// given, receives the reason.
+int mlp_cpu_path(const Tensor& input, at::TensorList weights, const Biases& biases,
+                 const std::vector<MlpLayer>& layers, std::string* why = nullptr) {
+  int64_t width = weights[0].size(1), elems = 0;
+  for (const Tensor& w : weights) {
+    width = std::max(width, w.size(0));
+    elems += w.numel();
+  }
+  const int64_t bytes = elems * (input.scalar_type() == at::kDouble ? 8 : 4);  // in the compute type
+  if (width > kMlpTiledCandidateMaxWidth || bytes > kMlpTiledCandidateMaxWeightBytes) {
+    if (why)
+      *why = "a width exceeds " + std::to_string(kMlpTiledCandidateMaxWidth) + " or the weights exceed " +
+             std::to_string(kMlpTiledCandidateMaxWeightBytes >> 20) +
+             " MiB: the tiled kernels would re-read weights that no longer stay in cache";
+    return kLayers;
+  }
+  const bool narrow = width <= kMlpTiledMaxWidth;
+  CpuPathQuery q;
+  q.op = kMlpOp;
+  q.paths = {"tiled", "layers"};
+  q.fixed_path = narrow ? kTiled : kLayers;
+  q.fixed_reason = narrow ? "every width is at most 256" : "a width exceeds 256";
+  static_assert(kMlpTiledMaxWidth == 256, "the fixed rule's reason names the width");
+  q.dtype = c10::toString(input.scalar_type());
+  q.batch = linear_rows(input);
+  q.shape = std::to_string(weights[0].size(1));
+  for (size_t l = 0; l < layers.size(); ++l)
+    q.shape += "-" + std::to_string(weights[l].size(0)) + ":" + activation_names()[int(layers[l].act)] +
+               (layers[l].saves_output ? "" : "/z") + (layers[l].has_bias ? "+b" : "");
+  // Both directions on calibration data (made at the first run, not on cached look-ups), each path
+  // exactly as the op runs it; no input gradient: a network's input rarely needs one.
+  Tensor x, g;
+  std::vector<std::string> names;
+  std::vector<double> slopes;
+  q.run = [&](int p, int64_t rows) {
+    if (!x.defined()) {
+      at::Generator gen = cpu_path_generator();
+      x = at::randn({rows, weights[0].size(1)}, gen, input.options());
+      g = at::randn({rows, weights.back().size(0)}, gen, input.options());
+      for (const MlpLayer& ly : layers) {
+        names.push_back(activation_names()[int(ly.act)]);
+        slopes.push_back(ly.slope);
+      }
+    }
+    if (p == kTiled) {
+      auto [y, arena] = forward_tiled(layers, x, weights, biases);
+      backward_tiled(layers, g, x, weights, biases, arena, y, false);
+    } else {
+      auto [y, arena] = forward_layers(layers, x, weights, biases, names, slopes);
+      backward_layers(layers, g, x, weights, arena, y, names, slopes, false);
+    }
+  };
+  return choose_cpu_path(q, why);
+}
+
+std::tuple<Tensor, Tensor> mlp_forward_cpu(const Tensor& input, at::TensorList weights, const Biases& biases,
+                                           const std::vector<std::string>& activations,
+                                           at::ArrayRef<double> slopes) {
+  auto layers = check_mlp_args(input, weights, biases, activations, slopes);
+  if (mlp_cpu_path(input, weights, biases, layers) == kLayers)
+    return forward_layers(layers, input, weights, biases, activations, slopes);
+  return forward_tiled(std::move(layers), input, weights, biases);
+}
+
+Tensor mlp_output_only_cpu(const Tensor& input, at::TensorList weights, const Biases& biases,
+                           const std::vector<std::string>& activations, at::ArrayRef<double> slopes) {
+  return std::get<0>(mlp_forward_cpu(input, weights, biases, activations, slopes));
+}
+
+Grads mlp_backward_cpu(const Tensor& grad_output, const Tensor& input, at::TensorList weights, const Biases& biases,
+                       const Tensor& arena, const Tensor& output, const std::vector<std::string>& activations,
+                       at::ArrayRef<double> slopes, bool input_grad) {
+  auto layers = check_mlp_args(input, weights, biases, activations, slopes);
+  if (mlp_cpu_path(input, weights, biases, layers) == kLayers)
+    return backward_layers(layers, grad_output, input, weights, arena, output, activations, slopes, input_grad);
+  return backward_tiled(std::move(layers), grad_output, input, weights, biases, arena, output, input_grad);
 }
 
 // ---- autograd: one node for the whole chain ----
@@ -506,8 +470,9 @@ std::tuple<std::string, std::string> mlp_path(const Tensor& input, at::TensorLis
                       ? c10::optional<Tensor>(biases.get(l)->to(input.scalar_type()))
                       : biases.get(l));
     const auto layers = check_mlp_args(input, w, b, activations, slopes);
-    const CpuPathChoice c = mlp_cpu_choice(input, w, b, layers);
-    return {c.path == 0 ? "tiled" : "layers", c.reason};
+    std::string why;
+    const int path = mlp_cpu_path(input, w, b, layers, &why);
+    return {path == kTiled ? "tiled" : "layers", why};
   }
   return {"layers", "no fused kernels for device " + input.device().str()};
 }

@@ -178,6 +178,12 @@ inline void pair_rows_of_input(uint32_t* __restrict dst, int64_t rows, int64_t K
   }
 }
 
+// Columns rows..R of an F x R tile are zero (the tile's pad, past the batch's last row).
+inline void zero_pad_columns(float* t, int64_t F, int64_t rows) {
+  for (int64_t f = 0; f < F; ++f)
+    for (int64_t i = rows; i < R; ++i) t[f * R + i] = 0.f;
+}
+
 inline int64_t max_pairs_width(const MlpCpuLayer* layers, int L) { return pairs(max_width(layers, L)) * 2; }
 
 inline void forward(const bf16_t* x, bf16_t* out, const MlpCpuLayer* layers, int L, int64_t M) {
@@ -206,8 +212,7 @@ inline void forward(const bf16_t* x, bf16_t* out, const MlpCpuLayer* layers, int
           act_inplace_any(ly.act, z.data(), N * R, ly.slope);
           if (ly.saves_output && !saved_is_output(layers, L, l)) save();
           if (l == L - 1) {
-            for (int64_t i = 0; i < rows; ++i)
-              for (int64_t f = 0; f < N; ++f) out[(t0 + i) * N + f] = store_as<bf16_t>(z[f * R + i]);
+            transpose<float>(out + t0 * N, N, z.data(), R, N, rows);
           } else {
             pair_features_of_tile(in.data(), z.data(), N);
           }
@@ -237,12 +242,8 @@ inline void backward(const bf16_t* g, const bf16_t* x, const MlpCpuLayer* layers
     for (int64_t c = 0; c < ch.count; ++c) {
       for (int64_t t0 = c * ch.rows; t0 < imin(M, (c + 1) * ch.rows); t0 += R) {
         const int64_t rows = imin(R, M - t0);
-        {
-          const int64_t N = layers[L - 1].N;
-          const bf16_t* gt = g + t0 * N;
-          for (int64_t f = 0; f < N; ++f)
-            for (int64_t i = 0; i < R; ++i) gcur[f * R + i] = i < rows ? load(gt[i * N + f]) : 0.f;
-        }
+        transpose<float>(gcur, R, g + t0 * layers[L - 1].N, layers[L - 1].N, rows, layers[L - 1].N);
+        zero_pad_columns(gcur, layers[L - 1].N, rows);
         float* pw = partial.data() + c * part + part;
         for (int l = L - 1; l >= 0; --l) {
           const MlpCpuLayer& ly = layers[l];
@@ -252,14 +253,12 @@ inline void backward(const bf16_t* g, const bf16_t* x, const MlpCpuLayer* layers
           float* pgb = pw + N * K;
           const bf16_t* sv = (const bf16_t*)ly.saved + t0 * N;
           if (saved_is_output(layers, L, l)) {
-            for (int64_t f = 0; f < N; ++f)
-              for (int64_t i = 0; i < rows; ++i) st[f * R + i] = load(sv[i * N + f]);
+            transpose<float>(st.data(), R, sv, N, rows, N);
           } else {
             for (int64_t f = 0; f < N; ++f)
               for (int64_t i = 0; i < rows; ++i) st[f * R + i] = load(sv[f * rows + i]);
           }
-          for (int64_t f = 0; f < N; ++f)
-            for (int64_t i = rows; i < R; ++i) st[f * R + i] = 0.f;
+          zero_pad_columns(st.data(), N, rows);
           dispatch_act(Act(ly.act), [&](auto a) { times_grad<decltype(a)::value>(gcur, st.data(), N * R, (float)ly.slope); });
           bias_lanes(pgb, gcur, N, R);
           // The layer's input on this tile, paired along rows: the network input, or the previous
@@ -292,11 +291,7 @@ inline void backward(const bf16_t* g, const bf16_t* x, const MlpCpuLayer* layers
             gnext = t;
           }
         }
-        if (gi) {
-          const int64_t K0 = layers[0].K;
-          for (int64_t i = 0; i < rows; ++i)
-            for (int64_t k = 0; k < K0; ++k) gi[(t0 + i) * K0 + k] = store_as<bf16_t>(gcur[k * R + i]);
-        }
+        if (gi) transpose<float>(gi + t0 * layers[0].K, layers[0].K, gcur, R, layers[0].K, rows);
       }
     }
   }
