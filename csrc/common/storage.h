@@ -66,6 +66,36 @@ struct Scratch {
   C* data() { return p; }
   C& operator[](int64_t i) { return p[i]; }
 };
+
+// Memory a thread reuses across calls, for the large per-call scratch of one kernel at a time on
+// that thread: a fresh heap block of that size comes from mmap, and writing it faults in every
+// page again on each call. Grow-only, held until the thread exits. Carve it with take(). Slots:
+// 0 a kernel's scratch, 1 its converted weights (Params), which live alongside.
+struct ThreadWorkspace {
+  char* p;
+  static int64_t rounded(int64_t bytes) { return (bytes + 63) / 64 * 64; }
+  explicit ThreadWorkspace(int64_t bytes, int slot = 0) {
+    struct Block {
+      char* mem = nullptr;
+      int64_t n = 0;
+      ~Block() { delete[] mem; }
+    };
+    static thread_local Block blocks[2];
+    Block& b = blocks[slot];
+    if (b.n < bytes) {
+      delete[] b.mem;
+      b.mem = new char[bytes + 64];
+      b.n = bytes;
+    }
+    p = b.mem + (64 - reinterpret_cast<uintptr_t>(b.mem) % 64) % 64;
+  }
+  // The next n elements of C, 64-byte aligned; the workspace's size is the sum of rounded() sizes.
+  template <class C> C* take(int64_t n) {
+    C* r = reinterpret_cast<C*>(p);
+    p += rounded(n * int64_t(sizeof(C)));
+    return r;
+  }
+};
 #endif
 
 }  // namespace FASTNN_ISA_NS

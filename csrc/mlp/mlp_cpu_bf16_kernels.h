@@ -87,13 +87,12 @@ FASTNN_INLINE int64_t pairs(int64_t n) { return (n + 1) / 2; }
 struct Params {
   Scratch<const uint32_t*> w;
   Scratch<const float*> b;
-  Scratch<uint32_t> words;
-  Scratch<float> biases;
   // transposed: for backward, where layer 0's W^T is needed only for an input gradient (first_wt).
-  Params(const MlpCpuLayer* layers, int L, bool transposed, bool first_wt = true)
-      : w(L), b(L), words(count(layers, L, transposed), false), biases(nbias(layers, L), false) {
-    uint32_t* s = words.data();
-    float* bs = biases.data();
+  Params(const MlpCpuLayer* layers, int L, bool transposed, bool first_wt = true) : w(L), b(L) {
+    const int64_t nw = count(layers, L, transposed), nb = nbias(layers, L);
+    ThreadWorkspace store(ThreadWorkspace::rounded(4 * nw) + ThreadWorkspace::rounded(4 * nb), 1);
+    uint32_t* s = store.take<uint32_t>(nw);
+    float* bs = store.take<float>(nb);
     for (int l = 0; l < L; ++l) {
       const int64_t K = layers[l].K, N = layers[l].N, Kq = pairs(K), Nq = pairs(N);
       const bf16_t* W = (const bf16_t*)layers[l].w;
@@ -167,21 +166,58 @@ inline void pair_rows_of_tile(uint32_t* __restrict dst, const float* __restrict 
       dst[f * (R / 2) + p] = pair(round_bits(src[f * R + 2 * p]), round_bits(src[f * R + 2 * p + 1]));
 }
 
-// dst[p][k] (p < R / 2, k < K) = the layer input's rows 2p, 2p+1 at feature k, pad rows zero. v(k, i)
-// gives the input's bf16 bits.
-template <class V>
-inline void pair_rows_of_input(uint32_t* __restrict dst, int64_t rows, int64_t K, V v) {
+// dst[p][k] (p < R / 2, k < K) = the rows 2p, 2p+1 of a row-major rows x K bf16 block at feature
+// k; pad rows zero.
+inline void pair_rows_of_rows(uint32_t* __restrict dst, const bf16_t* __restrict src, int64_t rows, int64_t K) {
   for (int64_t p = 0; p < R / 2; ++p) {
     const int64_t i = 2 * p;
-    for (int64_t k = 0; k < K; ++k)
-      dst[p * K + k] = pair(i < rows ? v(k, i) : 0u, i + 1 < rows ? v(k, i + 1) : 0u);
+    const bf16_t* r0 = src + i * K;
+    if (i + 1 < rows) {
+      for (int64_t k = 0; k < K; ++k) dst[p * K + k] = pair(bits(r0[k]), bits(r0[K + k]));
+    } else {
+      for (int64_t k = 0; k < K; ++k) dst[p * K + k] = i < rows ? bits(r0[k]) : 0u;
+    }
   }
+}
+
+// dst[c * ldd + r] = src[r * lds + c] for 32-bit words: the float block transpose, on bits.
+inline void transpose_words(uint32_t* __restrict dst, int64_t ldd, const uint32_t* __restrict src, int64_t lds,
+                            int64_t rows, int64_t cols) {
+  using B = TBlock<float>;
+  constexpr int n = B::n;
+  int64_t r0 = 0;
+  for (; r0 + n <= rows; r0 += n) {
+    int64_t c0 = 0;
+    for (; c0 + n <= cols; c0 += n) {
+      typename B::v blk[n];
+      for (int i = 0; i < n; ++i)
+        for (int j = 0; j < n; ++j) blk[i][j] = __builtin_bit_cast(float, src[(r0 + i) * lds + c0 + j]);
+      B::run(blk);
+      for (int j = 0; j < n; ++j)
+        for (int i = 0; i < n; ++i) dst[(c0 + j) * ldd + r0 + i] = __builtin_bit_cast(uint32_t, blk[j][i]);
+    }
+    for (int64_t r = r0; r < r0 + n; ++r)
+      for (int64_t c = c0; c < cols; ++c) dst[c * ldd + r] = src[r * lds + c];
+  }
+  for (int64_t r = r0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[c * ldd + r] = src[r * lds + c];
 }
 
 // Columns rows..R of an F x R tile are zero (the tile's pad, past the batch's last row).
 inline void zero_pad_columns(float* t, int64_t F, int64_t rows) {
   for (int64_t f = 0; f < F; ++f)
     for (int64_t i = rows; i < R; ++i) t[f * R + i] = 0.f;
+}
+
+// out[f] = the sum of feature f's R columns of a float32 tile, in a fixed pairwise order.
+inline void row_sums(float* __restrict out, const float* __restrict t, int64_t F) {
+  for (int64_t f = 0; f < F; ++f) {
+    float s[R / 2];
+    for (int v = 0; v < R / 2; ++v) s[v] = t[f * R + v] + t[f * R + R / 2 + v];
+    for (int w = R / 4; w >= 1; w /= 2)
+      for (int v = 0; v < w; ++v) s[v] += s[v + w];
+    out[f] = s[0];
+  }
 }
 
 inline int64_t max_pairs_width(const MlpCpuLayer* layers, int L) { return pairs(max_width(layers, L)) * 2; }
@@ -222,35 +258,59 @@ inline void forward(const bf16_t* x, bf16_t* out, const MlpCpuLayer* layers, int
   }
 }
 
+// Backward runs in groups of up to kGroupRows rows (a multiple of R). Per group, (1) each tile
+// walks the layers down as in the float32 kernels and leaves, per layer, its gz and its input as bf16
+// pairs along the batch in group-wide buffers ([row pair][feature]) and its gz row sums; (2) every
+// weight gradient is then one GEMM over the whole group (gw += gz^T x, the batch as the reduction),
+// split over blocks of gw's rows. Per-tile updates of a float32 gw would re-read all of gw for every
+// 32 rows: at notMNIST's 784 x 256 that traffic, not the products, bounded backward. Every element's
+// sum runs in the same order for any thread count.
+constexpr int64_t kGroupRows = 512;
+constexpr int64_t kGwRowBlock = 8;
+
 inline void backward(const bf16_t* g, const bf16_t* x, const MlpCpuLayer* layers, int L, int64_t M, bf16_t* gi,
                      bf16_t* const* gw, bf16_t* const* gb) {
   Params prm(layers, L, true, gi != nullptr);
   const int64_t W = max_pairs_width(layers, L);
-  const Chunks ch = chunks_of(M);
-  const int64_t part = partial_elems<float>(layers, L);
-  Scratch<float> partial(ch.count * part);
-#pragma omp parallel if (ch.count > 1 && worth_threads(layers, L, M))
-  {
-    Scratch<float> gbuf(2 * R * W);           // gz of the layer and the gradient passed down (F x R)
-    Scratch<float> st(R * W, false);          // the layer's saved tile, float32
-    Scratch<uint32_t> gz_rows(R * W / 2, false);   // gz paired along rows (the weight gradient's A)
-    Scratch<uint32_t> gz_feats(R * W / 2, false);  // gz paired along features (W^T gz's B)
-    Scratch<uint32_t> xin(R * W / 2, false);       // the layer's input paired along rows
-    float* gcur = gbuf.data();
-    float* gnext = gcur + R * W;
+  const int64_t G = imin(kGroupRows, (M + R - 1) / R * R);
+  // Per layer: float32 sums of gw and gb over the groups; the group's gz pairs, input pairs, tile sums.
+  Scratch<int64_t> off_w(L + 1), off_b(L + 1), off_z(L + 1), off_x(L + 1);
+  for (int l = 0; l < L; ++l) {
+    off_w[l + 1] = off_w[l] + layers[l].N * layers[l].K;
+    off_b[l + 1] = off_b[l] + layers[l].N;
+    off_z[l + 1] = off_z[l] + G / 2 * layers[l].N;
+    off_x[l + 1] = off_x[l] + G / 2 * layers[l].K;
+  }
+  using WS = ThreadWorkspace;
+  WS ws(WS::rounded(4 * off_w[L]) + WS::rounded(4 * off_b[L]) + WS::rounded(4 * G / R * off_b[L]) +
+        WS::rounded(4 * off_z[L]) + WS::rounded(4 * off_x[L]));
+  float* gw_sum = ws.take<float>(off_w[L]);
+  float* gb_sum = ws.take<float>(off_b[L]);
+  float* tile_sums = ws.take<float>(G / R * off_b[L]);
+  uint32_t* gz_pairs = ws.take<uint32_t>(off_z[L]);
+  uint32_t* in_pairs = ws.take<uint32_t>(off_x[L]);
+  for (int64_t e = 0; e < off_b[L]; ++e) gb_sum[e] = 0.f;
+  int64_t items = 0;  // blocks of gw rows, over every layer
+  for (int l = 0; l < L; ++l) items += (layers[l].N + kGwRowBlock - 1) / kGwRowBlock;
+  for (int64_t g0 = 0; g0 < M; g0 += G) {
+    const int64_t tiles = (imin(M - g0, G) + R - 1) / R, Q = tiles * R / 2;
+    const bool first = g0 == 0, last = g0 + G >= M;
+#pragma omp parallel if (worth_threads(layers, L, M))
+    {
+      Scratch<float> gbuf(2 * R * W);       // gz of the layer and the gradient passed down (F x R)
+      Scratch<float> st(R * W, false);      // a saved tile in float32
+      Scratch<uint32_t> wt(R * W / 2, false);       // a tile paired along rows (F x R/2 words)
+      Scratch<uint32_t> gz_feats(R * W / 2, false);  // gz paired along features (W^T gz's B)
+      float* gcur = gbuf.data();
+      float* gnext = gcur + R * W;
 #pragma omp for schedule(static)
-    for (int64_t c = 0; c < ch.count; ++c) {
-      for (int64_t t0 = c * ch.rows; t0 < imin(M, (c + 1) * ch.rows); t0 += R) {
-        const int64_t rows = imin(R, M - t0);
+      for (int64_t t = 0; t < tiles; ++t) {
+        const int64_t t0 = g0 + t * R, rows = imin(R, M - t0), tq = t * R / 2;
         transpose<float>(gcur, R, g + t0 * layers[L - 1].N, layers[L - 1].N, rows, layers[L - 1].N);
         zero_pad_columns(gcur, layers[L - 1].N, rows);
-        float* pw = partial.data() + c * part + part;
         for (int l = L - 1; l >= 0; --l) {
           const MlpCpuLayer& ly = layers[l];
           const int64_t K = ly.K, N = ly.N;
-          pw -= N * (K + kVL<float>);
-          float* pgw = pw;
-          float* pgb = pw + N * K;
           const bf16_t* sv = (const bf16_t*)ly.saved + t0 * N;
           if (saved_is_output(layers, L, l)) {
             transpose<float>(st.data(), R, sv, N, rows, N);
@@ -260,42 +320,67 @@ inline void backward(const bf16_t* g, const bf16_t* x, const MlpCpuLayer* layers
           }
           zero_pad_columns(st.data(), N, rows);
           dispatch_act(Act(ly.act), [&](auto a) { times_grad<decltype(a)::value>(gcur, st.data(), N * R, (float)ly.slope); });
-          bias_lanes(pgb, gcur, N, R);
+          row_sums(tile_sums + G / R * off_b[l] + t * N, gcur, N);
+          pair_rows_of_tile(wt.data(), gcur, N);
+          transpose_words(gz_pairs + off_z[l] + tq * N, N, wt.data(), R / 2, N, R / 2);
           // The layer's input on this tile, paired along rows: the network input, or the previous
           // layer's output (saved, or recomputed in float32 from its saved pre-activation and rounded).
+          uint32_t* xp = in_pairs + off_x[l] + tq * K;
           if (l == 0) {
-            const bf16_t* xt = x + t0 * K;
-            pair_rows_of_input(xin.data(), rows, K, [&](int64_t k, int64_t i) { return bits(xt[i * K + k]); });
+            pair_rows_of_rows(xp, x + t0 * K, rows, K);
           } else {
             const MlpCpuLayer& prev = layers[l - 1];
             const bf16_t* ps = (const bf16_t*)prev.saved + t0 * K;  // K x rows
-            if (prev.saves_output) {
-              pair_rows_of_input(xin.data(), rows, K, [&](int64_t k, int64_t i) { return bits(ps[k * rows + i]); });
+            if (prev.saves_output && rows == R) {
+              transpose_words(xp, K, (const uint32_t*)ps, R / 2, K, R / 2);
             } else {
-              dispatch_act(Act(prev.act), [&](auto a) {
-                using F = ActFn<decltype(a)::value>;
-                const float slope = (float)prev.slope;
-                pair_rows_of_input(xin.data(), rows, K, [&](int64_t k, int64_t i) {
-                  return round_bits(F::value(load(ps[k * rows + i]), slope));
-                });
-              });
+              for (int64_t f = 0; f < K; ++f)
+                for (int64_t i = 0; i < rows; ++i) st[f * R + i] = load(ps[f * rows + i]);
+              zero_pad_columns(st.data(), K, rows);
+              if (!prev.saves_output) act_inplace_any(prev.act, st.data(), K * R, prev.slope);
+              pair_rows_of_tile(wt.data(), st.data(), K);
+              transpose_words(xp, K, wt.data(), R / 2, K, R / 2);
             }
           }
-          pair_rows_of_tile(gz_rows.data(), gcur, N);
-          gemm(gz_rows.data(), R / 2, 1, xin.data(), K, pgw, K, N, K, R / 2, nullptr, true);  // gw += gzT x
           if (l > 0 || gi) {
             pair_features_of_tile(gz_feats.data(), gcur, N);
             gemm(prm.w[l], pairs(N), 1, gz_feats.data(), R, gnext, R, K, R, pairs(N), nullptr, false);  // W^T gz
-            float* t = gcur;
+            float* tmp = gcur;
             gcur = gnext;
-            gnext = t;
+            gnext = tmp;
           }
         }
         if (gi) transpose<float>(gi + t0 * layers[0].K, layers[0].K, gcur, R, layers[0].K, rows);
       }
+      // gw[rows n0..n1) += gz^T x over the group; gb likewise from the tiles' sums in tile order.
+      // Blocks differ in size across layers: dynamic balances them (each block's bits are the same
+      // on any thread).
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t it = 0; it < items; ++it) {
+        int l = 0;
+        int64_t b = it;
+        while (b >= (layers[l].N + kGwRowBlock - 1) / kGwRowBlock) b -= (layers[l++].N + kGwRowBlock - 1) / kGwRowBlock;
+        const int64_t K = layers[l].K, N = layers[l].N, n0 = b * kGwRowBlock, nb = imin(kGwRowBlock, N - n0);
+        float* acc = gw_sum + off_w[l] + n0 * K;
+        gemm(gz_pairs + off_z[l] + n0, 1, N, in_pairs + off_x[l], K, acc, K, nb, K, Q, nullptr, !first);
+        float* bsum = gb_sum + off_b[l] + n0;
+        const float* ts = tile_sums + G / R * off_b[l] + n0;
+        for (int64_t t = 0; t < tiles; ++t)
+          for (int64_t n = 0; n < nb; ++n) bsum[n] += ts[t * N + n];
+        if (last) {
+          for (int64_t e = 0; e < nb * K; ++e) gw[l][n0 * K + e] = store_as<bf16_t>(acc[e]);
+          if (gb[l])
+            for (int64_t n = 0; n < nb; ++n) gb[l][n0 + n] = store_as<bf16_t>(bsum[n]);
+        }
+      }
     }
   }
-  reduce_partials(partial.data(), part, ch.count, layers, L, gw, gb);
+  if (M == 0)
+    for (int l = 0; l < L; ++l) {
+      for (int64_t e = 0; e < off_w[l + 1] - off_w[l]; ++e) gw[l][e] = store_as<bf16_t>(0.f);
+      if (gb[l])
+        for (int64_t n = 0; n < layers[l].N; ++n) gb[l][n] = store_as<bf16_t>(0.f);
+    }
 }
 
 }  // namespace bf16_native

@@ -235,9 +235,10 @@ template <class A> constexpr bool kSame<A, A> = true;
 template <class T, class C>
 struct Params {
   Scratch<const C*> w, b;
-  Scratch<C> store;
-  Params(const MlpCpuLayer* layers, int L) : w(L), b(L), store(kSame<T, C> ? 0 : elems(layers, L), false) {
-    C* s = store.data();
+  Params(const MlpCpuLayer* layers, int L) : w(L), b(L) {
+    const int64_t n_store = kSame<T, C> ? 0 : elems(layers, L);
+    ThreadWorkspace store(ThreadWorkspace::rounded(n_store * int64_t(sizeof(C))), 1);
+    C* s = store.take<C>(n_store);
     for (int l = 0; l < L; ++l) {
       const int64_t n = layers[l].N * layers[l].K;
       if constexpr (kSame<T, C>) {
@@ -368,7 +369,9 @@ void backward(const T* g, const T* x, const MlpCpuLayer* layers, int L, int64_t 
   const Chunks ch = chunks_of(M);
   // Per chunk, per layer: [gw (N x K) | gb as kVL partial sums per feature (N x kVL)].
   const int64_t part = partial_elems<C>(layers, L);
-  Scratch<C> partial(ch.count * part);
+  ThreadWorkspace ws(ThreadWorkspace::rounded(ch.count * part * int64_t(sizeof(C))));
+  C* partial = ws.take<C>(ch.count * part);
+  for (int64_t e = 0; e < ch.count * part; ++e) partial[e] = C(0);
 #pragma omp parallel if (ch.count > 1 && worth_threads(layers, L, M))
   {
     Scratch<C> buf(4 * kTileRows * W, false);
@@ -381,7 +384,7 @@ void backward(const T* g, const T* x, const MlpCpuLayer* layers, int L, int64_t 
       for (int64_t t0 = c * ch.rows; t0 < imin(M, (c + 1) * ch.rows); t0 += kTileRows) {
         const int64_t rows = imin(kTileRows, M - t0);
         load_transposed(gcur, g + t0 * layers[L - 1].N, rows, layers[L - 1].N);
-        C* pw = partial.data() + c * part + part;  // walks back from the end of the chunk's block
+        C* pw = partial + c * part + part;  // walks back from the end of the chunk's block
         for (int l = L - 1; l >= 0; --l) {
           const MlpCpuLayer& ly = layers[l];
           const int64_t K = ly.K, N = ly.N, n = rows * N;
@@ -414,7 +417,7 @@ void backward(const T* g, const T* x, const MlpCpuLayer* layers, int L, int64_t 
       }
     }
   }
-  reduce_partials(partial.data(), part, ch.count, layers, L, gw, gb);
+  reduce_partials(partial, part, ch.count, layers, L, gw, gb);
 }
 
 }  // namespace mlp_cpu
