@@ -120,5 +120,6 @@ PYBIND11_MODULE(_C, m) {
       // Without the GIL: steps of optimizers in other Python threads run at the same time.
       .def("step", &fastnn::OptimizerPlan::step, pybind11::call_guard<pybind11::gil_scoped_release>(),
            pybind11::arg("h"), pybind11::arg("b"),
-           pybind11::arg("grad_scale") = pybind11::none(), pybind11::arg("found_inf") = pybind11::none());
+           pybind11::arg("grad_scale") = pybind11::none(), pybind11::arg("found_inf") = pybind11::none(),
+           pybind11::arg("sr") = std::vector<std::vector<int64_t>>{});
 }

@@ -23,7 +23,11 @@ from torch.optim.optimizer import _get_scalar_dtype
 from . import _C
 from . import _ops  # noqa: F401  (registers the ops)
 
-__all__ = ["Adam", "AdamW", "RMSprop", "SGD", "Adagrad"]
+__all__ = ["Adam", "AdamW", "RMSprop", "SGD", "Adagrad", "full_precision_state_dict"]
+
+# Keys fastnn adds to each param group (saved in state_dict; dropped by full_precision_state_dict).
+_GROUP_KEYS = ("state_dtype", "stochastic_rounding", "sr_seed", "sr_step")
+_STATE_DTYPES = (None, torch.float32, torch.bfloat16)
 
 
 def _scalar(x):
@@ -34,8 +38,14 @@ def _is_f32(x):
     return isinstance(x, torch.Tensor) and x.dtype == torch.float32
 
 
-def _zeros(p):
-    return torch.zeros_like(p, memory_format=torch.preserve_format)
+def _state_dtype(p, g):
+    """The dtype of p's state tensors: the group's state_dtype, else p's own (torch's layout)."""
+    return g.get("state_dtype") or p.dtype
+
+
+def _zeros(p, g=None):
+    dtype = p.dtype if g is None else _state_dtype(p, g)
+    return torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
 
 
 def _dtensor_type():
@@ -68,15 +78,57 @@ class _FusedStep:
     _state_keys = ()      # state tensors in the kernel's order
     _has_step = True      # keeps a "step" count in state
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, state_dtype=None, stochastic_rounding=False, sr_seed=None, **kwargs):
         # torch.optim validates the arguments; its messages gain the name of the optimizer.
         try:
             super().__init__(*args, **kwargs)
         except (ValueError, TypeError) as e:
             msg = str(e)
             raise type(e)(msg if msg.startswith(self._name) else f"{self._name}: {msg}") from None
+        if sr_seed is None and stochastic_rounding:
+            sr_seed = int(torch.randint(0, 2 ** 62, (1,)).item())  # from torch's generator: manual_seed repeats it
+        # Group keys only where an option is used: a default optimizer's state_dict is torch's.
+        extra = {}
+        if state_dtype is not None:
+            extra["state_dtype"] = state_dtype
+        if stochastic_rounding:
+            extra.update(stochastic_rounding=True, sr_seed=int(sr_seed), sr_step=0)
+        self.defaults.update(extra)
         for g in self.param_groups:
+            for k, v in extra.items():
+                g.setdefault(k, v)
             self._check_finite(g)
+            self._check_compact(g)
+            for p in g["params"]:  # state torch created in __init__ (Adagrad's sums)
+                st = self.state.get(p, {})
+                for k, v in st.items():
+                    if k != "step" and isinstance(v, torch.Tensor) and v.dtype != _state_dtype(p, g):
+                        st[k] = v.to(_state_dtype(p, g))
+
+    def _check_compact(self, g):
+        sd = g.get("state_dtype")
+        if isinstance(sd, str) and sd == "int8":
+            raise NotImplementedError(f"{self._name}: state_dtype='int8' (block-wise 8-bit state) is not "
+                                      "implemented yet; use torch.bfloat16")
+        if sd not in _STATE_DTYPES:
+            raise ValueError(f"{self._name}: state_dtype must be None (the parameter's dtype), torch.float32 or "
+                             f"torch.bfloat16, got {sd!r}")
+        for p in g["params"]:
+            if sd is not None and p.dtype == torch.float64 and sd != torch.float64:
+                raise ValueError(f"{self._name}: state_dtype={sd} is for float32 and bfloat16 parameters, "
+                                 "got a float64 parameter")
+        if g.get("stochastic_rounding"):
+            if g.get("sr_seed") is None:
+                raise ValueError(f"{self._name}: stochastic_rounding needs an integer sr_seed")
+            if not any(p.dtype == torch.bfloat16 or _state_dtype(p, g) == torch.bfloat16 for p in g["params"]):
+                raise ValueError(f"{self._name}: stochastic_rounding=True rounds bfloat16 parameters and state, "
+                                 "but this group stores nothing in bfloat16 (float32 parameters and state); "
+                                 "pass state_dtype=torch.bfloat16 or bfloat16 parameters")
+            if any(p.device.type != "cpu" for p in g["params"]):
+                raise ValueError(f"{self._name}: stochastic_rounding runs on the CPU only in this version")
+        if sd is not None and any(p.device.type != "cpu" and _state_dtype(p, g) != p.dtype for p in g["params"]):
+            raise ValueError(f"{self._name}: state_dtype other than the parameters' dtype runs on the CPU only "
+                             "in this version")
 
     def _check_finite(self, g):
         # torch lets NaN through most of its range checks (NaN < 0 is false); a NaN hyper-parameter
@@ -151,7 +203,22 @@ class _FusedStep:
             state["step"] = self._step_tensor(p, g, float(s))
 
     def load_state_dict(self, state_dict):
+        """Loads this optimizer's state_dict (compact state included) or torch.optim's of the same
+        kind: state is converted to this optimizer's state_dtype (bf16 state from a float32 one is
+        rounded to nearest); fastnn's group options absent from it keep their current values."""
+        keep = [{k: g[k] for k in _GROUP_KEYS if k in g} for g in self.param_groups]
         super().load_state_dict(state_dict)
+        for g, old in zip(self.param_groups, keep):
+            for k, v in old.items():
+                g.setdefault(k, v)
+            for p in g["params"]:
+                st = self.state.get(p)
+                if not st:
+                    continue
+                want = _state_dtype(p, g)
+                for k, v in st.items():
+                    if k != "step" and isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != want:
+                        st[k] = v.to(want)
         self._fastnn_key = None
 
     def add_param_group(self, param_group):
@@ -159,6 +226,7 @@ class _FusedStep:
         self._fastnn_key = None
         if hasattr(self, "_hparams"):
             self._check_finite(self.param_groups[-1])
+            self._check_compact(self.param_groups[-1])
 
     def _check_unsupported(self):
         for g in self.param_groups:
@@ -198,9 +266,13 @@ class _FusedStep:
         for g, f in zip(self.param_groups, h):
             if not all(math.isfinite(v) for v in f):
                 self._check_finite(g)
+        sr = [[g["sr_seed"], g["sr_step"]] if g.get("stochastic_rounding") else [] for g in self.param_groups]
+        for g in self.param_groups:
+            if g.get("stochastic_rounding"):
+                g["sr_step"] += 1  # a fresh draw every step, saved with the state_dict
         try:
             self._lend_local_grads()
-            missing = plan.step(h, b, grad_scale, found_inf)
+            missing = plan.step(h, b, grad_scale, found_inf, sr)
         finally:
             self._return_local_grads()
         if missing:
@@ -213,7 +285,7 @@ class _FusedStep:
                 plan = self._build_plan()
                 try:
                     self._lend_local_grads()
-                    missing = plan.step(h, b, grad_scale, found_inf)
+                    missing = plan.step(h, b, grad_scale, found_inf, sr)
                 finally:
                     self._return_local_grads()
                 assert not missing, "fastnn.optim: state initialisation did not complete"
@@ -248,7 +320,7 @@ class Adam(_FusedStep, torch.optim.Adam):
         added = []
         for k in ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if g["amsgrad"] else ()):
             if k not in st:
-                st[k] = _zeros(p)
+                st[k] = _zeros(p, g)
                 added.append(k)
         if "step" not in st:
             st["step"] = self._step_tensor(p, g)
@@ -282,7 +354,7 @@ class RMSprop(_FusedStep, torch.optim.RMSprop):
             want.append("grad_avg")
         added = [k for k in want if k not in st]
         for k in added:
-            st[k] = _zeros(p)
+            st[k] = _zeros(p, g)
         if "step" not in st:
             st["step"] = self._step_tensor(p, g)
             added.append("step")
@@ -304,7 +376,7 @@ class SGD(_FusedStep, torch.optim.SGD):
     def _init_state(self, p, g, st):
         # torch sets the buffer to the (decayed) gradient on the first step: the kernel does that
         # for buffers marked fresh.
-        st["momentum_buffer"] = _zeros(p)
+        st["momentum_buffer"] = _zeros(p, g)
         if not hasattr(self, "_fastnn_fresh"):
             self._fastnn_fresh = set()
         self._fastnn_fresh.add(p)
@@ -325,10 +397,23 @@ class Adagrad(_FusedStep, torch.optim.Adagrad):
     def _init_state(self, p, g, st):  # a param added after construction (torch fills state in __init__)
         added = []
         if "sum" not in st:
-            st["sum"] = torch.full_like(p, _scalar(g["initial_accumulator_value"]),
+            st["sum"] = torch.full_like(p, _scalar(g["initial_accumulator_value"]), dtype=_state_dtype(p, g),
                                         memory_format=torch.preserve_format)
             added.append("sum")
         if "step" not in st:
             st["step"] = self._step_tensor(p, g)
             added.append("step")
         return added
+
+
+def full_precision_state_dict(optimizer):
+    """``optimizer.state_dict()`` in torch.optim's layout: compact (bfloat16) state as float32 (state
+    of float64 parameters stays float64) and without fastnn's group keys, loadable into the
+    torch.optim optimizer of the same name."""
+    sd = optimizer.state_dict()
+    state = {}
+    for i, st in sd["state"].items():
+        state[i] = {k: (v.float() if k != "step" and isinstance(v, torch.Tensor) and v.dtype == torch.bfloat16
+                        else v) for k, v in st.items()}
+    groups = [{k: v for k, v in g.items() if k not in _GROUP_KEYS} for g in sd["param_groups"]]
+    return {"state": state, "param_groups": groups}

@@ -28,10 +28,23 @@ template <> FASTNN_INLINE bf16_t store_as<bf16_t>(float v) {
   return bf16_t{(uint16_t)(v != v ? 0x7fc0u : r)};
 }
 
+// Stochastic rounding to bf16: 16 random bits added below the kept ones, then truncated, so a value
+// rounds away from zero with probability (its dropped bits) / 2^16; NaN stays NaN.
+FASTNN_INLINE bf16_t store_bf16_stochastic(float v, uint32_t r16) {
+  const uint32_t u = __builtin_bit_cast(uint32_t, v);
+  return bf16_t{(uint16_t)(v != v ? 0x7fc0u : (u + r16) >> 16)};
+}
+template <class T> FASTNN_INLINE T store_stochastic(compute_t<T> v, uint32_t) { return v; }
+template <> FASTNN_INLINE bf16_t store_stochastic<bf16_t>(float v, uint32_t r16) { return store_bf16_stochastic(v, r16); }
+
 // load/store as a type, for code shared with the CUDA launchers (optim_functors.h).
 struct CpuIO {
   template <class T> static FASTNN_INLINE compute_t<T> ld(T v) { return load(v); }
   template <class T> static FASTNN_INLINE T st(compute_t<T> v) { return store_as<T>(v); }
+  // bf16: stochastic rounding with the 16 bits r16; wider types store exactly as st.
+  template <class T> static FASTNN_INLINE T st_stochastic(compute_t<T> v, uint32_t r16) {
+    return store_stochastic<T>(v, r16);
+  }
 };
 
 // Calls f(T{}) with the storage type named by d.

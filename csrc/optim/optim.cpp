@@ -12,6 +12,8 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <map>
+#include <tuple>
 
 #include "../cpu_isa/cpu_isa.h"
 #include "optim_functors.h"
@@ -28,6 +30,7 @@ struct Row {
   bool use[3] = {false, false, false};
   bool first = false;  // SGD: momentum buffer is new
   int64_t group = 0;
+  int64_t index = 0;   // the parameter's position in the optimizer (stochastic rounding's key)
   int flags = 0;
   double k[8] = {0, 0, 0, 0, 0, 0, 0, 0};
 };
@@ -158,12 +161,22 @@ void validate_rows(const char* op, bool has_step, const std::vector<Row>& rows,
                 " but its gradient is ", r.g.scalar_type());
     TORCH_CHECK(r.g.sizes() == r.p.sizes(), op, ": parameter ", i, " has shape ", r.p.sizes(),
                 " but its gradient has shape ", r.g.sizes());
+    c10::optional<at::ScalarType> sd;
     for (int s = 0; s < 3; ++s) {
       if (!r.use[s]) continue;
-      TORCH_CHECK(r.s[s].defined() && r.s[s].sizes() == r.p.sizes() && r.s[s].scalar_type() == r.p.scalar_type() &&
-                      r.s[s].device() == r.p.device(),
-                  op, ": ", state_names[s], " of parameter ", i,
-                  " must match the parameter's shape, dtype and device");
+      TORCH_CHECK(r.s[s].defined() && r.s[s].sizes() == r.p.sizes() && r.s[s].device() == r.p.device(), op, ": ",
+                  state_names[s], " of parameter ", i, " must match the parameter's shape and device");
+      TORCH_CHECK(!sd || *sd == r.s[s].scalar_type(), op, ": the state tensors of parameter ", i,
+                  " must share one dtype, got ", *sd, " and ", r.s[s].scalar_type());
+      sd = r.s[s].scalar_type();
+    }
+    if (sd) {
+      const auto pd = r.p.scalar_type();
+      const bool compact = (pd == at::kFloat && *sd == at::kBFloat16) || (pd == at::kBFloat16 && *sd == at::kFloat);
+      TORCH_CHECK(*sd == pd || compact, op, ": state of parameter ", i, " is ", *sd, " but the parameter is ", pd,
+                  " (state is the parameter's dtype, bfloat16 for float32 parameters or float32 for bfloat16 ones)");
+      TORCH_CHECK(*sd == pd || device.is_cpu(), op, ": state_dtype other than the parameter's dtype runs on the "
+                  "CPU only in this version (parameter ", i, " is on ", device, ")");
     }
     if (has_step) {
       const bool host = r.step.defined() && r.step.device().is_cpu() &&
@@ -209,7 +222,8 @@ void execute(const char* op, OptKind kind, std::vector<Row>& rows, const c10::op
   const bool cuda = !rows.empty() && rows[0].p.is_cuda();
   struct Staged { Tensor dst, tmp; };
   std::vector<Staged> keep;  // copies to write back (dst defined) or just to keep alive
-  std::vector<OptSlot> slots[4];
+  // One kernel call per (parameter dtype, state dtype, stochastic rounding) present.
+  std::map<std::tuple<int, int, bool>, std::vector<OptSlot>> slots;
   for (Row& r : rows) {
     bool direct = r.p.is_non_overlapping_and_dense();
     for (int s = 0; s < 3; ++s) direct = direct && (!r.use[s] || same_layout(r.s[s], r.p));
@@ -248,7 +262,14 @@ void execute(const char* op, OptKind kind, std::vector<Row>& rows, const c10::op
       if (r.step.is_cuda()) slot.step_dev = r.step.data_ptr<float>();
       else slot.step_host = float(r.step.item<double>());
     }
-    slots[opt_dtype(op, r.p)].push_back(slot);
+    const int pd = opt_dtype(op, r.p);
+    int sd = pd;
+    for (int s = 0; s < 3; ++s)
+      if (r.use[s]) sd = opt_dtype(op, r.s[s]);
+    const bool sr = hp.sr && (pd == 3 || sd == 3);
+    TORCH_CHECK(!hp.sr || !cuda, op, ": stochastic_rounding runs on the CPU only in this version");
+    if (sr) slot.sr_key = optim_rules::sr_tensor_key(hp.sr_seed, hp.sr_step, uint64_t(r.index));
+    slots[{pd, sd, sr}].push_back(slot);
   }
   if (cuda) {
     TORCH_CHECK(g_cuda_optimizer_exec, op, ": parameters are on CUDA but fastnn was built without CUDA kernels");
@@ -259,16 +280,15 @@ void execute(const char* op, OptKind kind, std::vector<Row>& rows, const c10::op
       c10::Device prev;
       ~Restore() { impl.uncheckedSetDevice(prev); }
     } restore{impl, prev};
-    for (int d = 0; d < 4; ++d)
-      if (!slots[d].empty()) g_cuda_optimizer_exec(int(kind), d, slots[d], grad_scale, found_inf);
+    for (auto& [key, list] : slots) g_cuda_optimizer_exec(int(kind), std::get<0>(key), list, grad_scale, found_inf);
   } else {
     float scale = 1.f;
     const bool unscale = grad_scale.has_value() && grad_scale->defined();
     if (unscale) scale = grad_scale->item<float>();
     const auto& kern = optim_cpu_kernels();
-    for (int d = 0; d < 4; ++d)
-      if (!slots[d].empty())
-        kern.step(kind, cpu_dtype_of(d), slots[d].data(), int64_t(slots[d].size()), unscale ? &scale : nullptr);
+    for (auto& [key, list] : slots)
+      kern.step(kind, cpu_dtype_of(std::get<0>(key)), cpu_dtype_of(std::get<1>(key)), std::get<2>(key), list.data(),
+                int64_t(list.size()), unscale ? &scale : nullptr);
   }
   for (auto& c : keep)
     if (c.dst.defined()) c.dst.copy_(c.tmp);
@@ -345,6 +365,7 @@ std::vector<Row> rows_from_lists(const char* op, TensorList params, TensorList g
     rows[i].p = params[i];
     rows[i].g = grads[i];
     rows[i].group = gi[i];
+    rows[i].index = i;
     if (!steps.empty()) rows[i].step = steps[i];
   }
   return rows;
@@ -459,14 +480,22 @@ std::vector<int64_t> OptimizerPlan::fresh() const {
 std::vector<int64_t> OptimizerPlan::step(const std::vector<std::vector<double>>& h,
                                          const std::vector<std::vector<bool>>& b,
                                          const c10::optional<Tensor>& grad_scale,
-                                         const c10::optional<Tensor>& found_inf) {
+                                         const c10::optional<Tensor>& found_inf,
+                                         const std::vector<std::vector<int64_t>>& sr) {
   const OptKind kind = OptKind(kind_);
-  TORCH_CHECK(h.size() == b.size(), "fastnn.optim: inconsistent hyper-parameters");
+  TORCH_CHECK(h.size() == b.size() && (sr.empty() || sr.size() == h.size()),
+              "fastnn.optim: inconsistent hyper-parameters");
   std::vector<GroupHP> hps(h.size());
   for (size_t g = 0; g < h.size(); ++g) {
     TORCH_CHECK(h[g].size() <= 5 && b[g].size() <= 4, "fastnn.optim: too many hyper-parameters");
     std::copy(h[g].begin(), h[g].end(), hps[g].h);
     std::copy(b[g].begin(), b[g].end(), hps[g].b);
+    if (!sr.empty() && !sr[g].empty()) {
+      TORCH_CHECK(sr[g].size() == 2, "fastnn.optim: stochastic rounding takes {seed, step} per group");
+      hps[g].sr = true;
+      hps[g].sr_seed = uint64_t(sr[g][0]);
+      hps[g].sr_step = uint64_t(sr[g][1]);
+    }
   }
   std::vector<Row> rows;
   rows.reserve(params_.size());
@@ -478,6 +507,7 @@ std::vector<int64_t> OptimizerPlan::step(const std::vector<std::vector<double>>&
     r.p = params_[i];
     r.g = g;
     r.group = group_[i];
+    r.index = int64_t(i);
     TORCH_CHECK(r.group >= 0 && r.group < int64_t(hps.size()), "fastnn.optim: inconsistent plan");
     r.first = first_[i];
     for (int s = 0; s < 3; ++s)

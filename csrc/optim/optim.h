@@ -20,6 +20,9 @@ extern CudaOptimizerExec g_cuda_optimizer_exec;
 struct GroupHP {
   double h[5] = {0, 0, 0, 0, 0};
   bool b[4] = {false, false, false, false};
+  // Stochastic rounding of bf16 stores, keyed by (sr_seed, sr_step, parameter index, element).
+  bool sr = false;
+  uint64_t sr_seed = 0, sr_step = 0;
 };
 
 class OptimizerPlan {
@@ -33,8 +36,10 @@ class OptimizerPlan {
   // One step with per-group hyper-parameters (see optim.cpp for their order). Reads each parameter's
   // .grad; parameters without one are skipped. Returns the indices of parameters that have a
   // gradient but lack state (nothing was done: create it and rebuild the plan).
+  // sr: per group, empty (round to nearest) or {seed, step} (bf16 stores rounded stochastically).
   std::vector<int64_t> step(const std::vector<std::vector<double>>& h, const std::vector<std::vector<bool>>& b,
-                            const c10::optional<at::Tensor>& grad_scale, const c10::optional<at::Tensor>& found_inf);
+                            const c10::optional<at::Tensor>& grad_scale, const c10::optional<at::Tensor>& found_inf,
+                            const std::vector<std::vector<int64_t>>& sr = {});
 
   // SGD: indices whose momentum buffer has not been through a step yet.
   std::vector<int64_t> fresh() const;

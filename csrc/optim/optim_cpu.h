@@ -22,11 +22,15 @@ struct OptSlot {
   double k[8];         // see make_consts in optim_functors.h
   double h[5];         // the group's hyper-parameters (GroupHP)
   bool b[4];
+  uint64_t sr_key;     // stochastic rounding: sr_tensor_key(seed, step, parameter index)
 };
 
 struct OptimCpuKernels {
   // grad_scale: null, or GradScaler's scale (gradients are divided by it in the same pass).
-  void (*step)(OptKind kind, DType dtype, const OptSlot* slots, int64_t nslots, const float* grad_scale);
+  // sdtype: the state tensors' storage (dtype, or compact: bf16 for float32 parameters, float32 for
+  // bf16 ones); sr: bf16 stores rounded stochastically (OptSlot::sr_key).
+  void (*step)(OptKind kind, DType dtype, DType sdtype, bool sr, const OptSlot* slots, int64_t nslots,
+               const float* grad_scale);
 };
 
 const OptimCpuKernels& optim_kernels_avx512_bf16();

@@ -30,66 +30,97 @@ template <int Acc, int B, int... Rest, class G> FASTNN_INLINE void with_flags(in
   else with_flags<Acc, Rest...>(flags, g);
 }
 
-// Elements [b, e) of one tensor; F is a constant, so the loop body has no branches left.
-template <class T, OptKind K, int F>
+// Elements [b, e) of one tensor; F is a constant, so the loop body has no branches left. S: the
+// state's storage type; SR: bf16 values rounded stochastically.
+template <class T, class S, OptKind K, int F, bool SR>
 void update_range(const OptSlot& s, int64_t b, int64_t e, const float* gs) {
   using C = compute_t<T>;
   const auto c = KindConsts<K, C>::make(s.k);
   const C scale = gs ? (C)*gs : C(1);
   T* __restrict p = (T*)s.param;
   const T* __restrict g = (const T*)s.grad;
-  T* __restrict s0 = (T*)s.state[0];
-  T* __restrict s1 = (T*)s.state[1];
-  T* __restrict s2 = (T*)s.state[2];
-  for (int64_t i = b; i < e; ++i) update_element<K, CpuIO>(F, c, p, g, s0, s1, s2, i, scale);
+  S* __restrict s0 = (S*)s.state[0];
+  S* __restrict s1 = (S*)s.state[1];
+  S* __restrict s2 = (S*)s.state[2];
+  if constexpr (SR) {
+    const StochasticStore st{s.sr_key, 0};
+    for (int64_t i = b; i < e; ++i) update_element<K, CpuIO>(F, c, p, g, s0, s1, s2, i, scale, st);
+  } else {
+    for (int64_t i = b; i < e; ++i) update_element<K, CpuIO>(F, c, p, g, s0, s1, s2, i, scale);
+  }
 }
 
-template <class T>
+template <class T, class S, bool SR>
 FASTNN_INLINE void run_range(OptKind kind, const OptSlot& s, int64_t b, int64_t e, const float* gs) {
   const int f = s.flags | (gs ? kUnscale : 0);
   switch (kind) {
     case OptKind::Adam:
       with_flags<0, kMaximize, kWeightDecay, kAmsgrad, kDecoupled, kUnscale>(
-          f, [&](auto F) { update_range<T, OptKind::Adam, decltype(F)::value>(s, b, e, gs); });
+          f, [&](auto F) { update_range<T, S, OptKind::Adam, decltype(F)::value, SR>(s, b, e, gs); });
       break;
     case OptKind::RMSprop:
       with_flags<0, kMaximize, kWeightDecay, kCentered, kMomentum, kUnscale>(
-          f, [&](auto F) { update_range<T, OptKind::RMSprop, decltype(F)::value>(s, b, e, gs); });
+          f, [&](auto F) { update_range<T, S, OptKind::RMSprop, decltype(F)::value, SR>(s, b, e, gs); });
       break;
     case OptKind::SGD:
       with_flags<0, kMaximize, kWeightDecay, kMomentum, kNesterov, kFirstStep, kUnscale>(
-          f, [&](auto F) { update_range<T, OptKind::SGD, decltype(F)::value>(s, b, e, gs); });
+          f, [&](auto F) { update_range<T, S, OptKind::SGD, decltype(F)::value, SR>(s, b, e, gs); });
       break;
     case OptKind::Adagrad:
       with_flags<0, kMaximize, kWeightDecay, kUnscale>(
-          f, [&](auto F) { update_range<T, OptKind::Adagrad, decltype(F)::value>(s, b, e, gs); });
+          f, [&](auto F) { update_range<T, S, OptKind::Adagrad, decltype(F)::value, SR>(s, b, e, gs); });
       break;
   }
 }
 
-inline void step(OptKind kind, DType dtype, const OptSlot* slots, int64_t nslots, const float* gs) {
+template <class A, class B> constexpr bool kSameType = false;
+template <class A> constexpr bool kSameType<A, A> = true;
+// The (parameter, state) storage pairs the launcher runs: torch's (state like the parameter), and
+// the compact ones, bf16 state of float32 parameters and float32 state of bf16 parameters.
+template <class T, class S>
+constexpr bool kStatePair = kSameType<T, S> || (kSameType<T, float> && kSameType<S, bf16_t>) ||
+                            (kSameType<T, bf16_t> && kSameType<S, float>);
+template <class T, class S> constexpr bool kAnyBf16 = kSameType<T, bf16_t> || kSameType<S, bf16_t>;
+
+template <class T, class S, bool SR>
+void step_typed(OptKind kind, const OptSlot* slots, int64_t nslots, const float* gs) {
   Scratch<int64_t> start(nslots + 1);  // prefix sums of numel
   for (int64_t i = 0; i < nslots; ++i) start[i + 1] = start[i] + slots[i].numel;
   const int64_t total = start[nslots];
   const int nt = total >= kParallelMinElems ? omp_get_max_threads() : 1;
-  dispatch_dtype(dtype, [&](auto tag) {
-    using T = decltype(tag);
 #pragma omp parallel num_threads(nt)
-    {
-      const int64_t t = omp_get_thread_num(), T_ = omp_get_num_threads();
-      // Split points rounded to 64 elements so no two threads write into one cache line.
-      const int64_t lo = t == 0 ? 0 : (total * t / T_) & ~int64_t(63);
-      const int64_t hi = t == T_ - 1 ? total : (total * (t + 1) / T_) & ~int64_t(63);
-      int64_t a = 0, z = nslots;  // first slot whose range ends after lo
-      while (a < z) {
-        int64_t mid = (a + z) / 2;
-        if (start[mid + 1] <= lo) a = mid + 1; else z = mid;
-      }
-      for (int64_t i = a; i < nslots && start[i] < hi; ++i) {
-        const int64_t b = imax(lo, start[i]) - start[i], e = imin(hi, start[i + 1]) - start[i];
-        if (b < e) run_range<T>(kind, slots[i], b, e, gs);
-      }
+  {
+    const int64_t t = omp_get_thread_num(), T_ = omp_get_num_threads();
+    // Split points rounded to 64 elements so no two threads write into one cache line.
+    const int64_t lo = t == 0 ? 0 : (total * t / T_) & ~int64_t(63);
+    const int64_t hi = t == T_ - 1 ? total : (total * (t + 1) / T_) & ~int64_t(63);
+    int64_t a = 0, z = nslots;  // first slot whose range ends after lo
+    while (a < z) {
+      int64_t mid = (a + z) / 2;
+      if (start[mid + 1] <= lo) a = mid + 1; else z = mid;
     }
+    for (int64_t i = a; i < nslots && start[i] < hi; ++i) {
+      const int64_t b = imax(lo, start[i]) - start[i], e = imin(hi, start[i + 1]) - start[i];
+      if (b < e) run_range<T, S, SR>(kind, slots[i], b, e, gs);
+    }
+  }
+}
+
+// sdtype: the state's storage (a pair kStatePair allows; the wrapper checks); sr: stochastic
+// rounding of bf16 stores (only where something is bf16).
+inline void step(OptKind kind, DType dtype, DType sdtype, bool sr, const OptSlot* slots, int64_t nslots,
+                 const float* gs) {
+  dispatch_dtype(dtype, [&](auto ptag) {
+    dispatch_dtype(sdtype, [&](auto stag) {
+      using T = decltype(ptag);
+      using S = decltype(stag);
+      if constexpr (kStatePair<T, S>) {
+        if constexpr (kAnyBf16<T, S>) {
+          if (sr) return step_typed<T, S, true>(kind, slots, nslots, gs);
+        }
+        step_typed<T, S, false>(kind, slots, nslots, gs);
+      }
+    });
   });
 }
 

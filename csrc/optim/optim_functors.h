@@ -6,6 +6,7 @@
 // rounded to the compute type, as ATen rounds a Python scalar argument.
 #pragma once
 #include <cmath>
+#include <cstdint>
 #include "../common/hd.h"
 
 namespace fastnn {
@@ -256,23 +257,56 @@ FASTNN_INLINE FASTNN_HD void apply_rule(const int F, const Consts& c, C& p, C g,
   else adagrad(F, c, p, g, s0);
 }
 
+// ---- stochastic rounding: counter-based random bits ----
+// splitmix64's output function. Element i of a tensor draws mix64(key + (i + 1) * golden), where the
+// tensor's key mixes (seed, step, parameter index) on the host: the bits depend on nothing else (not
+// the thread, block or device), so any thread count or backend rounds alike.
+FASTNN_INLINE FASTNN_HD uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;
+FASTNN_INLINE FASTNN_HD uint64_t sr_tensor_key(uint64_t seed, uint64_t step, uint64_t param_index) {
+  return mix64(mix64(mix64(seed) + step * kGolden) + param_index * kGolden);
+}
+
+// How the update stores a value: to nearest, or (Stochastic) bf16 values rounded stochastically with
+// 16 of the element's 64 random bits each (the parameter bits 0-15, state s bits 16(s+1)...).
+struct NearestStore {
+  FASTNN_INLINE FASTNN_HD void at(int64_t) {}
+  template <class IO, class T, class C> FASTNN_INLINE FASTNN_HD T store(C v, int) const {
+    return IO::template st<T>(v);
+  }
+};
+struct StochasticStore {
+  uint64_t key, r;
+  FASTNN_INLINE FASTNN_HD void at(int64_t i) { r = mix64(key + uint64_t(i + 1) * kGolden); }
+  template <class IO, class T, class C> FASTNN_INLINE FASTNN_HD T store(C v, int which) const {
+    return IO::template st_stochastic<T>(v, uint32_t(r >> (16 * which)) & 0xffffu);
+  }
+};
+
 // One element of one tensor (the CPU launcher, and the CUDA launcher's unaligned head and tail):
-// load (IO::ld, in the compute type C), apply the rule, store back (IO::template st<T>).
-template <OptKind K, class IO, class T, class Consts, class C>
+// load (IO::ld, in the compute type C), apply the rule, store back (Store: to nearest by default).
+// State may be stored in another type S than the parameter's T (compact state: bf16 state of
+// float32 parameters, or float32 state of bf16 ones); the rule always runs in C.
+template <OptKind K, class IO, class T, class S, class Consts, class C, class Store = NearestStore>
 FASTNN_INLINE FASTNN_HD void update_element(const int F, const Consts& c, T* __restrict p, const T* __restrict g,
-                                            T* __restrict s0, T* __restrict s1, T* __restrict s2, int64_t i,
-                                            C scale) {
-  T* sp[3] = {s0, s1, s2};
+                                            S* __restrict s0, S* __restrict s1, S* __restrict s2, int64_t i,
+                                            C scale, Store st = Store()) {
+  st.at(i);
+  S* sp[3] = {s0, s1, s2};
   C pp = IO::ld(p[i]);
   C gg = (F & kUnscale) ? IO::ld(g[i]) / scale : IO::ld(g[i]);
   C v[3];
 FASTNN_UNROLL
-  for (int s = 0; s < 3; ++s) v[s] = reads_state<K>(F, s) ? IO::ld(sp[s][i]) : C(0);
+  for (int s = 0; s < 3; ++s) v[s] = reads_state<K>(F, s) ? C(IO::ld(sp[s][i])) : C(0);
   apply_rule<K>(F, c, pp, gg, v[0], v[1], v[2]);
 FASTNN_UNROLL
   for (int s = 0; s < 3; ++s)
-    if (writes_state<K>(F, s)) sp[s][i] = IO::template st<T>(v[s]);
-  p[i] = IO::template st<T>(pp);
+    if (writes_state<K>(F, s)) sp[s][i] = st.template store<IO, S>(v[s], 1 + s);
+  p[i] = st.template store<IO, T>(pp, 0);
 }
 
 }  // namespace optim_rules
