@@ -43,7 +43,7 @@ void update_range(const OptSlot& s, int64_t b, int64_t e, const float* gs) {
   S* __restrict s1 = (S*)s.state[1];
   S* __restrict s2 = (S*)s.state[2];
   if constexpr (SR) {
-    const StochasticStore st{s.sr_key, 0};
+    const StochasticStore st{s.sr_key};
     for (int64_t i = b; i < e; ++i) update_element<K, CpuIO>(F, c, p, g, s0, s1, s2, i, scale, st);
   } else {
     for (int64_t i = b; i < e; ++i) update_element<K, CpuIO>(F, c, p, g, s0, s1, s2, i, scale);

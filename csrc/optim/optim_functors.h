@@ -258,9 +258,10 @@ FASTNN_INLINE FASTNN_HD void apply_rule(const int F, const Consts& c, C& p, C g,
 }
 
 // ---- stochastic rounding: counter-based random bits ----
-// splitmix64's output function. Element i of a tensor draws mix64(key + (i + 1) * golden), where the
-// tensor's key mixes (seed, step, parameter index) on the host: the bits depend on nothing else (not
-// the thread, block or device), so any thread count or backend rounds alike.
+// Each tensor's key mixes (seed, step, parameter index) on the host (splitmix64's output function);
+// element i then draws 32-bit hashes of key + i, so the bits depend on nothing else (not the thread,
+// block or device): any thread count or backend rounds alike. 32-bit hashes, computed only for the
+// stores that use them: 64-bit multiplies made the rounding cost more than the bytes it saves.
 FASTNN_INLINE FASTNN_HD uint64_t mix64(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
@@ -270,9 +271,18 @@ constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;
 FASTNN_INLINE FASTNN_HD uint64_t sr_tensor_key(uint64_t seed, uint64_t step, uint64_t param_index) {
   return mix64(mix64(mix64(seed) + step * kGolden) + param_index * kGolden);
 }
+// A 32-bit bijection with full avalanche (two multiply-xorshift rounds).
+FASTNN_INLINE FASTNN_HD uint32_t hash32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352du;
+  x ^= x >> 15;
+  x *= 0x846ca68bu;
+  return x ^ (x >> 16);
+}
 
 // How the update stores a value: to nearest, or (Stochastic) bf16 values rounded stochastically with
-// 16 of the element's 64 random bits each (the parameter bits 0-15, state s bits 16(s+1)...).
+// 16 random bits each: state 0 and 1 from the element's first hash, the parameter and state 2 from
+// its second.
 struct NearestStore {
   FASTNN_INLINE FASTNN_HD void at(int64_t) {}
   template <class IO, class T, class C> FASTNN_INLINE FASTNN_HD T store(C v, int) const {
@@ -280,10 +290,16 @@ struct NearestStore {
   }
 };
 struct StochasticStore {
-  uint64_t key, r;
-  FASTNN_INLINE FASTNN_HD void at(int64_t i) { r = mix64(key + uint64_t(i + 1) * kGolden); }
+  uint64_t key;
+  uint32_t x = 0;
+  FASTNN_INLINE FASTNN_HD void at(int64_t i) {
+    x = uint32_t(key) + uint32_t(i) + uint32_t(uint64_t(i) >> 32) * 0x9E3779B9u;
+  }
+  // which: 0 the parameter, 1 + s state s.
   template <class IO, class T, class C> FASTNN_INLINE FASTNN_HD T store(C v, int which) const {
-    return IO::template st_stochastic<T>(v, uint32_t(r >> (16 * which)) & 0xffffu);
+    const int d = which == 0 ? 2 : which - 1;
+    const uint32_t h = d < 2 ? hash32(x) : hash32(x ^ uint32_t(key >> 32));
+    return IO::template st_stochastic<T>(v, (d & 1 ? h >> 16 : h) & 0xffffu);
   }
 };
 

@@ -195,10 +195,18 @@ def train_step_case(batch, dtype):
                 float(byt), build)
 
 
-def optim_case(opt, workload, dtype):
+# Compact optimizer state cases (CPU): the fastnn variant keeps bf16 state (and, "+SR", rounds it
+# stochastically); fastnn's float32-state step is a baseline beside torch's.
+OPTIM_COMPACT = {"bf16-state": dict(state_dtype=torch.bfloat16),
+                 "bf16-state+SR": dict(state_dtype=torch.bfloat16, stochastic_rounding=True, sr_seed=0)}
+OPTIM_COMPACT_CASES = [(opt, "10M in 20", "bf16-state") for opt in OPTIM_FLOATS] + [("Adam", "10M in 20", "bf16-state+SR")]
+
+
+def optim_case(opt, workload, dtype, compact=None):
     shapes = {**OPTIM_WORKLOADS, **OPTIM_CUDA_ONLY}[workload]
     n = sum(torch.Size(s).numel() for s in shapes)
     es = torch.tensor([], dtype=DTYPES[dtype]).element_size()
+    state_es = 2 if compact else es
 
     def build(device, compile_modes):
         def params():
@@ -216,10 +224,17 @@ def optim_case(opt, workload, dtype):
             v["torch-fused"]()  # some builds accept the flag and refuse at the first step
         except (RuntimeError, ValueError, TypeError):
             v.pop("torch-fused", None)
-        v["fastnn"] = getattr(fastnn.optim, opt)(params(), **kw).step
+        if compact:
+            v["fastnn float32-state"] = getattr(fastnn.optim, opt)(params(), **kw).step
+            v["fastnn"] = getattr(fastnn.optim, opt)(params(), **kw, **OPTIM_COMPACT[compact]).step
+        else:
+            v["fastnn"] = getattr(fastnn.optim, opt)(params(), **kw).step
         return v
-    return Case("optim", f"{opt} {workload} {dtype}", dict(optimizer=opt, workload=workload, numel=n, dtype=dtype),
-                0.0, float(OPTIM_FLOATS[opt] * es * n), build)
+    # read p and g, write p (3 parameter-sized), read and write each state tensor
+    byt = 3 * es * n + (OPTIM_FLOATS[opt] - 3) * state_es * n
+    return Case("optim", f"{opt} {workload} {dtype}" + (f" {compact}" if compact else ""),
+                dict(optimizer=opt, workload=workload, numel=n, dtype=dtype, state=compact or dtype),
+                0.0, float(byt), build)
 
 
 def cases(groups, quick, device, dtype, shapes=None):
@@ -241,4 +256,6 @@ def cases(groups, quick, device, dtype, shapes=None):
                 out.append(optim_case(opt, w, opt_dtype))
         if device == "cuda" and not quick:
             out += [optim_case(opt, w, opt_dtype) for opt in ("Adam", "RMSprop") for w in OPTIM_CUDA_ONLY]
+        if device == "cpu" and not quick and opt_dtype == "float32":
+            out += [optim_case(opt, w, opt_dtype, c) for opt, w, c in OPTIM_COMPACT_CASES]
     return out
