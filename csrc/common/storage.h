@@ -19,6 +19,9 @@ template <class T> using compute_t = typename Compute<T>::type;
 FASTNN_INLINE float load(float v) { return v; }
 FASTNN_INLINE double load(double v) { return v; }
 FASTNN_INLINE float load(bf16_t v) { return __builtin_bit_cast(float, (uint32_t)v.bits << 16); }
+// A 32-bit word (two bf16 packed) carried through float registers unchanged, so the float block
+// transposes move packed pairs too.
+FASTNN_INLINE float load(uint32_t v) { return __builtin_bit_cast(float, v); }
 
 template <class T> FASTNN_INLINE T store_as(compute_t<T> v) { return v; }
 // Round to nearest even; NaN stays NaN (the rounding add could otherwise carry it into inf).
@@ -36,6 +39,8 @@ FASTNN_INLINE bf16_t store_bf16_stochastic(float v, uint32_t r16) {
 }
 template <class T> FASTNN_INLINE T store_stochastic(compute_t<T> v, uint32_t) { return v; }
 template <> FASTNN_INLINE bf16_t store_stochastic<bf16_t>(float v, uint32_t r16) { return store_bf16_stochastic(v, r16); }
+
+template <> FASTNN_INLINE uint32_t store_as<uint32_t>(float v) { return __builtin_bit_cast(uint32_t, v); }
 
 // load/store as a type, for code shared with the CUDA launchers (optim_functors.h).
 struct CpuIO {

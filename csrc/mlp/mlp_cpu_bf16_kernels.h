@@ -180,29 +180,6 @@ inline void pair_rows_of_rows(uint32_t* __restrict dst, const bf16_t* __restrict
   }
 }
 
-// dst[c * ldd + r] = src[r * lds + c] for 32-bit words: the float block transpose, on bits.
-inline void transpose_words(uint32_t* __restrict dst, int64_t ldd, const uint32_t* __restrict src, int64_t lds,
-                            int64_t rows, int64_t cols) {
-  using B = TBlock<float>;
-  constexpr int n = B::n;
-  int64_t r0 = 0;
-  for (; r0 + n <= rows; r0 += n) {
-    int64_t c0 = 0;
-    for (; c0 + n <= cols; c0 += n) {
-      typename B::v blk[n];
-      for (int i = 0; i < n; ++i)
-        for (int j = 0; j < n; ++j) blk[i][j] = __builtin_bit_cast(float, src[(r0 + i) * lds + c0 + j]);
-      B::run(blk);
-      for (int j = 0; j < n; ++j)
-        for (int i = 0; i < n; ++i) dst[(c0 + j) * ldd + r0 + i] = __builtin_bit_cast(uint32_t, blk[j][i]);
-    }
-    for (int64_t r = r0; r < r0 + n; ++r)
-      for (int64_t c = c0; c < cols; ++c) dst[c * ldd + r] = src[r * lds + c];
-  }
-  for (int64_t r = r0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) dst[c * ldd + r] = src[r * lds + c];
-}
-
 // Columns rows..R of an F x R tile are zero (the tile's pad, past the batch's last row).
 inline void zero_pad_columns(float* t, int64_t F, int64_t rows) {
   for (int64_t f = 0; f < F; ++f)
@@ -322,7 +299,7 @@ inline void backward(const bf16_t* g, const bf16_t* x, const MlpCpuLayer* layers
           dispatch_act(Act(ly.act), [&](auto a) { times_grad<decltype(a)::value>(gcur, st.data(), N * R, (float)ly.slope); });
           row_sums(tile_sums + G / R * off_b[l] + t * N, gcur, N);
           pair_rows_of_tile(wt.data(), gcur, N);
-          transpose_words(gz_pairs + off_z[l] + tq * N, N, wt.data(), R / 2, N, R / 2);
+          transpose<float>(gz_pairs + off_z[l] + tq * N, N, wt.data(), R / 2, N, R / 2);
           // The layer's input on this tile, paired along rows: the network input, or the previous
           // layer's output (saved, or recomputed in float32 from its saved pre-activation and rounded).
           uint32_t* xp = in_pairs + off_x[l] + tq * K;
@@ -332,14 +309,14 @@ inline void backward(const bf16_t* g, const bf16_t* x, const MlpCpuLayer* layers
             const MlpCpuLayer& prev = layers[l - 1];
             const bf16_t* ps = (const bf16_t*)prev.saved + t0 * K;  // K x rows
             if (prev.saves_output && rows == R) {
-              transpose_words(xp, K, (const uint32_t*)ps, R / 2, K, R / 2);
+              transpose<float>(xp, K, (const uint32_t*)ps, R / 2, K, R / 2);
             } else {
               for (int64_t f = 0; f < K; ++f)
                 for (int64_t i = 0; i < rows; ++i) st[f * R + i] = load(ps[f * rows + i]);
               zero_pad_columns(st.data(), K, rows);
               if (!prev.saves_output) act_inplace_any(prev.act, st.data(), K * R, prev.slope);
               pair_rows_of_tile(wt.data(), st.data(), K);
-              transpose_words(xp, K, wt.data(), R / 2, K, R / 2);
+              transpose<float>(xp, K, wt.data(), R / 2, K, R / 2);
             }
           }
           if (l > 0 || gi) {
