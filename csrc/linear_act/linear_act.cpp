@@ -104,7 +104,8 @@ std::tuple<Tensor, Tensor> forward_path(const Tensor& input, const Tensor& weigh
     } else {
       // bfloat16: the bias goes into the GEMM's float32 sums (one rounding, as torch's addmm), not
       // onto an already rounded product.
-      const bool bias_in_gemm = has_bias && dt == DType::BF16;
+      // Identity has no pass to carry the bias, so it goes into the GEMM there too.
+      const bool bias_in_gemm = has_bias && (dt == DType::BF16 || act == Act::Identity);
       y = bias_in_gemm ? at::addmm(b, x, weight.t()) : at::mm(x, weight.t());
       if (!y.is_contiguous()) y = y.contiguous();
       z = at::empty({0}, input.options());
@@ -145,9 +146,12 @@ std::tuple<Tensor, Tensor, Tensor> backward_path(const Tensor& grad_output, cons
                          mask[0] ? gi.data_ptr() : nullptr, mask[1] ? gw.data_ptr() : nullptr,
                          has_bias ? gb.data_ptr() : nullptr, M, N, K, int(act), slope);
   } else {
-    Tensor gz = at::empty({M, N}, opts);
-    kern.backward_act_bias(dt, g.data_ptr(), s.data_ptr(), gz.data_ptr(), has_bias ? gb.data_ptr() : nullptr, M, N,
-                           int(act), slope);
+    // Identity: gz is g itself; only the bias gradient needs a (read-only) pass.
+    const bool identity = act == Act::Identity;
+    Tensor gz = identity ? g : at::empty({M, N}, opts);
+    if (!identity || has_bias)
+      kern.backward_act_bias(dt, g.data_ptr(), s.data_ptr(), identity ? nullptr : gz.data_ptr(),
+                             has_bias ? gb.data_ptr() : nullptr, M, N, int(act), slope);
     gi = mask[0] ? at::mm(gz, weight) : at::empty({0}, opts);
     gw = mask[1] ? at::mm(gz.t(), x) : at::empty({0}, opts);
   }

@@ -13,7 +13,8 @@ struct LinearActCpuKernels {
   // Small in_features: y = act(x[M,K] @ wt[K,N] + bias) in one pass, no BLAS call.
   void (*forward_direct)(DType, const void* x, const void* wt, const void* bias, void* y, void* z,
                          int64_t M, int64_t N, int64_t K, int act, double slope);
-  // gz = g * act'(saved) and, when gb != nullptr, gb = column sums of gz, in one pass.
+  // gz = g * act'(saved) and, when gb != nullptr, gb = column sums of gz, in one pass; with
+  // gz == nullptr (identity) only gb.
   void (*backward_act_bias)(DType, const void* g, const void* saved, void* gz, void* gb, int64_t M,
                             int64_t N, int act, double slope);
   // Small in_features: gi = gz @ W, gw = gz^T @ x, gb = sum gz, all from one pass over g and saved;

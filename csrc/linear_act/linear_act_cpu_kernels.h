@@ -81,6 +81,11 @@ void backward_act_bias(const T* __restrict g, const T* __restrict saved, T* __re
     for (int64_t i = c * rpc; i < imin(M, (c + 1) * rpc); ++i) {
       const T* __restrict gr = g + i * N;
       const T* __restrict sr = saved + i * N;
+      if (!gz) {  // identity: gz is g, only the bias sums
+        if (part)
+          for (int64_t j = 0; j < N; ++j) part[j] += load(gr[j]);
+        continue;
+      }
       T* __restrict out = gz + i * N;
       if (part) {
         for (int64_t j = 0; j < N; ++j) {

@@ -17,7 +17,8 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.
 # (the baselines are eager-autocast and compile-autocast).
 AUTOCAST = "autocast-bf16"
 
-LINEAR_SHAPES = [(256, 1, 32, "tanh"), (1024, 784, 256, "relu"), (8192, 128, 128, "tanh"), (4096, 1024, 1024, "gelu")]
+LINEAR_SHAPES = [(256, 1, 32, "tanh"), (1024, 784, 256, "relu"), (8192, 128, 128, "tanh"), (8192, 128, 128, "identity"),
+                 (4096, 1024, 1024, "gelu")]
 LINEAR_QUICK = [(256, 1, 32, "tanh"), (8192, 128, 128, "tanh")]
 LINEAR_SHAPES_CUDA = [(65536, 128, 128, "gelu"), (16384, 1024, 1024, "relu"), (8192, 4096, 4096, "gelu"),
                       (65536, 128, 128, "tanh"), (4096, 1024, 1024, "gelu")]
