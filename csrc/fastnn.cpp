@@ -112,6 +112,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("cpu_path_choices", &fastnn::cpu_path_choices, "Every CPU path chosen in this process: (key, path, reason)");
   m.def("clear_cpu_path_choices", &fastnn::clear_cpu_path_choices, "Forget this process's CPU path choices");
   m.def("cpu_path_cache_file", &fastnn::cpu_path_cache_file, "The on-disk cache of CPU path choices ('' if off)");
+  m.def("q8_quantize", &fastnn::q8_quantize, pybind11::arg("values"), pybind11::arg("signed"),
+        "8-bit optimizer state: (uint8 codes, float32 scale per block of 256) of float values");
+  m.def("q8_dequantize", &fastnn::q8_dequantize, pybind11::arg("codes"), pybind11::arg("scales"),
+        pybind11::arg("signed"), "8-bit optimizer state back to float32");
   pybind11::class_<fastnn::OptimizerPlan>(m, "OptimizerPlan")
       .def(pybind11::init<const std::string&, std::vector<at::Tensor>, std::vector<int64_t>,
                           const std::vector<std::vector<c10::optional<at::Tensor>>>&,

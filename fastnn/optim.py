@@ -26,8 +26,10 @@ from . import _ops  # noqa: F401  (registers the ops)
 __all__ = ["Adam", "AdamW", "RMSprop", "SGD", "Adagrad", "full_precision_state_dict"]
 
 # Keys fastnn adds to each param group (saved in state_dict; dropped by full_precision_state_dict).
-_GROUP_KEYS = ("state_dtype", "stochastic_rounding", "sr_seed", "sr_step")
-_STATE_DTYPES = (None, torch.float32, torch.bfloat16)
+_GROUP_KEYS = ("state_dtype", "min_8bit_size", "stochastic_rounding", "sr_seed", "sr_step")
+_STATE_DTYPES = (None, torch.float32, torch.bfloat16, "int8")
+_Q8_BLOCK = 256  # values per scale of 8-bit state (csrc/optim/optim_functors.h)
+_SCALE = "_scale"  # 8-bit state: state[key] holds uint8 codes, state[key + _SCALE] the block scales
 
 
 def _scalar(x):
@@ -39,13 +41,12 @@ def _is_f32(x):
 
 
 def _state_dtype(p, g):
-    """The dtype of p's state tensors: the group's state_dtype, else p's own (torch's layout)."""
-    return g.get("state_dtype") or p.dtype
-
-
-def _zeros(p, g=None):
-    dtype = p.dtype if g is None else _state_dtype(p, g)
-    return torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+    """The dtype of p's state tensors: the group's state_dtype, else p's own (torch's layout); for
+    state_dtype="int8", uint8 codes where p has at least min_8bit_size elements, else float32."""
+    sd = g.get("state_dtype")
+    if isinstance(sd, str):
+        return torch.uint8 if p.numel() >= g.get("min_8bit_size", 4096) else torch.float32
+    return sd or p.dtype
 
 
 def _dtensor_type():
@@ -78,7 +79,10 @@ class _FusedStep:
     _state_keys = ()      # state tensors in the kernel's order
     _has_step = True      # keeps a "step" count in state
 
-    def __init__(self, *args, state_dtype=None, stochastic_rounding=False, sr_seed=None, **kwargs):
+    _signed_keys = ()     # state keys holding signed values (8-bit codes: signed code)
+
+    def __init__(self, *args, state_dtype=None, stochastic_rounding=False, sr_seed=None, min_8bit_size=4096,
+                 **kwargs):
         # torch.optim validates the arguments; its messages gain the name of the optimizer.
         try:
             super().__init__(*args, **kwargs)
@@ -91,6 +95,8 @@ class _FusedStep:
         extra = {}
         if state_dtype is not None:
             extra["state_dtype"] = state_dtype
+        if isinstance(state_dtype, str):
+            extra["min_8bit_size"] = min_8bit_size
         if stochastic_rounding:
             extra.update(stochastic_rounding=True, sr_seed=int(sr_seed), sr_step=0)
         self.defaults.update(extra)
@@ -100,30 +106,64 @@ class _FusedStep:
             self._check_finite(g)
             self._check_compact(g)
             for p in g["params"]:  # state torch created in __init__ (Adagrad's sums)
-                st = self.state.get(p, {})
-                for k, v in st.items():
-                    if k != "step" and isinstance(v, torch.Tensor) and v.dtype != _state_dtype(p, g):
-                        st[k] = v.to(_state_dtype(p, g))
+                if self.state.get(p):
+                    self._convert_state(p, g, self.state[p])
+
+    def _convert_state(self, p, g, st):
+        """Puts p's state tensors into the group's storage: p's dtype, bf16/float32, or 8-bit codes
+        (+ block scales); converting from any of these forms (8-bit from float rounds to nearest)."""
+        want = _state_dtype(p, g)
+        for k in self._state_keys:
+            v = st.get(k)
+            if not isinstance(v, torch.Tensor):
+                continue
+            signed = k in self._signed_keys
+            if v.dtype == torch.uint8:  # 8-bit codes
+                if want == torch.uint8:
+                    continue
+                v = _C.q8_dequantize(v, st.pop(k + _SCALE), signed)
+            if want == torch.uint8:
+                st[k], st[k + _SCALE] = _C.q8_quantize(v, signed)
+            elif v.dtype != want:
+                st[k] = v.to(want)
+
+    def _new_state(self, p, g, st, k, fill=0.0):
+        """Creates state k of p (filled with `fill`) in the group's storage; returns the keys added."""
+        want = _state_dtype(p, g)
+        if want == torch.uint8:
+            st[k], st[k + _SCALE] = _C.q8_quantize(torch.full(p.shape, float(fill), device=p.device),
+                                                   k in self._signed_keys)
+            return [k, k + _SCALE]
+        if fill == 0:
+            st[k] = torch.zeros_like(p, dtype=want, memory_format=torch.preserve_format)
+        else:
+            st[k] = torch.full_like(p, fill, dtype=want, memory_format=torch.preserve_format)
+        return [k]
 
     def _check_compact(self, g):
         sd = g.get("state_dtype")
-        if isinstance(sd, str) and sd == "int8":
-            raise NotImplementedError(f"{self._name}: state_dtype='int8' (block-wise 8-bit state) is not "
-                                      "implemented yet; use torch.bfloat16")
-        if sd not in _STATE_DTYPES:
-            raise ValueError(f"{self._name}: state_dtype must be None (the parameter's dtype), torch.float32 or "
-                             f"torch.bfloat16, got {sd!r}")
+        if not any(sd is x if not isinstance(x, str) else sd == x for x in _STATE_DTYPES):
+            raise ValueError(f"{self._name}: state_dtype must be None (the parameter's dtype), torch.float32, "
+                             f"torch.bfloat16 or 'int8', got {sd!r}")
         for p in g["params"]:
             if sd is not None and p.dtype == torch.float64 and sd != torch.float64:
                 raise ValueError(f"{self._name}: state_dtype={sd} is for float32 and bfloat16 parameters, "
                                  "got a float64 parameter")
+        if isinstance(sd, str):
+            m = g.get("min_8bit_size")
+            if isinstance(m, bool) or not isinstance(m, int) or m < 0:
+                raise ValueError(f"{self._name}: min_8bit_size must be a non-negative int, got {m!r}")
+            if _DTensor is not None and any(isinstance(p, _DTensor) for p in g["params"]):
+                raise ValueError(f"{self._name}: state_dtype='int8' does not support DTensor (FSDP2) parameters "
+                                 "in this version; use torch.bfloat16 state there")
         if g.get("stochastic_rounding"):
             if g.get("sr_seed") is None:
                 raise ValueError(f"{self._name}: stochastic_rounding needs an integer sr_seed")
             if not any(p.dtype == torch.bfloat16 or _state_dtype(p, g) == torch.bfloat16 for p in g["params"]):
                 raise ValueError(f"{self._name}: stochastic_rounding=True rounds bfloat16 parameters and state, "
-                                 "but this group stores nothing in bfloat16 (float32 parameters and state); "
-                                 "pass state_dtype=torch.bfloat16 or bfloat16 parameters")
+                                 "but this group stores nothing in bfloat16 (float32 parameters with float32 or "
+                                 "8-bit state, which rounds to nearest); pass state_dtype=torch.bfloat16 or "
+                                 "bfloat16 parameters")
             if any(p.device.type != "cpu" for p in g["params"]):
                 raise ValueError(f"{self._name}: stochastic_rounding runs on the CPU only in this version")
         if sd is not None and any(p.device.type != "cpu" and _state_dtype(p, g) != p.dtype for p in g["params"]):
@@ -145,6 +185,7 @@ class _FusedStep:
     def _build_plan(self):
         params, group, steps, fresh = [], [], [], []
         states = [[] for _ in self._state_keys]
+        scales = [[] for _ in self._state_keys]
         device = None
         fresh_set = getattr(self, "_fastnn_fresh", set())
         seen = {}
@@ -164,8 +205,9 @@ class _FusedStep:
                     self._fix_step(st, p, g)
                 params.append(p)
                 group.append(gi)
-                for lst, k in zip(states, self._state_keys):
+                for lst, sc, k in zip(states, scales, self._state_keys):
                     lst.append(_local(st.get(k)))
+                    sc.append(st.get(k + _SCALE))
                 steps.append(st.get("step"))
                 fresh.append(p in fresh_set)
         self._fastnn_params = params
@@ -173,6 +215,8 @@ class _FusedStep:
         # DTensor parameters: the plan holds their local shards, whose .grad is set from the
         # DTensor's gradient for the duration of each step.
         self._fastnn_sharded = [(p, q) for p, q in zip(params, local) if q is not p]
+        if any(v is not None for sc in scales for v in sc):
+            states = states + [[] for _ in range(3 - len(states))] + scales
         self._fastnn_plan = _C.OptimizerPlan(self._kind, local, group, states,
                                              steps if self._has_step else [], fresh)
         self._fastnn_key = self._plan_key()
@@ -204,21 +248,57 @@ class _FusedStep:
 
     def load_state_dict(self, state_dict):
         """Loads this optimizer's state_dict (compact state included) or torch.optim's of the same
-        kind: state is converted to this optimizer's state_dtype (bf16 state from a float32 one is
-        rounded to nearest); fastnn's group options absent from it keep their current values."""
+        kind: state is converted to this optimizer's state_dtype (bf16 or 8-bit state from float32
+        is rounded to nearest); fastnn's group options absent from it keep their current values.
+        A state_dict of another optimizer kind, or with state that does not fit its parameter, is
+        refused before anything changes."""
         keep = [{k: g[k] for k in _GROUP_KEYS if k in g} for g in self.param_groups]
+        saved = state_dict.get("state", {}) if isinstance(state_dict, dict) else {}
+        saved_ids = [i for g in state_dict.get("param_groups", []) for i in g.get("params", [])] \
+            if isinstance(state_dict, dict) else []
+        params = [p for g in self.param_groups for p in g["params"]]
+        id_map = dict(zip(saved_ids, params))
+        allowed = {"step"} | set(self._state_keys) | {k + _SCALE for k in self._state_keys}
+        # torch casts every state tensor to its parameter's dtype, which would round float32 state of
+        # bf16 parameters and 8-bit scales; those tensors bypass it and are converted below.
+        side = {}
+        for i, st in saved.items():
+            p = id_map.get(i)
+            if p is None or not isinstance(st, dict):
+                continue
+            extra = set(st) - allowed
+            if extra:
+                raise ValueError(f"{self._name}: the state_dict holds state {sorted(extra)} that this optimizer "
+                                 "does not keep (a state_dict of another optimizer?)")
+            for k in self._state_keys:
+                v = st.get(k)
+                if not isinstance(v, torch.Tensor):
+                    continue
+                if v.dtype == torch.uint8:
+                    sc = st.get(k + _SCALE)
+                    nb = (p.numel() + _Q8_BLOCK - 1) // _Q8_BLOCK
+                    if v.numel() != p.numel() or not isinstance(sc, torch.Tensor) or sc.numel() != nb:
+                        raise ValueError(f"{self._name}: 8-bit state '{k}' does not fit parameter of shape "
+                                         f"{tuple(p.shape)} (codes {tuple(v.shape)}, scales "
+                                         f"{None if not isinstance(sc, torch.Tensor) else tuple(sc.shape)})")
+                elif v.shape != p.shape:
+                    raise ValueError(f"{self._name}: state '{k}' has shape {tuple(v.shape)} but its parameter "
+                                     f"has shape {tuple(p.shape)} (a state_dict of another model?)")
+            side[i] = {k: v for k, v in st.items() if k != "step" and isinstance(v, torch.Tensor)}
+        if side:
+            state_dict = dict(state_dict)
+            state_dict["state"] = {i: ({k: v for k, v in st.items() if k not in side[i]} if i in side else st)
+                                   for i, st in saved.items()}
         super().load_state_dict(state_dict)
+        for i, tensors in side.items():
+            p = id_map[i]
+            self.state[p].update({k: v.to(device=p.device, copy=True) for k, v in tensors.items()})
         for g, old in zip(self.param_groups, keep):
             for k, v in old.items():
                 g.setdefault(k, v)
             for p in g["params"]:
-                st = self.state.get(p)
-                if not st:
-                    continue
-                want = _state_dtype(p, g)
-                for k, v in st.items():
-                    if k != "step" and isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != want:
-                        st[k] = v.to(want)
+                if self.state.get(p):
+                    self._convert_state(p, g, self.state[p])
         self._fastnn_key = None
 
     def add_param_group(self, param_group):
@@ -309,6 +389,7 @@ class Adam(_FusedStep, torch.optim.Adam):
     _name = "fastnn.optim.Adam"
     _kind = "adam"
     _state_keys = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    _signed_keys = ("exp_avg",)
 
     def _hparams(self, g):
         beta1, beta2 = g["betas"]
@@ -320,8 +401,7 @@ class Adam(_FusedStep, torch.optim.Adam):
         added = []
         for k in ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if g["amsgrad"] else ()):
             if k not in st:
-                st[k] = _zeros(p, g)
-                added.append(k)
+                added += self._new_state(p, g, st, k)
         if "step" not in st:
             st["step"] = self._step_tensor(p, g)
             added.append("step")
@@ -340,6 +420,7 @@ class RMSprop(_FusedStep, torch.optim.RMSprop):
     _name = "fastnn.optim.RMSprop"
     _kind = "rmsprop"
     _state_keys = ("square_avg", "grad_avg", "momentum_buffer")
+    _signed_keys = ("grad_avg", "momentum_buffer")
 
     def _hparams(self, g):
         return ([_scalar(g["lr"]), _scalar(g["alpha"]), _scalar(g["eps"]), _scalar(g["weight_decay"]),
@@ -352,9 +433,10 @@ class RMSprop(_FusedStep, torch.optim.RMSprop):
             want.append("momentum_buffer")
         if g["centered"]:
             want.append("grad_avg")
-        added = [k for k in want if k not in st]
-        for k in added:
-            st[k] = _zeros(p, g)
+        added = []
+        for k in want:
+            if k not in st:
+                added += self._new_state(p, g, st, k)
         if "step" not in st:
             st["step"] = self._step_tensor(p, g)
             added.append("step")
@@ -367,6 +449,7 @@ class SGD(_FusedStep, torch.optim.SGD):
     _name = "fastnn.optim.SGD"
     _kind = "sgd"
     _state_keys = ("momentum_buffer",)
+    _signed_keys = ("momentum_buffer",)
     _has_step = False
 
     def _hparams(self, g):
@@ -376,11 +459,11 @@ class SGD(_FusedStep, torch.optim.SGD):
     def _init_state(self, p, g, st):
         # torch sets the buffer to the (decayed) gradient on the first step: the kernel does that
         # for buffers marked fresh.
-        st["momentum_buffer"] = _zeros(p, g)
+        added = self._new_state(p, g, st, "momentum_buffer")
         if not hasattr(self, "_fastnn_fresh"):
             self._fastnn_fresh = set()
         self._fastnn_fresh.add(p)
-        return ["momentum_buffer"]
+        return added
 
 
 class Adagrad(_FusedStep, torch.optim.Adagrad):
@@ -397,9 +480,7 @@ class Adagrad(_FusedStep, torch.optim.Adagrad):
     def _init_state(self, p, g, st):  # a param added after construction (torch fills state in __init__)
         added = []
         if "sum" not in st:
-            st["sum"] = torch.full_like(p, _scalar(g["initial_accumulator_value"]), dtype=_state_dtype(p, g),
-                                        memory_format=torch.preserve_format)
-            added.append("sum")
+            added += self._new_state(p, g, st, "sum", _scalar(g["initial_accumulator_value"]))
         if "step" not in st:
             st["step"] = self._step_tensor(p, g)
             added.append("step")
@@ -407,13 +488,23 @@ class Adagrad(_FusedStep, torch.optim.Adagrad):
 
 
 def full_precision_state_dict(optimizer):
-    """``optimizer.state_dict()`` in torch.optim's layout: compact (bfloat16) state as float32 (state
-    of float64 parameters stays float64) and without fastnn's group keys, loadable into the
-    torch.optim optimizer of the same name."""
+    """``optimizer.state_dict()`` in torch.optim's layout: compact (bfloat16 or 8-bit) state as
+    float32 (state of float64 parameters stays float64) and without fastnn's group keys, loadable
+    into the torch.optim optimizer of the same name."""
     sd = optimizer.state_dict()
+    signed = getattr(optimizer, "_signed_keys", ())
     state = {}
     for i, st in sd["state"].items():
-        state[i] = {k: (v.float() if k != "step" and isinstance(v, torch.Tensor) and v.dtype == torch.bfloat16
-                        else v) for k, v in st.items()}
+        out = {}
+        for k, v in st.items():
+            if k.endswith(_SCALE) and k[:-len(_SCALE)] in st:
+                continue
+            if k != "step" and isinstance(v, torch.Tensor):
+                if v.dtype == torch.uint8:
+                    v = _C.q8_dequantize(v, st[k + _SCALE], k in signed)
+                elif v.dtype == torch.bfloat16:
+                    v = v.float()
+            out[k] = v
+        state[i] = out
     groups = [{k: v for k, v in g.items() if k not in _GROUP_KEYS} for g in sd["param_groups"]]
     return {"state": state, "param_groups": groups}

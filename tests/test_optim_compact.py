@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import fastnn
+from fastnn import _C
 from fastnn.reference import ieee_sqrt
 
 SHAPES = [(7, 5), (5,), (3, 7), (33,), (4, 3, 2), (1,)]
@@ -215,11 +216,6 @@ def test_bad_state_dtype(bad):
         fastnn.optim.Adam(params(torch.float32), state_dtype=bad)
 
 
-def test_int8_not_yet():
-    with pytest.raises(NotImplementedError, match="fastnn.optim.RMSprop: state_dtype='int8'"):
-        fastnn.optim.RMSprop(params(torch.float32), state_dtype="int8")
-
-
 def test_stochastic_rounding_needs_something_bf16():
     with pytest.raises(ValueError, match="fastnn.optim.SGD: stochastic_rounding=True .* nothing in bfloat16"):
         fastnn.optim.SGD(params(torch.float32), lr=0.1, stochastic_rounding=True)
@@ -240,3 +236,290 @@ def test_wrong_state_dtype_in_state_is_refused_untouched():
         o.step()
     for p, b in zip(ps, before):
         assert torch.equal(p, b)
+
+
+# ---- block-wise 8-bit state (state_dtype="int8") ----
+
+Q8_SHAPES = [(7, 5), (300, 7), (33,), (256,), (4, 3, 2), (1,)]  # partial, several and exact blocks
+# (signed?) -> (exponent bias, top code value, subnormal quantum): csrc/optim/optim_functors.h
+Q8_CODE = {True: (15, 1.875, 2.0 ** -17), False: (31, 1.75, 2.0 ** -33)}
+
+
+def q8_bound(v, signed):
+    """Largest round-trip error the code allows for each value of v (float64, one row per block):
+    half a step of 3 mantissa bits relative to the value, at least half the subnormal quantum
+    relative to the block's scale, plus float32 rounding of the scale and the products."""
+    emax, top, sub = Q8_CODE[signed]
+    finite = torch.where(v.isfinite(), v.abs(), torch.zeros_like(v))
+    scale = finite.amax(dim=-1, keepdim=True) / top
+    return (v.abs() * 2.0 ** -4 + scale * sub / 2) * (1 + 2.0 ** -20) + 1e-44
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_q8_round_trip_within_the_code_bound(signed):
+    g = torch.Generator().manual_seed(3)
+    blocks = [
+        torch.randn(256, generator=g) * torch.logspace(-12, 2, 256),  # 14 decades in one block
+        torch.zeros(256),
+        torch.full((256,), 0.37),                                     # all equal
+        torch.randn(256, generator=g) * 1e-40,                        # denormals
+        torch.randn(256, generator=g).clamp(-3, 3) * 1e38,            # near float32's largest
+        torch.randn(256, generator=g),
+    ]
+    v = torch.stack(blocks)
+    if not signed:
+        v = v.abs()
+    codes, scales = _C.q8_quantize(v, signed)
+    assert codes.dtype == torch.uint8 and codes.shape == v.shape and scales.numel() == v.shape[0]
+    back = _C.q8_dequantize(codes, scales, signed)
+    err = (back.double() - v.double()).abs()
+    assert (err <= q8_bound(v.double(), signed)).all(), err.max()
+    assert torch.equal(back[1], torch.zeros(256)) and (back[2] == back[2][0]).all()
+    assert (back[2] - 0.37).abs().max() <= 0.37 * 2 ** -20
+    # A partial last block, and non-finite values (NaN code; the block's scale ignores them).
+    w = torch.randn(300, generator=g).abs() if not signed else torch.randn(300, generator=g)
+    w[5], w[290] = float("nan"), float("inf")
+    c, sc = _C.q8_quantize(w, signed)
+    assert sc.numel() == 2 and sc.isfinite().all()
+    b = _C.q8_dequantize(c, sc, signed)
+    assert b[5].isnan() and b[290].isnan() and b[[i for i in range(300) if i not in (5, 290)]].isfinite().all()
+
+
+def test_q8_code_is_monotonic_and_round_to_nearest():
+    """Every code decodes to a distinct value in order, and every value between two neighbours goes
+    to the nearer one (ties to the even code)."""
+    for signed in (True, False):
+        emax, top, _ = Q8_CODE[signed]
+        n_codes = 128 if signed else 255  # magnitude codes (the rest: sign and NaN)
+        ones = torch.ones(1)
+        vals = torch.stack([_C.q8_dequantize(torch.tensor([c], dtype=torch.uint8), ones, signed)[0]
+                            for c in range(n_codes)])
+        assert (vals[1:] > vals[:-1]).all() and vals[0] == 0 and vals[-1] == top
+        mids = (vals[1:].double() + vals[:-1].double()) / 2
+        x = torch.cat([vals.double(), mids * (1 - 1e-6), mids * (1 + 1e-6)])
+        # one block per value, with the top value in it so the scale is exactly 1
+        blk = torch.full((x.numel(), 256), top, dtype=torch.float64)
+        blk[:, 0] = x
+        c, sc = _C.q8_quantize(blk.float(), signed)
+        assert (sc == 1.0).all()
+        got = c[:, 0].long()
+        want = torch.cat([torch.arange(n_codes), torch.arange(n_codes - 1), torch.arange(1, n_codes)])
+        assert torch.equal(got, want)
+
+
+def q8_state(opt, p):
+    return {k: v for k, v in opt.state[p].items() if k != "step"}
+
+
+@pytest.mark.parametrize("name", list(KINDS))
+@pytest.mark.parametrize("pdtype", [torch.float32, torch.bfloat16])
+def test_int8_state_is_float32_math_on_the_decoded_state(name, pdtype, cpu_isa):
+    """Each step equals torch's float32 step (correctly rounded sqrt) from the decoded 8-bit state:
+    the parameter bit for bit (rounded to its dtype), and the new codes and scales bit for bit those
+    of the host quantizer applied to torch's new float32 state. 20 steps, every option the kind has,
+    partial and exact blocks."""
+    opts = KINDS[name]
+    ours = params(pdtype, shapes=Q8_SHAPES)
+    ref = [torch.nn.Parameter(p.detach().float().clone()) for p in ours]
+    fo = getattr(fastnn.optim, name)(ours, state_dtype="int8", min_8bit_size=0, **opts)
+    to = getattr(torch.optim, name)(ref, foreach=False, **opts)
+    signed = fo._signed_keys
+    with ieee_sqrt():
+        for step in range(20):
+            full = fastnn.optim.full_precision_state_dict(fo)["state"]
+            for i, (p, q, g) in enumerate(zip(ours, ref, grads_for(ours, step))):
+                p.grad, q.grad = g, g.float()
+                with torch.no_grad():
+                    q.copy_(p.float())
+                for k, v in full.get(i, {}).items():
+                    if k != "step" and k in to.state.get(q, {}):
+                        to.state[q][k].copy_(v)
+            fo.step()
+            to.step()
+            for p, q in zip(ours, ref):
+                assert torch.equal(p.detach(), q.detach().to(pdtype)), (name, step)
+                st = q8_state(fo, p)
+                for k in fo._state_keys:
+                    if k not in st:
+                        continue
+                    assert st[k].dtype == torch.uint8 and st[k].shape == p.shape
+                    codes, scales = _C.q8_quantize(to.state[q][k], k in signed)
+                    assert torch.equal(st[k + "_scale"], scales), (name, step, k)
+                    assert torch.equal(st[k], codes), (name, step, k)
+
+
+def test_int8_state_bytes_and_threshold():
+    big = torch.nn.Parameter(torch.randn(1 << 20))
+    small = torch.nn.Parameter(torch.randn(4095))
+    o = fastnn.optim.AdamW([big, small], lr=1e-3, state_dtype="int8")
+    big.grad, small.grad = torch.randn_like(big), torch.randn_like(small)
+    o.step()
+    st = o.state[big]
+    per_moment = (st["exp_avg"].nbytes + st["exp_avg_scale"].nbytes) / big.numel()
+    assert st["exp_avg"].dtype == torch.uint8 and per_moment <= 1.03, per_moment
+    assert {k: v.dtype for k, v in q8_state(o, small).items()} == {"exp_avg": torch.float32,
+                                                                   "exp_avg_sq": torch.float32}
+    assert o.param_groups[0]["min_8bit_size"] == 4096
+    o2 = fastnn.optim.AdamW([torch.nn.Parameter(torch.randn(10))], state_dtype="int8", min_8bit_size=5)
+    p = o2.param_groups[0]["params"][0]
+    p.grad = torch.randn(10)
+    o2.step()
+    assert o2.state[p]["exp_avg"].dtype == torch.uint8
+
+
+def _q8_run(threads, steps=3, pdtype=torch.float32, sr=False, n=200_003):
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        ps = [torch.nn.Parameter(torch.randn(n, generator=torch.Generator().manual_seed(1)).to(pdtype)),
+              torch.nn.Parameter(torch.randn(70, 90, generator=torch.Generator().manual_seed(2)).to(pdtype))]
+        o = fastnn.optim.Adam(ps, lr=1e-3, state_dtype="int8", stochastic_rounding=sr, sr_seed=5 if sr else None)
+        for step in range(steps):
+            for p, g in zip(ps, grads_for(ps, step)):
+                p.grad = g
+            o.step()
+        return ps, o
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("pdtype,sr", [(torch.float32, False), (torch.bfloat16, True)])
+def test_int8_same_bits_for_any_thread_count(pdtype, sr):
+    a, oa = _q8_run(1, pdtype=pdtype, sr=sr)
+    b, ob = _q8_run(2, pdtype=pdtype, sr=sr)
+    for pa, pb in zip(a, b):
+        assert torch.equal(pa, pb)
+        for k, v in q8_state(oa, pa).items():
+            assert torch.equal(v, q8_state(ob, pb)[k]), k
+
+
+def test_int8_resume_and_checkpoints():
+    ps, o = _q8_run(2, steps=2)
+    sd = copy.deepcopy(o.state_dict())
+    assert sd["state"][0]["exp_avg"].dtype == torch.uint8 and sd["state"][0]["exp_avg_scale"].dtype == torch.float32
+    copies = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    o2 = fastnn.optim.Adam(copies, lr=1e-3, state_dtype="int8")
+    o2.load_state_dict(sd)
+    for step in range(2, 4):
+        for p, q, g in zip(ps, copies, grads_for(ps, step)):
+            p.grad, q.grad = g, g.clone()
+        o.step()
+        o2.step()
+    full_run, _ = _q8_run(2, steps=4)
+    for a, b, c in zip(ps, copies, full_run):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    # To torch: decoded float32 state; from torch: quantized by the same code.
+    full = fastnn.optim.full_precision_state_dict(o)
+    assert set(full["state"][0]) == {"step", "exp_avg", "exp_avg_sq"} and "min_8bit_size" not in full["param_groups"][0]
+    qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    t = torch.optim.Adam(qs, lr=1e-3)
+    t.load_state_dict(full)
+    m = t.state[qs[0]]["exp_avg"]
+    assert m.dtype == torch.float32
+    assert torch.equal(m, _C.q8_dequantize(o.state[ps[0]]["exp_avg"], o.state[ps[0]]["exp_avg_scale"], True))
+    o3 = fastnn.optim.Adam([torch.nn.Parameter(q.detach().clone()) for q in qs], lr=1e-3, state_dtype="int8")
+    o3.load_state_dict(t.state_dict())
+    p0 = o3.param_groups[0]["params"][0]
+    codes, scales = _C.q8_quantize(t.state[qs[0]]["exp_avg_sq"], False)
+    assert torch.equal(o3.state[p0]["exp_avg_sq"], codes) and torch.equal(o3.state[p0]["exp_avg_sq_scale"], scales)
+    # 8-bit state into a bf16-state optimizer (a state_dict's own state_dtype would win): decoded,
+    # then rounded.
+    o4 = fastnn.optim.Adam([torch.nn.Parameter(q.detach().clone()) for q in qs], lr=1e-3,
+                           state_dtype=torch.bfloat16)
+    sd = o.state_dict()
+    sd["param_groups"] = [{k: v for k, v in g.items() if k not in ("state_dtype", "min_8bit_size")}
+                          for g in sd["param_groups"]]
+    o4.load_state_dict(sd)
+    p4 = o4.param_groups[0]["params"][0]
+    assert torch.equal(o4.state[p4]["exp_avg"], m.bfloat16())
+
+
+def test_float32_state_of_bf16_parameters_survives_a_checkpoint():
+    """torch's load_state_dict casts state to the parameter's dtype; fastnn keeps float32 state of
+    bf16 parameters (and 8-bit scales) as saved."""
+    ps = params(torch.bfloat16)
+    o = fastnn.optim.Adam(ps, lr=1e-2, state_dtype=torch.float32)
+    for p, g in zip(ps, grads_for(ps, 0)):
+        p.grad = g
+    o.step()
+    o2 = fastnn.optim.Adam([torch.nn.Parameter(p.detach().clone()) for p in ps], lr=1e-2, state_dtype=torch.float32)
+    o2.load_state_dict(copy.deepcopy(o.state_dict()))
+    p2 = o2.param_groups[0]["params"][0]
+    assert torch.equal(o2.state[p2]["exp_avg_sq"], o.state[ps[0]]["exp_avg_sq"])
+
+
+def test_wrong_state_dict_is_refused_untouched():
+    ps = params(torch.float32, shapes=Q8_SHAPES)
+    o = fastnn.optim.Adam(ps, lr=1e-2, state_dtype="int8", min_8bit_size=0)
+    for p, g in zip(ps, grads_for(ps, 0)):
+        p.grad = g
+    o.step()
+    before = copy.deepcopy(o.state_dict())
+    sgd = fastnn.optim.SGD(params(torch.float32, shapes=Q8_SHAPES), lr=0.1, momentum=0.9)
+    for p, g in zip(sgd.param_groups[0]["params"], grads_for(ps, 0)):
+        p.grad = g
+    sgd.step()
+    with pytest.raises(ValueError, match="fastnn.optim.Adam: .*momentum_buffer.*another optimizer"):
+        o.load_state_dict(sgd.state_dict())
+    other = fastnn.optim.Adam(params(torch.float32, shapes=[(5, 7)] + Q8_SHAPES[1:]), lr=1e-2)
+    for p, g in zip(other.param_groups[0]["params"], grads_for(ps, 0)):
+        p.grad = g.reshape(p.shape)
+    other.step()
+    with pytest.raises(ValueError, match="fastnn.optim.Adam: state 'exp_avg' has shape"):
+        o.load_state_dict(other.state_dict())
+    after = o.state_dict()
+    for i, st in before["state"].items():
+        for k, v in st.items():
+            assert torch.equal(v, after["state"][i][k]), k
+
+
+@pytest.mark.parametrize("name", list(KINDS))
+def test_int8_nan_and_inf_gradients_stay_in_their_element(name):
+    opts = KINDS[name]
+    a, b = params(torch.float32, shapes=Q8_SHAPES), params(torch.float32, shapes=Q8_SHAPES)
+    oa = getattr(fastnn.optim, name)(a, **opts)
+    ob = getattr(fastnn.optim, name)(b, state_dtype="int8", min_8bit_size=0, **opts)
+    for step in range(3):
+        for pa, pb, g in zip(a, b, grads_for(a, step, nan=step == 1)):
+            pa.grad, pb.grad = g.clone(), g.clone()
+        oa.step()
+        ob.step()
+    for pa, pb in zip(a, b):
+        assert torch.equal(pa.isfinite(), pb.isfinite())
+        fin = pa.isfinite()
+        torch.testing.assert_close(pb[fin], pa[fin], rtol=0.05, atol=0.05)
+
+
+def test_int8_bad_options():
+    with pytest.raises(ValueError, match="fastnn.optim.SGD: stochastic_rounding=True .* nothing in bfloat16"):
+        fastnn.optim.SGD(params(torch.float32), lr=0.1, momentum=0.9, state_dtype="int8", stochastic_rounding=True)
+    with pytest.raises(ValueError, match="fastnn.optim.Adam: min_8bit_size"):
+        fastnn.optim.Adam(params(torch.float32), state_dtype="int8", min_8bit_size=-1)
+    with pytest.raises(ValueError, match="float64"):
+        fastnn.optim.Adam(params(torch.float64), state_dtype="int8")
+    # The ops take 8-bit state only with its scales (through fastnn.optim).
+    p = torch.randn(300)
+    with pytest.raises(RuntimeError, match="block scales"):
+        torch.ops.fastnn.adam_([p], [torch.randn(300)], [torch.zeros(300, dtype=torch.uint8)],
+                               [torch.zeros(300, dtype=torch.uint8)], [], [torch.tensor(0.0)], [1], [1e-3], [0.9],
+                               [0.999], [0.0], [1e-8], [False], [False], False, [False])
+
+
+def test_int8_adam_trains_like_float32():
+    """A small regression: 8-bit state gets from ~0.5 to float32 Adam's loss (within 5%, or 1e-4 near
+    zero, where both oscillate at the noise level)."""
+    torch.manual_seed(0)
+    x = torch.randn(2048, 64)
+    y = torch.sin(x @ torch.randn(64, 1))
+    losses = {}
+    for sd in (None, "int8"):
+        torch.manual_seed(1)
+        model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.Tanh(), torch.nn.Linear(128, 1))
+        o = fastnn.optim.Adam(model.parameters(), lr=1e-3, state_dtype=sd, min_8bit_size=0)
+        for _ in range(300):
+            o.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            o.step()
+        losses[sd] = loss.item()
+    assert losses["int8"] < losses[None] * 1.05 + 1e-4, losses

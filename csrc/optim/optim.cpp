@@ -27,6 +27,7 @@ using at::TensorList;
 
 struct Row {
   Tensor p, g, s[3], step;
+  Tensor q[3];  // 8-bit state: block scales of s[s] (uint8 codes)
   bool use[3] = {false, false, false};
   bool first = false;  // SGD: momentum buffer is new
   int64_t group = 0;
@@ -131,6 +132,10 @@ int opt_dtype(const char* op, const Tensor& p) {
 
 DType cpu_dtype_of(int code) { return code == 0 ? DType::F32 : code == 1 ? DType::F64 : DType::BF16; }
 
+// Storage code of a state tensor: a parameter's, or kQ8 for block-wise 8-bit codes (uint8).
+constexpr int kQ8 = 4;
+int state_code(const char* op, const Tensor& t) { return t.scalar_type() == at::kByte ? kQ8 : opt_dtype(op, t); }
+
 // A tensor whose memory the kernels can address: not a wrapper subclass (DTensor and other
 // __torch_dispatch__ subclasses carry a storage with no data of their own).
 bool owns_storage(const Tensor& t) { return t.has_storage() && !t.key_set().has(c10::DispatchKey::Python); }
@@ -172,9 +177,27 @@ void validate_rows(const char* op, bool has_step, const std::vector<Row>& rows,
     }
     if (sd) {
       const auto pd = r.p.scalar_type();
-      const bool compact = (pd == at::kFloat && *sd == at::kBFloat16) || (pd == at::kBFloat16 && *sd == at::kFloat);
+      const bool q8 = *sd == at::kByte && (pd == at::kFloat || pd == at::kBFloat16);
+      const bool compact =
+          (pd == at::kFloat && *sd == at::kBFloat16) || (pd == at::kBFloat16 && *sd == at::kFloat) || q8;
       TORCH_CHECK(*sd == pd || compact, op, ": state of parameter ", i, " is ", *sd, " but the parameter is ", pd,
-                  " (state is the parameter's dtype, bfloat16 for float32 parameters or float32 for bfloat16 ones)");
+                  " (state is the parameter's dtype, bfloat16 for float32 parameters or float32 for bfloat16 ones, "
+                  "or uint8 codes of 8-bit state)");
+      if (q8) {
+        const int64_t blocks = (r.p.numel() + optim_rules::kQ8Block - 1) / optim_rules::kQ8Block;
+        for (int s = 0; s < 3; ++s) {
+          if (!r.use[s]) continue;
+          TORCH_CHECK(r.s[s].is_contiguous(), op, ": 8-bit ", state_names[s], " of parameter ", i,
+                      " must be contiguous");
+          TORCH_CHECK(r.q[s].defined(), op, ": 8-bit ", state_names[s], " of parameter ", i,
+                      " has no block scales (8-bit state runs through fastnn.optim optimizers)");
+          TORCH_CHECK(r.q[s].scalar_type() == at::kFloat && r.q[s].is_contiguous() && r.q[s].numel() == blocks &&
+                          r.q[s].device() == r.p.device() && owns_storage(r.q[s]),
+                      op, ": block scales of the 8-bit ", state_names[s], " of parameter ", i,
+                      " must be a contiguous float32 tensor of ", blocks, " values on the parameter's device, got ",
+                      r.q[s].scalar_type(), " of ", r.q[s].numel());
+        }
+      }
       TORCH_CHECK(*sd == pd || device.is_cpu(), op, ": state_dtype other than the parameter's dtype runs on the "
                   "CPU only in this version (parameter ", i, " is on ", device, ")");
     }
@@ -265,7 +288,9 @@ void execute(const char* op, OptKind kind, std::vector<Row>& rows, const c10::op
     const int pd = opt_dtype(op, r.p);
     int sd = pd;
     for (int s = 0; s < 3; ++s)
-      if (r.use[s]) sd = opt_dtype(op, r.s[s]);
+      if (r.use[s]) sd = state_code(op, r.s[s]);
+    if (sd == kQ8)
+      for (int s = 0; s < 3; ++s) slot.qscale[s] = r.use[s] ? r.q[s].data_ptr<float>() : nullptr;
     const bool sr = hp.sr && (pd == 3 || sd == 3);
     TORCH_CHECK(!hp.sr || !cuda, op, ": stochastic_rounding runs on the CPU only in this version");
     if (sr) slot.sr_key = optim_rules::sr_tensor_key(hp.sr_seed, hp.sr_step, uint64_t(r.index));
@@ -286,9 +311,14 @@ void execute(const char* op, OptKind kind, std::vector<Row>& rows, const c10::op
     const bool unscale = grad_scale.has_value() && grad_scale->defined();
     if (unscale) scale = grad_scale->item<float>();
     const auto& kern = optim_cpu_kernels();
-    for (auto& [key, list] : slots)
-      kern.step(kind, cpu_dtype_of(std::get<0>(key)), cpu_dtype_of(std::get<1>(key)), std::get<2>(key), list.data(),
-                int64_t(list.size()), unscale ? &scale : nullptr);
+    for (auto& [key, list] : slots) {
+      if (std::get<1>(key) == kQ8)
+        kern.step_q8(kind, cpu_dtype_of(std::get<0>(key)), std::get<2>(key), list.data(), int64_t(list.size()),
+                     unscale ? &scale : nullptr);
+      else
+        kern.step(kind, cpu_dtype_of(std::get<0>(key)), cpu_dtype_of(std::get<1>(key)), std::get<2>(key),
+                  list.data(), int64_t(list.size()), unscale ? &scale : nullptr);
+    }
   }
   for (auto& c : keep)
     if (c.dst.defined()) c.dst.copy_(c.tmp);
@@ -455,7 +485,7 @@ OptimizerPlan::OptimizerPlan(const std::string& kind, std::vector<Tensor> params
                              const std::vector<c10::optional<Tensor>>& steps, std::vector<bool> first)
     : kind_(int(parse_kind(kind))), params_(std::move(params)), group_(std::move(group)), first_(std::move(first)) {
   const size_t n = params_.size();
-  TORCH_CHECK(group_.size() == n && states.size() <= 3 && first_.size() == n && (steps.empty() || steps.size() == n),
+  TORCH_CHECK(group_.size() == n && states.size() <= 6 && first_.size() == n && (steps.empty() || steps.size() == n),
               "fastnn.optim: inconsistent plan");
   auto unwrap = [](const std::vector<c10::optional<Tensor>>& l) {
     std::vector<Tensor> out;
@@ -464,8 +494,9 @@ OptimizerPlan::OptimizerPlan(const std::string& kind, std::vector<Tensor> params
     return out;
   };
   for (size_t s = 0; s < states.size(); ++s) {
-    states_[s] = unwrap(states[s]);
-    TORCH_CHECK(states_[s].empty() || states_[s].size() == n, "fastnn.optim: inconsistent plan");
+    auto& dst = s < 3 ? states_[s] : scales_[s - 3];
+    dst = unwrap(states[s]);
+    TORCH_CHECK(dst.empty() || dst.size() == n, "fastnn.optim: inconsistent plan");
   }
   steps_ = unwrap(steps);
 }
@@ -510,12 +541,15 @@ std::vector<int64_t> OptimizerPlan::step(const std::vector<std::vector<double>>&
     r.index = int64_t(i);
     TORCH_CHECK(r.group >= 0 && r.group < int64_t(hps.size()), "fastnn.optim: inconsistent plan");
     r.first = first_[i];
-    for (int s = 0; s < 3; ++s)
+    for (int s = 0; s < 3; ++s) {
       if (!states_[s].empty()) r.s[s] = states_[s][i];
+      if (!scales_[s].empty()) r.q[s] = scales_[s][i];
+    }
     if (!steps_.empty()) r.step = steps_[i];
     set_usage(kind, hps[r.group], r);
     bool ok = kind == OptKind::SGD || r.step.defined();
-    for (int s = 0; s < 3; ++s) ok = ok && (!r.use[s] || r.s[s].defined());
+    for (int s = 0; s < 3; ++s)
+      ok = ok && (!r.use[s] || (r.s[s].defined() && (r.s[s].scalar_type() != at::kByte || r.q[s].defined())));
     if (!ok) missing.push_back(int64_t(i));
     rows.push_back(std::move(r));
   }
@@ -524,6 +558,52 @@ std::vector<int64_t> OptimizerPlan::step(const std::vector<std::vector<double>>&
     for (size_t i = 0; i < first_.size(); ++i)
       if (params_[i].grad().defined()) first_[i] = false;
   return missing;
+}
+
+// ---- 8-bit state conversions (checkpoints, initial values): the kernels' codec, on the host ----
+
+std::tuple<Tensor, Tensor> q8_quantize(const Tensor& values, bool is_signed) {
+  TORCH_CHECK(values.is_floating_point() && !values.is_complex(), "fastnn.optim: 8-bit state is quantized from ",
+              "floating-point values, got ", values.scalar_type());
+  const Tensor x = values.detach().to(at::kCPU, at::kFloat).contiguous();
+  const int64_t n = x.numel(), B = optim_rules::kQ8Block;
+  Tensor codes = at::empty(values.sizes(), x.options().dtype(at::kByte));
+  Tensor scales = at::empty({(n + B - 1) / B}, x.options());
+  const float* v = x.data_ptr<float>();
+  uint8_t* c = codes.data_ptr<uint8_t>();
+  float* sc = scales.data_ptr<float>();
+  for (int64_t b0 = 0; b0 < n; b0 += B) {
+    const int64_t e = std::min(n, b0 + B);
+    float amax = 0.f;
+    for (int64_t i = b0; i < e; ++i) {
+      const float a = std::fabs(v[i]);
+      amax = (a > amax && a <= 3.4028235e38f) ? a : amax;
+    }
+    float bs, inv;
+    if (is_signed) optim_rules::q8_block_scale<true>(amax, bs, inv);
+    else optim_rules::q8_block_scale<false>(amax, bs, inv);
+    sc[b0 / B] = bs;
+    for (int64_t i = b0; i < e; ++i)
+      c[i] = is_signed ? optim_rules::q8_encode<true>(v[i], bs, inv) : optim_rules::q8_encode<false>(v[i], bs, inv);
+  }
+  return {codes.to(values.device()), scales.to(values.device())};
+}
+
+Tensor q8_dequantize(const Tensor& codes, const Tensor& scales, bool is_signed) {
+  const int64_t n = codes.numel(), B = optim_rules::kQ8Block;
+  TORCH_CHECK(codes.scalar_type() == at::kByte && scales.scalar_type() == at::kFloat &&
+                  scales.numel() == (n + B - 1) / B,
+              "fastnn.optim: 8-bit state is uint8 codes with one float32 scale per block of ", B,
+              " values; got ", codes.scalar_type(), " codes of ", n, " values and ", scales.scalar_type(),
+              " scales of ", scales.numel());
+  const Tensor c = codes.detach().cpu().contiguous(), s = scales.detach().cpu().contiguous();
+  Tensor out = at::empty(codes.sizes(), s.options());
+  const uint8_t* cp = c.data_ptr<uint8_t>();
+  const float* sp = s.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  for (int64_t i = 0; i < n; ++i)
+    o[i] = sp[i / B] * (is_signed ? optim_rules::q8_decode<true>(cp[i]) : optim_rules::q8_decode<false>(cp[i]));
+  return out.to(codes.device());
 }
 
 TORCH_LIBRARY_IMPL(fastnn, CPU, m) {

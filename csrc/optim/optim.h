@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace fastnn {
@@ -28,7 +29,8 @@ struct GroupHP {
 class OptimizerPlan {
  public:
   // kind: adam, rmsprop, sgd, adagrad. states: up to 3 lists (undefined tensors where a parameter
-  // has no such state yet); steps empty for SGD; first: SGD momentum buffers that are new.
+  // has no such state yet), then up to 3 lists of the block scales of 8-bit states (uint8 codes);
+  // steps empty for SGD; first: SGD momentum buffers that are new.
   OptimizerPlan(const std::string& kind, std::vector<at::Tensor> params, std::vector<int64_t> group,
                 const std::vector<std::vector<c10::optional<at::Tensor>>>& states,
                 const std::vector<c10::optional<at::Tensor>>& steps, std::vector<bool> first);
@@ -49,8 +51,14 @@ class OptimizerPlan {
   std::vector<at::Tensor> params_;
   std::vector<int64_t> group_;
   std::vector<at::Tensor> states_[3];
+  std::vector<at::Tensor> scales_[3];  // block scales of 8-bit states (undefined elsewhere)
   std::vector<at::Tensor> steps_;
   std::vector<bool> first_;
 };
+
+// Block-wise 8-bit state (optim_functors.h): float values -> (uint8 codes shaped like them, float32
+// scale per block), and back to float32; signed for first moments, unsigned for second moments.
+std::tuple<at::Tensor, at::Tensor> q8_quantize(const at::Tensor& values, bool is_signed);
+at::Tensor q8_dequantize(const at::Tensor& codes, const at::Tensor& scales, bool is_signed);
 
 }  // namespace fastnn

@@ -23,6 +23,7 @@ struct OptSlot {
   double h[5];         // the group's hyper-parameters (GroupHP)
   bool b[4];
   uint64_t sr_key;     // stochastic rounding: sr_tensor_key(seed, step, parameter index)
+  float* qscale[3];    // 8-bit state: state[s] holds uint8 codes and qscale[s] one scale per block
 };
 
 struct OptimCpuKernels {
@@ -31,6 +32,10 @@ struct OptimCpuKernels {
   // bf16 ones); sr: bf16 stores rounded stochastically (OptSlot::sr_key).
   void (*step)(OptKind kind, DType dtype, DType sdtype, bool sr, const OptSlot* slots, int64_t nslots,
                const float* grad_scale);
+  // Block-wise 8-bit state (optim_functors.h) of float32 or bf16 parameters; sr: bf16 parameters
+  // rounded stochastically.
+  void (*step_q8)(OptKind kind, DType dtype, bool sr, const OptSlot* slots, int64_t nslots,
+                  const float* grad_scale);
 };
 
 const OptimCpuKernels& optim_kernels_avx512_bf16();

@@ -39,14 +39,25 @@ void update_range(const OptSlot& s, int64_t b, int64_t e, const float* gs) {
   const C scale = gs ? (C)*gs : C(1);
   T* __restrict p = (T*)s.param;
   const T* __restrict g = (const T*)s.grad;
-  S* __restrict s0 = (S*)s.state[0];
-  S* __restrict s1 = (S*)s.state[1];
-  S* __restrict s2 = (S*)s.state[2];
-  if constexpr (SR) {
-    const StochasticStore st{s.sr_key};
-    for (int64_t i = b; i < e; ++i) update_element<K, CpuIO>(F, c, p, g, s0, s1, s2, i, scale, st);
+  if constexpr (std::is_same<S, uint8_t>::value) {  // 8-bit state: whole blocks (b is block-aligned)
+    uint8_t* const q[3] = {(uint8_t*)s.state[0], (uint8_t*)s.state[1], (uint8_t*)s.state[2]};
+    float* const qs[3] = {s.qscale[0], s.qscale[1], s.qscale[2]};
+    for (int64_t b0 = b; b0 < e; b0 += kQ8Block) {
+      if constexpr (SR)
+        update_block_q8<K, CpuIO>(F, c, p, g, q, qs, b0, imin(kQ8Block, e - b0), scale, StochasticStore{s.sr_key});
+      else
+        update_block_q8<K, CpuIO>(F, c, p, g, q, qs, b0, imin(kQ8Block, e - b0), scale);
+    }
   } else {
-    for (int64_t i = b; i < e; ++i) update_element<K, CpuIO>(F, c, p, g, s0, s1, s2, i, scale);
+    S* __restrict s0 = (S*)s.state[0];
+    S* __restrict s1 = (S*)s.state[1];
+    S* __restrict s2 = (S*)s.state[2];
+    if constexpr (SR) {
+      const StochasticStore st{s.sr_key};
+      for (int64_t i = b; i < e; ++i) update_element<K, CpuIO>(F, c, p, g, s0, s1, s2, i, scale, st);
+    } else {
+      for (int64_t i = b; i < e; ++i) update_element<K, CpuIO>(F, c, p, g, s0, s1, s2, i, scale);
+    }
   }
 }
 
@@ -84,23 +95,27 @@ template <class T, class S> constexpr bool kAnyBf16 = kSameType<T, bf16_t> || kS
 
 template <class T, class S, bool SR>
 void step_typed(OptKind kind, const OptSlot* slots, int64_t nslots, const float* gs) {
-  Scratch<int64_t> start(nslots + 1);  // prefix sums of numel
-  for (int64_t i = 0; i < nslots; ++i) start[i + 1] = start[i] + slots[i].numel;
+  // 8-bit state: each tensor padded to whole blocks in the index space split below, and split
+  // points on block boundaries, so every block is one thread's (and its scale written once).
+  constexpr int64_t kAlign = std::is_same<S, uint8_t>::value ? kQ8Block : 64;
+  Scratch<int64_t> start(nslots + 1);  // prefix sums of numel (padded)
+  for (int64_t i = 0; i < nslots; ++i) start[i + 1] = start[i] + (slots[i].numel + kAlign - 1) / kAlign * kAlign;
   const int64_t total = start[nslots];
   const int nt = total >= kParallelMinElems ? omp_get_max_threads() : 1;
 #pragma omp parallel num_threads(nt)
   {
     const int64_t t = omp_get_thread_num(), T_ = omp_get_num_threads();
     // Split points rounded to 64 elements so no two threads write into one cache line.
-    const int64_t lo = t == 0 ? 0 : (total * t / T_) & ~int64_t(63);
-    const int64_t hi = t == T_ - 1 ? total : (total * (t + 1) / T_) & ~int64_t(63);
+    const int64_t lo = t == 0 ? 0 : (total * t / T_) & ~(kAlign - 1);
+    const int64_t hi = t == T_ - 1 ? total : (total * (t + 1) / T_) & ~(kAlign - 1);
     int64_t a = 0, z = nslots;  // first slot whose range ends after lo
     while (a < z) {
       int64_t mid = (a + z) / 2;
       if (start[mid + 1] <= lo) a = mid + 1; else z = mid;
     }
     for (int64_t i = a; i < nslots && start[i] < hi; ++i) {
-      const int64_t b = imax(lo, start[i]) - start[i], e = imin(hi, start[i + 1]) - start[i];
+      const int64_t b = imax(lo, start[i]) - start[i];
+      const int64_t e = imin(imin(hi, start[i + 1]) - start[i], slots[i].numel);
       if (b < e) run_range<T, S, SR>(kind, slots[i], b, e, gs);
     }
   }
@@ -124,8 +139,18 @@ inline void step(OptKind kind, DType dtype, DType sdtype, bool sr, const OptSlot
   });
 }
 
+// 8-bit block-wise state of float32 or bf16 parameters (OptSlot::qscale holds the block scales).
+inline void step_q8(OptKind kind, DType dtype, bool sr, const OptSlot* slots, int64_t nslots, const float* gs) {
+  if (dtype == DType::F32) {
+    step_typed<float, uint8_t, false>(kind, slots, nslots, gs);
+  } else if (dtype == DType::BF16) {
+    if (sr) step_typed<bf16_t, uint8_t, true>(kind, slots, nslots, gs);
+    else step_typed<bf16_t, uint8_t, false>(kind, slots, nslots, gs);
+  }
+}
+
 inline const OptimCpuKernels& table() {
-  static const OptimCpuKernels t{step};
+  static const OptimCpuKernels t{step, step_q8};
   return t;
 }
 

@@ -325,6 +325,138 @@ FASTNN_UNROLL
   p[i] = st.template store<IO, T>(pp, 0);
 }
 
+// ---- block-wise 8-bit state ----
+// A state tensor of n values is n uint8 codes plus one float32 scale per block of kQ8Block values
+// (blocks over the row-major element order): value = scale * code_value(code). A code is a small
+// float relative to the block's largest finite magnitude, which the scale maps to the top code:
+//   signed states (first moments, momentum): sign + E4M3 (4 exponent bits, 3 mantissa bits,
+//     subnormals below 2^-14; top 1.875); 0x80 (a negative zero) is NaN.
+//   unsigned states (second moments, Adagrad sums): E5M3 (subnormals below 2^-30; top 1.75);
+//     0xFF is NaN. Five exponent bits: sqrt(v) divides the update, so a v that flushed to zero
+//     while its m did not would blow the update up; E5M3 keeps v down to 2^-33 of the block max.
+// Rounding is to nearest (even), by float bit arithmetic, identical on the CPU and in CUDA.
+constexpr int64_t kQ8Block = 256;
+
+FASTNN_INLINE FASTNN_HD uint32_t q8_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
+  return __builtin_bit_cast(uint32_t, f);
+#endif
+}
+FASTNN_INLINE FASTNN_HD float q8_float(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  return __builtin_bit_cast(float, u);
+#endif
+}
+
+template <bool Signed> struct Q8Code;
+template <> struct Q8Code<true> {
+  static constexpr uint32_t kEmax = 15, kTop = 0x7F, kNan = 0x80;
+  static constexpr float kTopValue = 1.875f, kNormalMin = 0x1p-14f, kSubQuantum = 0x1p-17f, kSubInv = 0x1p17f;
+};
+template <> struct Q8Code<false> {
+  static constexpr uint32_t kEmax = 31, kTop = 0xFE, kNan = 0xFF;
+  static constexpr float kTopValue = 1.75f, kNormalMin = 0x1p-30f, kSubQuantum = 0x1p-33f, kSubInv = 0x1p33f;
+};
+
+// The value of a code relative to its block's scale.
+template <bool Signed> FASTNN_INLINE FASTNN_HD float q8_decode(uint32_t c) {
+  using Q = Q8Code<Signed>;
+  const uint32_t mag = Signed ? (c & 0x7Fu) : c;
+  const uint32_t e = mag >> 3, m = mag & 7u;
+  float v = e ? q8_float(((e + 127u - Q::kEmax) << 23) | (m << 20)) : float(m) * Q::kSubQuantum;
+  if (Signed && (c & 0x80u)) v = -v;
+  return c == Q::kNan ? q8_float(0x7FC00000u) : v;
+}
+
+// The code of a finite magnitude x (value / scale), rounded to nearest even, at most the top code.
+template <bool Signed> FASTNN_INLINE FASTNN_HD uint32_t q8_encode_mag(float x) {
+  using Q = Q8Code<Signed>;
+  const uint32_t b = q8_bits(x);
+  const uint32_t normal = ((b + 0x7FFFFu + ((b >> 20) & 1u)) >> 20) - ((127u - Q::kEmax) << 3);
+  // Subnormal codes: x * 2^(Emax+2) rounded to an integer (exact scaling; the add rounds).
+  const uint32_t sub = q8_bits(x * Q::kSubInv + 0x1p23f) - 0x4B000000u;
+  const uint32_t c = x < Q::kNormalMin ? sub : normal;
+  return c < Q::kTop ? c : Q::kTop;
+}
+
+// The code of value v in a block whose scale is `scale` (inv = 1 / scale, or 0 to divide).
+template <bool Signed> FASTNN_INLINE FASTNN_HD uint8_t q8_encode(float v, float scale, float inv) {
+  if (!(v - v == 0.f)) return uint8_t(Q8Code<Signed>::kNan);  // NaN or inf
+  const float a = v < 0.f ? -v : v;
+  const float x = inv != 0.f ? a * inv : (scale != 0.f ? a / scale : 0.f);
+  uint32_t c = q8_encode_mag<Signed>(x);
+  if (Signed && v < 0.f && c != 0) c |= 0x80u;
+  return uint8_t(c);
+}
+
+// A block's scale from its largest finite magnitude; inv is 1 / scale where that is a normal float
+// (else 0: encode divides).
+template <bool Signed> FASTNN_INLINE FASTNN_HD void q8_block_scale(float absmax, float& scale, float& inv) {
+  scale = absmax / Q8Code<Signed>::kTopValue;
+  const float r = Q8Code<Signed>::kTopValue / absmax;
+  inv = (absmax > 0.f && r >= 0x1p-126f && r <= 0x1p126f) ? r : 0.f;
+}
+
+// Which states hold signed values (first moments, momentum) and which non-negative ones.
+template <OptKind K> FASTNN_INLINE FASTNN_HD constexpr bool state_signed(int s) {
+  if constexpr (K == OptKind::Adam) return s == 0;
+  else if constexpr (K == OptKind::RMSprop) return s != 0;
+  else if constexpr (K == OptKind::SGD) return true;
+  else return false;
+}
+template <OptKind K> FASTNN_INLINE FASTNN_HD float q8_decode_state(int s, uint32_t c) {
+  return state_signed<K>(s) ? q8_decode<true>(c) : q8_decode<false>(c);
+}
+
+// One block of kQ8Block elements (n <= kQ8Block: the tensor's last block may be partial), starting
+// at element b0, with 8-bit state: decode in registers, run the rule in C, store the parameter, then
+// re-scale each written state to its block's new largest magnitude and encode it.
+template <OptKind K, class IO, class T, class Consts, class C, class Store = NearestStore>
+FASTNN_INLINE void update_block_q8(const int F, const Consts& c, T* __restrict p, const T* __restrict g,
+                                   uint8_t* const* q, float* const* qs, int64_t b0, int64_t n, C scale,
+                                   Store st = Store()) {
+  C nv[3][kQ8Block];
+  const int64_t blk = b0 / kQ8Block;
+  float sc[3];
+FASTNN_UNROLL
+  for (int s = 0; s < 3; ++s) sc[s] = reads_state<K>(F, s) ? qs[s][blk] : 0.f;
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t i = b0 + j;
+    st.at(i);
+    C pp = IO::ld(p[i]);
+    C gg = (F & kUnscale) ? IO::ld(g[i]) / scale : IO::ld(g[i]);
+    C v[3];
+FASTNN_UNROLL
+    for (int s = 0; s < 3; ++s) v[s] = reads_state<K>(F, s) ? C(sc[s] * q8_decode_state<K>(s, q[s][i])) : C(0);
+    apply_rule<K>(F, c, pp, gg, v[0], v[1], v[2]);
+FASTNN_UNROLL
+    for (int s = 0; s < 3; ++s) nv[s][j] = v[s];
+    p[i] = st.template store<IO, T>(pp, 0);
+  }
+FASTNN_UNROLL
+  for (int s = 0; s < 3; ++s) {
+    if (!writes_state<K>(F, s)) continue;
+    float amax = 0.f;
+    for (int64_t j = 0; j < n; ++j) {
+      const float a = nv[s][j] < 0 ? -float(nv[s][j]) : float(nv[s][j]);
+      amax = (a > amax && a <= 3.4028235e38f) ? a : amax;  // finite values only (NaN compares false)
+    }
+    float bs, inv;
+    if (state_signed<K>(s)) q8_block_scale<true>(amax, bs, inv);
+    else q8_block_scale<false>(amax, bs, inv);
+    qs[s][blk] = bs;
+    uint8_t* __restrict out = q[s] + b0;
+    if (state_signed<K>(s))
+      for (int64_t j = 0; j < n; ++j) out[j] = q8_encode<true>(float(nv[s][j]), bs, inv);
+    else
+      for (int64_t j = 0; j < n; ++j) out[j] = q8_encode<false>(float(nv[s][j]), bs, inv);
+  }
+}
+
 }  // namespace optim_rules
 }  // namespace FASTNN_ISA_NS
 }  // namespace fastnn
