@@ -199,15 +199,39 @@ def train_step_case(batch, dtype):
 # Compact optimizer state cases (CPU): the fastnn variant keeps bf16 state (and, "+SR", rounds it
 # stochastically); fastnn's float32-state step is a baseline beside torch's.
 OPTIM_COMPACT = {"bf16-state": dict(state_dtype=torch.bfloat16),
-                 "bf16-state+SR": dict(state_dtype=torch.bfloat16, stochastic_rounding=True, sr_seed=0)}
-OPTIM_COMPACT_CASES = [(opt, "10M in 20", "bf16-state") for opt in OPTIM_FLOATS] + [("Adam", "10M in 20", "bf16-state+SR")]
+                 "bf16-state+SR": dict(state_dtype=torch.bfloat16, stochastic_rounding=True, sr_seed=0),
+                 "int8-state": dict(state_dtype="int8")}
+# Bytes per state value: bf16 2; 8-bit one code plus a float32 scale per 256 values.
+OPTIM_STATE_BYTES = {"bf16-state": 2, "bf16-state+SR": 2, "int8-state": 1 + 4 / 256}
+OPTIM_COMPACT_CASES = ([(opt, "10M in 20", "bf16-state") for opt in OPTIM_FLOATS] + [("Adam", "10M in 20", "bf16-state+SR")]
+                       + [(opt, "10M in 20", "int8-state") for opt in OPTIM_FLOATS])
+
+
+def _anchor_8bit(opt, params, kw):
+    """The 8-bit optimizers of bitsandbytes and torchao, where they are installed and step here."""
+    out = {}
+    try:
+        import bitsandbytes as bnb
+        o = getattr(bnb.optim, f"{opt}8bit")(params(), **kw)
+        o.step()
+        out[f"bitsandbytes {opt}8bit"] = o.step
+    except Exception:  # not installed, or no kernels for this device
+        pass
+    try:
+        import torchao.optim as tao
+        o = getattr(tao, f"{opt}8bit")(params(), **kw)
+        o.step()
+        out[f"torchao {opt}8bit"] = o.step
+    except Exception:
+        pass
+    return out
 
 
 def optim_case(opt, workload, dtype, compact=None):
     shapes = {**OPTIM_WORKLOADS, **OPTIM_CUDA_ONLY}[workload]
     n = sum(torch.Size(s).numel() for s in shapes)
     es = torch.tensor([], dtype=DTYPES[dtype]).element_size()
-    state_es = 2 if compact else es
+    state_es = OPTIM_STATE_BYTES[compact] if compact else es
 
     def build(device, compile_modes):
         def params():
@@ -228,6 +252,8 @@ def optim_case(opt, workload, dtype, compact=None):
         if compact:
             v["fastnn float32-state"] = getattr(fastnn.optim, opt)(params(), **kw).step
             v["fastnn"] = getattr(fastnn.optim, opt)(params(), **kw, **OPTIM_COMPACT[compact]).step
+            if compact == "int8-state" and opt in ("Adam", "AdamW"):
+                v.update(_anchor_8bit(opt, params, kw))
         else:
             v["fastnn"] = getattr(fastnn.optim, opt)(params(), **kw).step
         return v
