@@ -142,7 +142,7 @@ class _FusedStep:
 
     def _check_compact(self, g):
         sd = g.get("state_dtype")
-        if not any(sd is x if not isinstance(x, str) else sd == x for x in _STATE_DTYPES):
+        if sd not in _STATE_DTYPES:
             raise ValueError(f"{self._name}: state_dtype must be None (the parameter's dtype), torch.float32, "
                              f"torch.bfloat16 or 'int8', got {sd!r}")
         for p in g["params"]:

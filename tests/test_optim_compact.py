@@ -109,13 +109,14 @@ def test_stochastic_rounding_is_unbiased():
             assert v.mean().item() == want_mean
 
 
-def _sr_run(threads, seed=3, steps=4, n=200_000, sdtype=torch.bfloat16, pdtype=torch.float32):
+def _adam_run(threads, steps, pdtype, n, small, **opt_kw):
+    """Adam (lr 1e-3) on a big and a small parameter for `steps` steps with `threads` threads."""
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         ps = [torch.nn.Parameter(torch.randn(n, generator=torch.Generator().manual_seed(1)).to(pdtype)),
-              torch.nn.Parameter(torch.randn(3, 5, generator=torch.Generator().manual_seed(2)).to(pdtype))]
-        o = fastnn.optim.Adam(ps, lr=1e-3, state_dtype=sdtype, stochastic_rounding=True, sr_seed=seed)
+              torch.nn.Parameter(torch.randn(*small, generator=torch.Generator().manual_seed(2)).to(pdtype))]
+        o = fastnn.optim.Adam(ps, lr=1e-3, **opt_kw)
         for step in range(steps):
             for p, g in zip(ps, grads_for(ps, step)):
                 p.grad = g
@@ -123,6 +124,26 @@ def _sr_run(threads, seed=3, steps=4, n=200_000, sdtype=torch.bfloat16, pdtype=t
         return ps, o
     finally:
         torch.set_num_threads(old)
+
+
+def _sr_run(threads, seed=3, steps=4, n=200_000, sdtype=torch.bfloat16, pdtype=torch.float32):
+    return _adam_run(threads, steps, pdtype, n, (3, 5), state_dtype=sdtype, stochastic_rounding=True, sr_seed=seed)
+
+
+def _resume_two_more_steps(ps, o, sd, opt_kw, full_run):
+    """Loads sd into a fresh Adam(**opt_kw) over copies of ps, steps both two more times (steps 2, 3)
+    and checks both equal full_run's uninterrupted parameters; returns the fresh optimizer."""
+    copies = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    o2 = fastnn.optim.Adam(copies, lr=1e-3, **opt_kw)
+    o2.load_state_dict(sd)
+    for step in range(2, 4):
+        for p, q, g in zip(ps, copies, grads_for(ps, step)):
+            p.grad, q.grad = g, g.clone()
+        o.step()
+        o2.step()
+    for a, b, c in zip(ps, copies, full_run):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    return o2
 
 
 @pytest.mark.parametrize("pdtype,sdtype", [(torch.float32, torch.bfloat16), (torch.bfloat16, torch.bfloat16),
@@ -160,18 +181,9 @@ def test_resume_is_bit_identical():
     sd = copy.deepcopy(o.state_dict())  # as saved and loaded: torch's load shares "step" tensors
     assert sd["param_groups"][0]["sr_seed"] == 3 and sd["param_groups"][0]["sr_step"] == 2
     assert sd["state"][0]["exp_avg"].dtype == torch.bfloat16
-    copies = [torch.nn.Parameter(p.detach().clone()) for p in ps]
-    o2 = fastnn.optim.Adam(copies, lr=1e-3, state_dtype=torch.bfloat16, stochastic_rounding=True, sr_seed=99)
-    o2.load_state_dict(sd)
+    o2 = _resume_two_more_steps(ps, o, sd, dict(state_dtype=torch.bfloat16, stochastic_rounding=True, sr_seed=99),
+                                _sr_run(2, steps=4)[0])
     assert o2.param_groups[0]["sr_seed"] == 3
-    for step in range(2, 4):
-        for p, q, g in zip(ps, copies, grads_for(ps, step)):
-            p.grad, q.grad = g, g.clone()
-        o.step()
-        o2.step()
-    full, _ = _sr_run(2, steps=4)
-    for a, b, c in zip(ps, copies, full):
-        assert torch.equal(a, b) and torch.equal(a, c)
 
 
 def test_checkpoints_to_and_from_torch():
@@ -368,19 +380,8 @@ def test_int8_state_bytes_and_threshold():
 
 
 def _q8_run(threads, steps=3, pdtype=torch.float32, sr=False, n=200_003):
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        ps = [torch.nn.Parameter(torch.randn(n, generator=torch.Generator().manual_seed(1)).to(pdtype)),
-              torch.nn.Parameter(torch.randn(70, 90, generator=torch.Generator().manual_seed(2)).to(pdtype))]
-        o = fastnn.optim.Adam(ps, lr=1e-3, state_dtype="int8", stochastic_rounding=sr, sr_seed=5 if sr else None)
-        for step in range(steps):
-            for p, g in zip(ps, grads_for(ps, step)):
-                p.grad = g
-            o.step()
-        return ps, o
-    finally:
-        torch.set_num_threads(old)
+    return _adam_run(threads, steps, pdtype, n, (70, 90), state_dtype="int8", stochastic_rounding=sr,
+                     sr_seed=5 if sr else None)
 
 
 @pytest.mark.parametrize("pdtype,sr", [(torch.float32, False), (torch.bfloat16, True)])
@@ -397,17 +398,7 @@ def test_int8_resume_and_checkpoints():
     ps, o = _q8_run(2, steps=2)
     sd = copy.deepcopy(o.state_dict())
     assert sd["state"][0]["exp_avg"].dtype == torch.uint8 and sd["state"][0]["exp_avg_scale"].dtype == torch.float32
-    copies = [torch.nn.Parameter(p.detach().clone()) for p in ps]
-    o2 = fastnn.optim.Adam(copies, lr=1e-3, state_dtype="int8")
-    o2.load_state_dict(sd)
-    for step in range(2, 4):
-        for p, q, g in zip(ps, copies, grads_for(ps, step)):
-            p.grad, q.grad = g, g.clone()
-        o.step()
-        o2.step()
-    full_run, _ = _q8_run(2, steps=4)
-    for a, b, c in zip(ps, copies, full_run):
-        assert torch.equal(a, b) and torch.equal(a, c)
+    _resume_two_more_steps(ps, o, sd, dict(state_dtype="int8"), _q8_run(2, steps=4)[0])
     # To torch: decoded float32 state; from torch: quantized by the same code.
     full = fastnn.optim.full_precision_state_dict(o)
     assert set(full["state"][0]) == {"step", "exp_avg", "exp_avg_sq"} and "min_8bit_size" not in full["param_groups"][0]

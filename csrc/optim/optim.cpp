@@ -572,20 +572,8 @@ std::tuple<Tensor, Tensor> q8_quantize(const Tensor& values, bool is_signed) {
   const float* v = x.data_ptr<float>();
   uint8_t* c = codes.data_ptr<uint8_t>();
   float* sc = scales.data_ptr<float>();
-  for (int64_t b0 = 0; b0 < n; b0 += B) {
-    const int64_t e = std::min(n, b0 + B);
-    float amax = 0.f;
-    for (int64_t i = b0; i < e; ++i) {
-      const float a = std::fabs(v[i]);
-      amax = (a > amax && a <= 3.4028235e38f) ? a : amax;
-    }
-    float bs, inv;
-    if (is_signed) optim_rules::q8_block_scale<true>(amax, bs, inv);
-    else optim_rules::q8_block_scale<false>(amax, bs, inv);
-    sc[b0 / B] = bs;
-    for (int64_t i = b0; i < e; ++i)
-      c[i] = is_signed ? optim_rules::q8_encode<true>(v[i], bs, inv) : optim_rules::q8_encode<false>(v[i], bs, inv);
-  }
+  for (int64_t b0 = 0; b0 < n; b0 += B)
+    sc[b0 / B] = optim_rules::q8_encode_block(is_signed, v + b0, std::min(B, n - b0), c + b0);
   return {codes.to(values.device()), scales.to(values.device())};
 }
 

@@ -383,22 +383,36 @@ template <bool Signed> FASTNN_INLINE FASTNN_HD uint32_t q8_encode_mag(float x) {
   return c < Q::kTop ? c : Q::kTop;
 }
 
-// The code of value v in a block whose scale is `scale` (inv = 1 / scale, or 0 to divide).
-template <bool Signed> FASTNN_INLINE FASTNN_HD uint8_t q8_encode(float v, float scale, float inv) {
+// The code of value v whose magnitude relative to its block's scale is x.
+template <bool Signed> FASTNN_INLINE FASTNN_HD uint8_t q8_encode(float v, float x) {
   if (!(v - v == 0.f)) return uint8_t(Q8Code<Signed>::kNan);  // NaN or inf
-  const float a = v < 0.f ? -v : v;
-  const float x = inv != 0.f ? a * inv : (scale != 0.f ? a / scale : 0.f);
   uint32_t c = q8_encode_mag<Signed>(x);
   if (Signed && v < 0.f && c != 0) c |= 0x80u;
   return uint8_t(c);
 }
 
-// A block's scale from its largest finite magnitude; inv is 1 / scale where that is a normal float
-// (else 0: encode divides).
-template <bool Signed> FASTNN_INLINE FASTNN_HD void q8_block_scale(float absmax, float& scale, float& inv) {
-  scale = absmax / Q8Code<Signed>::kTopValue;
-  const float r = Q8Code<Signed>::kTopValue / absmax;
-  inv = (absmax > 0.f && r >= 0x1p-126f && r <= 0x1p126f) ? r : 0.f;
+// Encodes the n <= kQ8Block values of one block into out and returns the block's scale: its
+// largest finite magnitude over the top code's value. Magnitudes are multiplied by 1 / scale where
+// that is a normal float, else divided by the scale (tiny or huge blocks).
+template <bool Signed, class V> FASTNN_INLINE float q8_encode_block(const V* __restrict v, int64_t n,
+                                                                    uint8_t* __restrict out) {
+  float amax = 0.f;
+  for (int64_t j = 0; j < n; ++j) {
+    const float a = std::fabs(float(v[j]));
+    amax = (a > amax && a <= 3.4028235e38f) ? a : amax;  // finite values only (NaN compares false)
+  }
+  const float scale = amax / Q8Code<Signed>::kTopValue;
+  const float inv = Q8Code<Signed>::kTopValue / amax;
+  if (amax > 0.f && inv >= 0x1p-126f && inv <= 0x1p126f) {
+    for (int64_t j = 0; j < n; ++j) out[j] = q8_encode<Signed>(float(v[j]), std::fabs(float(v[j])) * inv);
+  } else {
+    for (int64_t j = 0; j < n; ++j)
+      out[j] = q8_encode<Signed>(float(v[j]), scale != 0.f ? std::fabs(float(v[j])) / scale : 0.f);
+  }
+  return scale;
+}
+template <class V> FASTNN_INLINE float q8_encode_block(bool is_signed, const V* v, int64_t n, uint8_t* out) {
+  return is_signed ? q8_encode_block<true>(v, n, out) : q8_encode_block<false>(v, n, out);
 }
 
 // Which states hold signed values (first moments, momentum) and which non-negative ones.
@@ -438,23 +452,8 @@ FASTNN_UNROLL
     p[i] = st.template store<IO, T>(pp, 0);
   }
 FASTNN_UNROLL
-  for (int s = 0; s < 3; ++s) {
-    if (!writes_state<K>(F, s)) continue;
-    float amax = 0.f;
-    for (int64_t j = 0; j < n; ++j) {
-      const float a = nv[s][j] < 0 ? -float(nv[s][j]) : float(nv[s][j]);
-      amax = (a > amax && a <= 3.4028235e38f) ? a : amax;  // finite values only (NaN compares false)
-    }
-    float bs, inv;
-    if (state_signed<K>(s)) q8_block_scale<true>(amax, bs, inv);
-    else q8_block_scale<false>(amax, bs, inv);
-    qs[s][blk] = bs;
-    uint8_t* __restrict out = q[s] + b0;
-    if (state_signed<K>(s))
-      for (int64_t j = 0; j < n; ++j) out[j] = q8_encode<true>(float(nv[s][j]), bs, inv);
-    else
-      for (int64_t j = 0; j < n; ++j) out[j] = q8_encode<false>(float(nv[s][j]), bs, inv);
-  }
+  for (int s = 0; s < 3; ++s)
+    if (writes_state<K>(F, s)) qs[s][blk] = q8_encode_block(state_signed<K>(s), nv[s], n, q[s] + b0);
 }
 
 }  // namespace optim_rules
