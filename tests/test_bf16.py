@@ -11,9 +11,22 @@ import fastnn
 from torch_reference import torch_act
 
 ISAS = fastnn.cpu_isas_supported()
-SKIPPED = sorted({"avx512_bf16"} - set(ISAS))
+# The AMX kernels also run over an emulation of the tiles (amx_bf16_emulated) wherever avx512_bf16
+# runs, so their packing and padding are checked on CPUs without AMX.
+BF16_ISAS = ISAS + (["amx_bf16_emulated"] if "avx512_bf16" in ISAS else [])
+SKIPPED = sorted({"avx512_bf16", "amx_bf16", "amx_bf16_emulated"} - set(BF16_ISAS))
 if SKIPPED:  # say which tables this CPU cannot run (they compile everywhere, run where supported)
     print(f"test_bf16: kernel tables not run on this CPU: {', '.join(SKIPPED)}")
+
+
+@pytest.fixture(params=BF16_ISAS)
+def bf16_isa(request):
+    """cpu_isa (conftest.py) plus the emulated AMX table."""
+    before = fastnn.cpu_isa()
+    fastnn.set_cpu_isa(request.param)
+    assert fastnn.cpu_isa() == request.param
+    yield request.param
+    fastnn.set_cpu_isa(before)
 
 ACTS = fastnn.ACTIVATIONS
 # An error measured as ||got - ref|| / ||ref|| per tensor; ours may be 1.5x torch autocast's, plus a
@@ -83,18 +96,18 @@ def _assert_within(errs, what):
 
 @pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("bias", [True, False])
-def test_every_activation_within_torch_autocast_error(act, bias, cpu_isa, cpu_path):
-    _assert_within(_errors([17, 130, 3], act, bias, 77, seed=ACTS.index(act)), (act, bias, cpu_isa, cpu_path))
+def test_every_activation_within_torch_autocast_error(act, bias, bf16_isa, cpu_path):
+    _assert_within(_errors([17, 130, 3], act, bias, 77, seed=ACTS.index(act)), (act, bias, bf16_isa, cpu_path))
 
 
 @pytest.mark.parametrize("widths,M", [([1, 32, 64, 128], 128), ([784, 300, 17, 1], 33), ([3, 17, 130, 300], 5),
                                       ([784, 256, 10], 4096), ([130, 1], 1)])
-def test_odd_widths_and_batches_within_torch_autocast_error(widths, M, cpu_isa, cpu_path):
-    _assert_within(_errors(widths, "tanh", True, M, seed=len(widths) + M), (widths, M, cpu_isa, cpu_path))
+def test_odd_widths_and_batches_within_torch_autocast_error(widths, M, bf16_isa, cpu_path):
+    _assert_within(_errors(widths, "tanh", True, M, seed=len(widths) + M), (widths, M, bf16_isa, cpu_path))
 
 
-def test_strided_input_and_empty_batch(cpu_isa, cpu_path):
-    _assert_within(_errors([40, 33, 6], "gelu", True, 50, seed=9, strided=True), ("strided", cpu_isa, cpu_path))
+def test_strided_input_and_empty_batch(bf16_isa, cpu_path):
+    _assert_within(_errors([40, 33, 6], "gelu", True, 50, seed=9, strided=True), ("strided", bf16_isa, cpu_path))
     ws = [torch.randn(8, 5, dtype=torch.bfloat16, requires_grad=True), torch.randn(3, 8, dtype=torch.bfloat16)]
     y = fastnn.mlp(torch.randn(0, 5, dtype=torch.bfloat16), ws, None, ["silu", "identity"])
     assert y.shape == (0, 3)
@@ -125,7 +138,7 @@ def test_native_table_runs_its_own_kernels():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_native_bf16_same_bits_for_any_thread_count(threads, cpu_isa):
+def test_native_bf16_same_bits_for_any_thread_count(threads, bf16_isa):
     ws, bs, acts, slopes = _chain([50, 64, 7], "gelu", True, 11)
     ws = [w.to(torch.bfloat16).requires_grad_() for w in ws]
     bs = [b.to(torch.bfloat16).requires_grad_() for b in bs]
@@ -143,6 +156,32 @@ def test_native_bf16_same_bits_for_any_thread_count(threads, cpu_isa):
         fastnn.set_cpu_path("auto")
     for a, b in zip(*out):
         assert torch.equal(a, b)
+
+
+@pytest.mark.skipif("avx512_bf16" not in ISAS, reason="needs a CPU with AVX512_BF16 (the AMX emulation runs on it)")
+def test_amx_table_is_opt_in_and_its_products_match_the_vector_kernels():
+    """amx_bf16 is never the default (unmeasured on AMX hardware so far), the emulated table is not
+    listed as supported, and the AMX kernels' tiles (emulated) give the vector kernels' results up
+    to float32 summation order on a chain whose widths straddle every tile padding (1, 16, 17, 33)."""
+    assert fastnn.cpu_isa() != "amx_bf16" or "FASTNN_CPU_ISA" in __import__("os").environ
+    assert "amx_bf16_emulated" not in ISAS
+    ws, bs, acts, slopes = _chain([33, 17, 16, 1], "silu", True, 21)
+    ws = [w.to(torch.bfloat16).requires_grad_() for w in ws]
+    bs = [b.to(torch.bfloat16).requires_grad_() for b in bs]
+    x = torch.randn(70, 33, dtype=torch.bfloat16, requires_grad=True)
+    before = fastnn.cpu_isa()
+    fastnn.set_cpu_path("tiled")
+    out = {}
+    try:
+        for isa in ("avx512_bf16", "amx_bf16_emulated"):
+            fastnn.set_cpu_isa(isa)
+            y = fastnn.mlp(x, ws, bs, acts, slopes)
+            out[isa] = [y, *torch.autograd.grad(y.float().square().sum(), [x] + ws + bs)]
+    finally:
+        fastnn.set_cpu_isa(before)
+        fastnn.set_cpu_path("auto")
+    for a, b in zip(out["avx512_bf16"], out["amx_bf16_emulated"]):
+        torch.testing.assert_close(b.float(), a.float(), rtol=2 ** -7, atol=1e-3 * a.float().abs().max().item())
 
 
 def test_autocast_routes_layers_and_fused_models_to_bf16():

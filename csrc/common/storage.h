@@ -88,7 +88,8 @@ struct Scratch {
 // Memory a thread reuses across calls, for the large per-call scratch of one kernel at a time on
 // that thread: a fresh heap block of that size comes from mmap, and writing it faults in every
 // page again on each call. Grow-only, held until the thread exits. Carve it with take(). Slots:
-// 0 a kernel's scratch, 1 its converted weights (Params), which live alongside.
+// 0 a kernel's scratch, 1 its converted weights (Params), which live alongside, 2 the AMX
+// products' padded operands (mlp_cpu_amx_gemm.h).
 struct ThreadWorkspace {
   char* p;
   static int64_t rounded(int64_t bytes) { return (bytes + 63) / 64 * 64; }
@@ -98,7 +99,7 @@ struct ThreadWorkspace {
       int64_t n = 0;
       ~Block() { delete[] mem; }
     };
-    static thread_local Block blocks[2];
+    static thread_local Block blocks[3];
     Block& b = blocks[slot];
     if (b.n < bytes) {
       delete[] b.mem;

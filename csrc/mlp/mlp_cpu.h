@@ -28,6 +28,8 @@ struct MlpCpuKernels {
                    void* const* gw, void* const* gb);
 };
 
+const MlpCpuKernels& mlp_kernels_amx_bf16();
+const MlpCpuKernels& mlp_kernels_amx_bf16_emulated();
 const MlpCpuKernels& mlp_kernels_avx512_bf16();
 const MlpCpuKernels& mlp_kernels_avx512();
 const MlpCpuKernels& mlp_kernels_avx2();

@@ -82,13 +82,31 @@ inline void gemm(const uint32_t* A, int64_t ars, int64_t aqs, const uint32_t* B,
 
 FASTNN_INLINE int64_t pairs(int64_t n) { return (n + 1) / 2; }
 
-// Per layer, for forward: W paired along K ([N][pairs(K)] words: the weight's own memory when K is
-// even); for backward: W^T paired along N ([K][pairs(N)]); the bias in float32.
+FASTNN_INLINE int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// The matrix products on AVX512_BF16 vectors (vdpbf16ps), the kernels' default engine; the amx_bf16
+// tables substitute AmxMm (mlp_cpu_amx_gemm.h) with the same interface. kPad: the row and pair
+// multiple of the weights Params prepacks; kGwRowBlock: gw rows per work item of backward's
+// weight-gradient GEMMs; a_padded: A is such a prepacked weight (the vector kernels need no padding).
+struct VdpMm {
+  static constexpr int64_t kPad = 1;
+  static constexpr int64_t kGwRowBlock = 8;
+  static void gemm(const uint32_t* A, int64_t ars, int64_t aqs, const uint32_t* B, int64_t ldb, float* Cm,
+                   int64_t ldc, int64_t M, int64_t N, int64_t Q, const float* bias, bool accumulate, bool) {
+    bf16_native::gemm(A, ars, aqs, B, ldb, Cm, ldc, M, N, Q, bias, accumulate);
+  }
+};
+
+// Per layer, for forward: W paired along K ([N][ld] words, ld = pairs(K) rounded up to Pad, rows
+// rounded up to Pad, pads zero; with Pad 1 and K even, the weight's own memory); for backward: W^T
+// paired along N ([K][ld], ld = pairs(N) rounded up); the bias in float32.
+template <int64_t Pad>
 struct Params {
   Scratch<const uint32_t*> w;
+  Scratch<int64_t> ld;
   Scratch<const float*> b;
   // transposed: for backward, where layer 0's W^T is needed only for an input gradient (first_wt).
-  Params(const MlpCpuLayer* layers, int L, bool transposed, bool first_wt = true) : w(L), b(L) {
+  Params(const MlpCpuLayer* layers, int L, bool transposed, bool first_wt = true) : w(L), ld(L), b(L) {
     const int64_t nw = count(layers, L, transposed), nb = nbias(layers, L);
     ThreadWorkspace store(ThreadWorkspace::rounded(4 * nw) + ThreadWorkspace::rounded(4 * nb), 1);
     uint32_t* s = store.take<uint32_t>(nw);
@@ -99,21 +117,29 @@ struct Params {
       if (transposed && l == 0 && !first_wt) {
         w[l] = nullptr;
       } else if (transposed) {
-        // Rows 2q and 2q+1 interleaved into s[k * Nq + q]: read in order, a strided write per word.
+        // Rows 2q and 2q+1 interleaved into s[k * ld + q]: read in order, a strided write per word.
+        const int64_t lt = round_up(Nq, Pad), Kp = round_up(K, Pad);
         for (int64_t q = 0; q < Nq; ++q) {
           const bf16_t* r0 = W + 2 * q * K;
-          for (int64_t k = 0; k < K; ++k) s[k * Nq + q] = pair(bits(r0[k]), 2 * q + 1 < N ? bits(r0[K + k]) : 0u);
+          for (int64_t k = 0; k < K; ++k) s[k * lt + q] = pair(bits(r0[k]), 2 * q + 1 < N ? bits(r0[K + k]) : 0u);
         }
+        for (int64_t k = 0; k < Kp; ++k)
+          for (int64_t q = k < K ? Nq : 0; q < lt; ++q) s[k * lt + q] = 0u;
         w[l] = s;
-        s += K * Nq;
-      } else if (K % 2 == 0) {
+        ld[l] = lt;
+        s += Kp * lt;
+      } else if (Pad == 1 && K % 2 == 0) {
         w[l] = (const uint32_t*)W;
+        ld[l] = Kq;
       } else {
-        for (int64_t n = 0; n < N; ++n)
-          for (int64_t q = 0; q < Kq; ++q)
-            s[n * Kq + q] = pair(bits(W[n * K + 2 * q]), 2 * q + 1 < K ? bits(W[n * K + 2 * q + 1]) : 0u);
+        const int64_t lf = round_up(Kq, Pad), Np = round_up(N, Pad);
+        for (int64_t n = 0; n < Np; ++n)
+          for (int64_t q = 0; q < lf; ++q)
+            s[n * lf + q] = n < N && q < Kq ? pair(bits(W[n * K + 2 * q]), 2 * q + 1 < K ? bits(W[n * K + 2 * q + 1]) : 0u)
+                                            : 0u;
         w[l] = s;
-        s += N * Kq;
+        ld[l] = lf;
+        s += Np * lf;
       }
       b[l] = nullptr;
       if (layers[l].b) {
@@ -125,8 +151,11 @@ struct Params {
   }
   static int64_t count(const MlpCpuLayer* layers, int L, bool transposed) {
     int64_t n = 0;
-    for (int l = 0; l < L; ++l)
-      n += transposed ? layers[l].K * pairs(layers[l].N) : layers[l].K % 2 ? layers[l].N * pairs(layers[l].K) : 0;
+    for (int l = 0; l < L; ++l) {
+      const int64_t K = layers[l].K, N = layers[l].N;
+      if (transposed) n += round_up(K, Pad) * round_up(pairs(N), Pad);
+      else if (Pad > 1 || K % 2) n += round_up(N, Pad) * round_up(pairs(K), Pad);
+    }
     return n;
   }
   static int64_t nbias(const MlpCpuLayer* layers, int L) {
@@ -199,8 +228,9 @@ inline void row_sums(float* __restrict out, const float* __restrict t, int64_t F
 
 inline int64_t max_pairs_width(const MlpCpuLayer* layers, int L) { return pairs(max_width(layers, L)) * 2; }
 
-inline void forward(const bf16_t* x, bf16_t* out, const MlpCpuLayer* layers, int L, int64_t M) {
-  Params prm(layers, L, false);
+template <class Mm>
+void forward(const bf16_t* x, bf16_t* out, const MlpCpuLayer* layers, int L, int64_t M) {
+  Params<Mm::kPad> prm(layers, L, false);
   const int64_t W = max_pairs_width(layers, L);
   const Chunks ch = chunks_of(M);
 #pragma omp parallel if (ch.count > 1 && worth_threads(layers, L, M))
@@ -215,7 +245,7 @@ inline void forward(const bf16_t* x, bf16_t* out, const MlpCpuLayer* layers, int
         for (int l = 0; l < L; ++l) {
           const MlpCpuLayer& ly = layers[l];
           const int64_t N = ly.N;
-          gemm(prm.w[l], pairs(ly.K), 1, in.data(), R, z.data(), R, N, R, pairs(ly.K), prm.b[l], false);
+          Mm::gemm(prm.w[l], prm.ld[l], 1, in.data(), R, z.data(), R, N, R, pairs(ly.K), prm.b[l], false, true);
           bf16_t* saved = (bf16_t*)ly.saved + t0 * N;  // N x rows
           auto save = [&] {
             for (int64_t f = 0; f < N; ++f)
@@ -243,11 +273,12 @@ inline void forward(const bf16_t* x, bf16_t* out, const MlpCpuLayer* layers, int
 // 32 rows: at notMNIST's 784 x 256 that traffic, not the products, bounded backward. Every element's
 // sum runs in the same order for any thread count.
 constexpr int64_t kGroupRows = 512;
-constexpr int64_t kGwRowBlock = 8;
 
-inline void backward(const bf16_t* g, const bf16_t* x, const MlpCpuLayer* layers, int L, int64_t M, bf16_t* gi,
-                     bf16_t* const* gw, bf16_t* const* gb) {
-  Params prm(layers, L, true, gi != nullptr);
+template <class Mm>
+void backward(const bf16_t* g, const bf16_t* x, const MlpCpuLayer* layers, int L, int64_t M, bf16_t* gi,
+              bf16_t* const* gw, bf16_t* const* gb) {
+  constexpr int64_t kGwRowBlock = Mm::kGwRowBlock;
+  Params<Mm::kPad> prm(layers, L, true, gi != nullptr);
   const int64_t W = max_pairs_width(layers, L);
   const int64_t G = imin(kGroupRows, (M + R - 1) / R * R);
   // Per layer: float32 sums of gw and gb over the groups; the group's gz pairs, input pairs, tile sums.
@@ -321,7 +352,7 @@ inline void backward(const bf16_t* g, const bf16_t* x, const MlpCpuLayer* layers
           }
           if (l > 0 || gi) {
             pair_features_of_tile(gz_feats.data(), gcur, N);
-            gemm(prm.w[l], pairs(N), 1, gz_feats.data(), R, gnext, R, K, R, pairs(N), nullptr, false);  // W^T gz
+            Mm::gemm(prm.w[l], prm.ld[l], 1, gz_feats.data(), R, gnext, R, K, R, pairs(N), nullptr, false, true);  // W^T gz
             float* tmp = gcur;
             gcur = gnext;
             gnext = tmp;
@@ -339,7 +370,7 @@ inline void backward(const bf16_t* g, const bf16_t* x, const MlpCpuLayer* layers
         while (b >= (layers[l].N + kGwRowBlock - 1) / kGwRowBlock) b -= (layers[l++].N + kGwRowBlock - 1) / kGwRowBlock;
         const int64_t K = layers[l].K, N = layers[l].N, n0 = b * kGwRowBlock, nb = imin(kGwRowBlock, N - n0);
         float* acc = gw_sum + off_w[l] + n0 * K;
-        gemm(gz_pairs + off_z[l] + n0, 1, N, in_pairs + off_x[l], K, acc, K, nb, K, Q, nullptr, !first);
+        Mm::gemm(gz_pairs + off_z[l] + n0, 1, N, in_pairs + off_x[l], K, acc, K, nb, K, Q, nullptr, !first, false);
         float* bsum = gb_sum + off_b[l] + n0;
         const float* ts = tile_sums + G / R * off_b[l] + n0;
         for (int64_t t = 0; t < tiles; ++t)

@@ -428,13 +428,16 @@ void backward(const T* g, const T* x, const MlpCpuLayer* layers, int L, int64_t 
 #include "mlp_cpu_bf16_kernels.h"
 #endif
 
+// The amx_bf16 translation unit builds its own entries on the bf16 kernels alone (no float32/float64
+// instantiations there: those entries are the avx512_bf16 table's).
+#ifndef FASTNN_MLP_BF16_ONLY
 namespace fastnn {
 inline namespace FASTNN_ISA_NS {
 namespace mlp_cpu {
 
 inline void forward_entry(DType d, const void* x, void* out, const MlpCpuLayer* layers, int L, int64_t M) {
 #ifdef FASTNN_NATIVE_BF16
-  if (d == DType::BF16) return bf16_native::forward((const bf16_t*)x, (bf16_t*)out, layers, L, M);
+  if (d == DType::BF16) return bf16_native::forward<bf16_native::VdpMm>((const bf16_t*)x, (bf16_t*)out, layers, L, M);
 #endif
   dispatch_dtype(d, [&](auto t) {
     using T = decltype(t);
@@ -446,8 +449,8 @@ inline void backward_entry(DType d, const void* g, const void* x, const MlpCpuLa
                            void* gi, void* const* gw, void* const* gb) {
 #ifdef FASTNN_NATIVE_BF16
   if (d == DType::BF16)
-    return bf16_native::backward((const bf16_t*)g, (const bf16_t*)x, layers, L, M, (bf16_t*)gi, (bf16_t* const*)gw,
-                                 (bf16_t* const*)gb);
+    return bf16_native::backward<bf16_native::VdpMm>((const bf16_t*)g, (const bf16_t*)x, layers, L, M, (bf16_t*)gi,
+                                                     (bf16_t* const*)gw, (bf16_t* const*)gb);
 #endif
   dispatch_dtype(d, [&](auto t) {
     using T = decltype(t);
@@ -463,3 +466,4 @@ inline const MlpCpuKernels& table() {
 }  // namespace mlp_cpu
 }  // namespace FASTNN_ISA_NS
 }  // namespace fastnn
+#endif  // FASTNN_MLP_BF16_ONLY
