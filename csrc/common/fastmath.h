@@ -42,6 +42,19 @@ FASTNN_INLINE float exp_host(float x) {
   return x < lo ? 0.f : p;
 }
 
+// exp(x) for x <= 0 (as the normal CDF needs it): no overflow side, so one scale factor; the same
+// bits as exp_host wherever both apply (a power-of-two scaling of a normal result is exact).
+FASTNN_INLINE float exp_nonpositive_host(float x) {
+  const float lo = -87.3365479f;
+  float xc = x < lo ? lo : x;
+  float fn = (xc * 1.44269504f + 12582912.f) - 12582912.f;
+  float r = xc - fn * 0.693145752f;
+  r = r - fn * 1.42860677e-06f;
+  float p = 1.f + r * (1.f + r * (0.5f + r * (1.f / 6 + r * (1.f / 24 + r * (1.f / 120 + r * (1.f / 720 + r * (1.f / 5040)))))));
+  p = p * as_float(((int32_t)fn + 127) << 23);
+  return x < lo ? 0.f : p;
+}
+
 // tanh as one rational function x P(x^2) / Q(x^2) on |x| <= 9 (beyond, float tanh is 1): a
 // weighted least-squares fit of the relative error (Lawson iterations), max error 3.5e-7 (~6 ulp)
 // when evaluated in float. One division and ~10 FMAs: half the cost of the exp-based form.
@@ -86,7 +99,7 @@ FASTNN_INLINE float normcdf_pdf_host(float x, float& pdf) {
                       5.4768693056e-02f};
   float u = (x < 0 ? -x : x) * 0.707106781f;
   float uc = u > 9.f ? 9.f : u;  // beyond 9, erfc(u) < 5e-37: returned as 0
-  float e = exp_host(-uc * uc);  // = exp(-x^2/2) up to the clamp: shared with the density
+  float e = exp_nonpositive_host(-uc * uc);  // = exp(-x^2/2) up to the clamp: shared with the density
   float c = 0.5f * e * (horner(p, uc) / horner(q, uc));
   c = u > 9.f ? 0.f : c;
   pdf = u > 9.f ? 0.f : 0.398942280f * e;

@@ -396,11 +396,16 @@ template <bool Signed> FASTNN_INLINE FASTNN_HD uint8_t q8_encode(float v, float 
 // that is a normal float, else divided by the scale (tiny or huge blocks).
 template <bool Signed, class V> FASTNN_INLINE float q8_encode_block(const V* __restrict v, int64_t n,
                                                                     uint8_t* __restrict out) {
-  float amax = 0.f;
+  // The largest finite magnitude, as the largest bit pattern of |v| at most FLT_MAX's (non-negative
+  // floats order as their bits; NaN and inf fall above): an integer maximum, which vectorizes, where
+  // a float select chain would not (it bounded the whole 8-bit step). The same value either way.
+  uint32_t amax_bits = 0;
   for (int64_t j = 0; j < n; ++j) {
-    const float a = std::fabs(float(v[j]));
-    amax = (a > amax && a <= 3.4028235e38f) ? a : amax;  // finite values only (NaN compares false)
+    const uint32_t b = q8_bits(float(v[j])) & 0x7FFFFFFFu;
+    const uint32_t k = b & (0u - uint32_t(b <= 0x7F7FFFFFu));  // a mask, not a select: GCC vectorizes
+    amax_bits = k > amax_bits ? k : amax_bits;                 // only an unconditional maximum
   }
+  const float amax = q8_float(amax_bits);
   const float scale = amax / Q8Code<Signed>::kTopValue;
   const float inv = Q8Code<Signed>::kTopValue / amax;
   if (amax > 0.f && inv >= 0x1p-126f && inv <= 0x1p126f) {
