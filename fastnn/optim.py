@@ -68,6 +68,67 @@ def _local(t):
     return t
 
 
+# ---- 8-bit state of DTensor (FSDP2) parameters ----
+# The blocks of 256 run over each rank's local shard, so a step needs no communication. The codes
+# are a DTensor sharded like the parameter; the block scales a DTensor sharded on dim 0 of the same
+# 1-D mesh, every rank holding as many as the largest shard needs (the unused tail stays zero), so
+# state_dict and load_state_dict move them like any other sharded state.
+
+def _is_dtensor(t):
+    return _DTensor is not None and isinstance(t, _DTensor)
+
+
+def _q8_blocks(n):
+    return (n + _Q8_BLOCK - 1) // _Q8_BLOCK
+
+
+def _q8_shard_blocks(p, name="fastnn.optim"):
+    """Scales each rank holds for DTensor p (the largest local shard's block count)."""
+    from torch.distributed.tensor import Replicate, Shard
+    mesh, pl = p.device_mesh, tuple(p.placements)
+    if mesh.ndim != 1 or not (pl == (Shard(0),) or pl == (Replicate(),)):
+        raise ValueError(f"{name}: state_dtype='int8' supports DTensor parameters sharded on dim 0 of a 1-D "
+                         f"mesh (FSDP2's layout) or replicated, got placements {pl} on a {mesh.ndim}-D mesh")
+    if pl == (Replicate(),) or p.dim() == 0 or p.shape[0] == 0:
+        return _q8_blocks(p.numel())
+    rows = -(-p.shape[0] // mesh.size())  # torch.chunk's largest piece
+    return _q8_blocks(rows * (p.numel() // p.shape[0]))
+
+
+def _q8_scale_count(p):
+    """Elements of p's block-scale tensor (global, for a DTensor)."""
+    return p.device_mesh.size() * _q8_shard_blocks(p) if _is_dtensor(p) else _q8_blocks(p.numel())
+
+
+def _q8_quantize(v, signed):
+    """Codes and block scales of float values v (a tensor or a DTensor)."""
+    if not _is_dtensor(v):
+        return _C.q8_quantize(v, signed)
+    from torch.distributed.tensor import Shard
+    codes, scales = _C.q8_quantize(v._local_tensor, signed)
+    nb = _q8_shard_blocks(v)
+    padded = torch.zeros(nb, dtype=torch.float32, device=scales.device)
+    padded[:scales.numel()] = scales
+    mesh = v.device_mesh
+    return (_DTensor.from_local(codes, mesh, v.placements, run_check=False, shape=v.shape, stride=v.stride()),
+            _DTensor.from_local(padded, mesh, [Shard(0)], run_check=False, shape=(mesh.size() * nb,), stride=(1,)))
+
+
+def _q8_local_scales(scales, codes):
+    """The block scales the kernel updates for these codes: a DTensor's used part of its local shard."""
+    if not _is_dtensor(scales):
+        return scales
+    return scales._local_tensor[:_q8_blocks(_local(codes).numel())]
+
+
+def _q8_dequantize(codes, scales, signed):
+    if not _is_dtensor(codes):
+        return _C.q8_dequantize(codes, scales, signed)
+    vals = _C.q8_dequantize(codes._local_tensor, _q8_local_scales(scales, codes), signed)
+    return _DTensor.from_local(vals, codes.device_mesh, codes.placements, run_check=False, shape=codes.shape,
+                               stride=codes.stride())
+
+
 class _FusedStep:
     """Mixin over a torch.optim class: the plan cache and the step. Each optimizer below defines
     ``_hparams(group) -> (floats, bools)`` in the order its kernel expects (csrc/optim/optim.cpp) and
@@ -121,9 +182,9 @@ class _FusedStep:
             if v.dtype == torch.uint8:  # 8-bit codes
                 if want == torch.uint8:
                     continue
-                v = _C.q8_dequantize(v, st.pop(k + _SCALE), signed)
+                v = _q8_dequantize(v, st.pop(k + _SCALE), signed)
             if want == torch.uint8:
-                st[k], st[k + _SCALE] = _C.q8_quantize(v, signed)
+                st[k], st[k + _SCALE] = _q8_quantize(v, signed)
             elif v.dtype != want:
                 st[k] = v.to(want)
 
@@ -131,8 +192,13 @@ class _FusedStep:
         """Creates state k of p (filled with `fill`) in the group's storage; returns the keys added."""
         want = _state_dtype(p, g)
         if want == torch.uint8:
-            st[k], st[k + _SCALE] = _C.q8_quantize(torch.full(p.shape, float(fill), device=p.device),
-                                                   k in self._signed_keys)
+            if _is_dtensor(p):
+                q = p._local_tensor
+                v = _DTensor.from_local(torch.full(q.shape, float(fill), device=q.device), p.device_mesh, p.placements,
+                                        run_check=False, shape=p.shape, stride=p.stride())
+            else:
+                v = torch.full(p.shape, float(fill), device=p.device)
+            st[k], st[k + _SCALE] = _q8_quantize(v, k in self._signed_keys)
             return [k, k + _SCALE]
         if fill == 0:
             st[k] = torch.zeros_like(p, dtype=want, memory_format=torch.preserve_format)
@@ -153,9 +219,9 @@ class _FusedStep:
             m = g.get("min_8bit_size")
             if isinstance(m, bool) or not isinstance(m, int) or m < 0:
                 raise ValueError(f"{self._name}: min_8bit_size must be a non-negative int, got {m!r}")
-            if _DTensor is not None and any(isinstance(p, _DTensor) for p in g["params"]):
-                raise ValueError(f"{self._name}: state_dtype='int8' does not support DTensor (FSDP2) parameters "
-                                 "in this version; use torch.bfloat16 state there")
+            for p in g["params"]:
+                if _is_dtensor(p):
+                    _q8_shard_blocks(p, self._name)  # raises for layouts other than FSDP2's
         if g.get("stochastic_rounding"):
             if g.get("sr_seed") is None:
                 raise ValueError(f"{self._name}: stochastic_rounding needs an integer sr_seed")
@@ -207,7 +273,7 @@ class _FusedStep:
                 group.append(gi)
                 for lst, sc, k in zip(states, scales, self._state_keys):
                     lst.append(_local(st.get(k)))
-                    sc.append(st.get(k + _SCALE))
+                    sc.append(_q8_local_scales(st.get(k + _SCALE), st.get(k)))
                 steps.append(st.get("step"))
                 fresh.append(p in fresh_set)
         self._fastnn_params = params
@@ -276,7 +342,7 @@ class _FusedStep:
                     continue
                 if v.dtype == torch.uint8:
                     sc = st.get(k + _SCALE)
-                    nb = (p.numel() + _Q8_BLOCK - 1) // _Q8_BLOCK
+                    nb = _q8_scale_count(p)
                     if v.numel() != p.numel() or not isinstance(sc, torch.Tensor) or sc.numel() != nb:
                         raise ValueError(f"{self._name}: 8-bit state '{k}' does not fit parameter of shape "
                                          f"{tuple(p.shape)} (codes {tuple(v.shape)}, scales "
@@ -501,7 +567,7 @@ def full_precision_state_dict(optimizer):
                 continue
             if k != "step" and isinstance(v, torch.Tensor):
                 if v.dtype == torch.uint8:
-                    v = _C.q8_dequantize(v, st[k + _SCALE], k in signed)
+                    v = _q8_dequantize(v, st[k + _SCALE], k in signed)
                 elif v.dtype == torch.bfloat16:
                     v = v.float()
             out[k] = v
