@@ -192,12 +192,8 @@ class _FusedStep:
         """Creates state k of p (filled with `fill`) in the group's storage; returns the keys added."""
         want = _state_dtype(p, g)
         if want == torch.uint8:
-            if _is_dtensor(p):
-                q = p._local_tensor
-                v = _DTensor.from_local(torch.full(q.shape, float(fill), device=q.device), p.device_mesh, p.placements,
-                                        run_check=False, shape=p.shape, stride=p.stride())
-            else:
-                v = torch.full(p.shape, float(fill), device=p.device)
+            # full_like keeps a DTensor's sharding: the blocks then run over each rank's shard
+            v = torch.full_like(p, float(fill), dtype=torch.float32, memory_format=torch.contiguous_format)
             st[k], st[k + _SCALE] = _q8_quantize(v, k in self._signed_keys)
             return [k, k + _SCALE]
         if fill == 0:

@@ -10,15 +10,29 @@ os.environ.setdefault("FASTNN_CACHE_DIR", tempfile.mkdtemp(prefix="fastnn-test-c
 import fastnn  # noqa: E402
 
 ISAS = fastnn.cpu_isas_supported()
+# For the bf16 tiled kernels also the AMX kernels over their tile emulation (amx_bf16_emulated),
+# wherever avx512_bf16 runs, so their packing and padding are checked on CPUs without AMX.
+BF16_ISAS = ISAS + (["amx_bf16_emulated"] if "avx512_bf16" in ISAS else [])
+
+
+def _with_isa(isa):
+    before = fastnn.cpu_isa()
+    fastnn.set_cpu_isa(isa)
+    assert fastnn.cpu_isa() == isa
+    yield isa
+    fastnn.set_cpu_isa(before)
 
 
 @pytest.fixture(params=ISAS)
 def cpu_isa(request):
     """Runs a test once per instruction set this CPU supports, restoring the default after."""
-    before = fastnn.cpu_isa()
-    fastnn.set_cpu_isa(request.param)
-    yield request.param
-    fastnn.set_cpu_isa(before)
+    yield from _with_isa(request.param)
+
+
+@pytest.fixture(params=BF16_ISAS)
+def bf16_isa(request):
+    """cpu_isa plus the emulated AMX table."""
+    yield from _with_isa(request.param)
 
 
 @pytest.fixture(params=["tiled", "layers"])

@@ -10,23 +10,11 @@ from torch import nn
 import fastnn
 from torch_reference import torch_act
 
-ISAS = fastnn.cpu_isas_supported()
-# The AMX kernels also run over an emulation of the tiles (amx_bf16_emulated) wherever avx512_bf16
-# runs, so their packing and padding are checked on CPUs without AMX.
-BF16_ISAS = ISAS + (["amx_bf16_emulated"] if "avx512_bf16" in ISAS else [])
+from conftest import BF16_ISAS, ISAS
+
 SKIPPED = sorted({"avx512_bf16", "amx_bf16", "amx_bf16_emulated"} - set(BF16_ISAS))
 if SKIPPED:  # say which tables this CPU cannot run (they compile everywhere, run where supported)
     print(f"test_bf16: kernel tables not run on this CPU: {', '.join(SKIPPED)}")
-
-
-@pytest.fixture(params=BF16_ISAS)
-def bf16_isa(request):
-    """cpu_isa (conftest.py) plus the emulated AMX table."""
-    before = fastnn.cpu_isa()
-    fastnn.set_cpu_isa(request.param)
-    assert fastnn.cpu_isa() == request.param
-    yield request.param
-    fastnn.set_cpu_isa(before)
 
 ACTS = fastnn.ACTIVATIONS
 # An error measured as ||got - ref|| / ||ref|| per tensor; ours may be 1.5x torch autocast's, plus a

@@ -39,9 +39,15 @@ COMPACT = {
 }
 
 
-def optimizer(name, params):
+def optimizer_args(name):
+    """("Adam+bf16" or "Adam") -> the fastnn optimizer class and its keyword arguments."""
     base = name.split("+")[0]
-    return getattr(fastnn.optim, base)(params, **OPTIMIZERS[base], **COMPACT.get(name, {}))
+    return getattr(fastnn.optim, base), {**OPTIMIZERS[base], **COMPACT.get(name, {})}
+
+
+def optimizer(name, params):
+    cls, kwargs = optimizer_args(name)
+    return cls(params, **kwargs)
 
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
@@ -109,9 +115,8 @@ def fsdp_case(rank, name):
 def zero_case(rank, name):
     from torch.distributed.optim import ZeroRedundancyOptimizer
     model = torch.nn.parallel.DistributedDataParallel(make_model())
-    base = name.split("+")[0]
-    opt = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=getattr(fastnn.optim, base),
-                                  **OPTIMIZERS[base], **COMPACT.get(name, {}))
+    cls, kwargs = optimizer_args(name)
+    opt = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=cls, **kwargs)
     train(model, opt, batches()[:STEPS], rank)
     return [p.detach().clone() for p in model.parameters()]
 

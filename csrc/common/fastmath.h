@@ -25,16 +25,22 @@ FASTNN_INLINE float horner(const float (&c)[N], float v) {
   return r;
 }
 
+// e^xc = exp_poly(xc, fn) * 2^fn for xc in [-87.34, 88.72] (fn: xc / ln2 rounded to an integer).
+FASTNN_INLINE float exp_poly(float xc, float& fn) {
+  fn = (xc * 1.44269504f + 12582912.f) - 12582912.f;  // round to nearest integer
+  float r = xc - fn * 0.693145752f;                   // Cody-Waite: ln2 = hi + lo
+  r = r - fn * 1.42860677e-06f;
+  // Taylor series of e^r, |r| <= ln2/2: truncation error below 6e-9.
+  return 1.f + r * (1.f + r * (0.5f + r * (1.f / 6 + r * (1.f / 24 + r * (1.f / 120 + r * (1.f / 720 + r * (1.f / 5040)))))));
+}
+
 FASTNN_INLINE float exp_host(float x) {
   // Below lo the result would be denormal: return 0 rather than pay for denormal arithmetic
   // (results under 1.2e-38 are lost; torch's own vectorized exp flushes similarly).
   const float hi = 88.7228394f, lo = -87.3365479f;
   float xc = x > hi ? hi : (x < lo ? lo : x);  // NaN falls through both compares
-  float fn = (xc * 1.44269504f + 12582912.f) - 12582912.f;  // round to nearest integer
-  float r = xc - fn * 0.693145752f;                          // Cody-Waite: ln2 = hi + lo
-  r = r - fn * 1.42860677e-06f;
-  // Taylor series of e^r, |r| <= ln2/2: truncation error below 6e-9.
-  float p = 1.f + r * (1.f + r * (0.5f + r * (1.f / 6 + r * (1.f / 24 + r * (1.f / 120 + r * (1.f / 720 + r * (1.f / 5040)))))));
+  float fn;
+  float p = exp_poly(xc, fn);
   int32_t n = (int32_t)fn;
   int32_t n1 = n >> 1, n2 = n - n1;  // two factors: 2^128 alone is not a float
   p = p * as_float((n1 + 127) << 23) * as_float((n2 + 127) << 23);
@@ -46,11 +52,8 @@ FASTNN_INLINE float exp_host(float x) {
 // bits as exp_host wherever both apply (a power-of-two scaling of a normal result is exact).
 FASTNN_INLINE float exp_nonpositive_host(float x) {
   const float lo = -87.3365479f;
-  float xc = x < lo ? lo : x;
-  float fn = (xc * 1.44269504f + 12582912.f) - 12582912.f;
-  float r = xc - fn * 0.693145752f;
-  r = r - fn * 1.42860677e-06f;
-  float p = 1.f + r * (1.f + r * (0.5f + r * (1.f / 6 + r * (1.f / 24 + r * (1.f / 120 + r * (1.f / 720 + r * (1.f / 5040)))))));
+  float fn;
+  float p = exp_poly(x < lo ? lo : x, fn);
   p = p * as_float(((int32_t)fn + 127) << 23);
   return x < lo ? 0.f : p;
 }

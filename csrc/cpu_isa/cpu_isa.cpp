@@ -22,11 +22,11 @@ enum Isa { kBase = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3, kAmxBf16 = 4, kAm
 const char* kNames[] = {"base", "avx2", "avx512", "avx512_bf16", "amx_bf16", "amx_bf16_emulated"};
 constexpr int kDefaultMax = kAvx512Bf16;
 
-#if defined(__x86_64__)
 // AMX-BF16 and AMX-TILE (CPUID.7.0:EDX bits 22 and 24), the OS managing the tile state (XCR0 bits 17
 // and 18), and Linux's permission for this process to use it (arch_prctl ARCH_REQ_XCOMP_PERM for
 // XFEATURE_XTILEDATA; without it the first tile instruction faults). Asked once.
 bool amx_usable() {
+#if defined(__x86_64__)
   static const bool ok = [] {
     unsigned a, b, c, d;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 22)) || !(d & (1u << 24))) return false;
@@ -39,18 +39,16 @@ bool amx_usable() {
     return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
   }();
   return ok;
-}
+#else
+  return false;
 #endif
+}
 
 bool supported(int isa) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
   if (isa == kAmxBf16Emulated) return supported(kAvx512Bf16);
-#if defined(__x86_64__)
   if (isa == kAmxBf16) return supported(kAvx512Bf16) && amx_usable();
-#else
-  if (isa == kAmxBf16) return false;
-#endif
   if (isa == kAvx512Bf16) return supported(kAvx512) && __builtin_cpu_supports("avx512bf16");
   if (isa == kAvx512)
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
