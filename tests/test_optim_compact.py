@@ -299,7 +299,8 @@ def test_q8_round_trip_within_the_code_bound(signed):
 
 def test_q8_code_is_monotonic_and_round_to_nearest():
     """Every code decodes to a distinct value in order, and every value between two neighbours goes
-    to the nearer one (ties to the even code)."""
+    to the nearer one; an exact tie goes up among normal codes and to the even code among subnormal
+    ones (below 2^(1-emax))."""
     for signed in (True, False):
         emax, top, _ = Q8_CODE[signed]
         n_codes = 128 if signed else 255  # magnitude codes (the rest: sign and NaN)
@@ -317,6 +318,14 @@ def test_q8_code_is_monotonic_and_round_to_nearest():
         got = c[:, 0].long()
         want = torch.cat([torch.arange(n_codes), torch.arange(n_codes - 1), torch.arange(1, n_codes)])
         assert torch.equal(got, want)
+        # exact ties (midpoints of neighbours are float32 numbers)
+        blk = torch.full((mids.numel(), 256), top, dtype=torch.float32)
+        blk[:, 0] = mids.float()
+        assert torch.equal(blk[:, 0].double(), mids)
+        c, _ = _C.q8_quantize(blk, signed)
+        lo = torch.arange(n_codes - 1)
+        want = torch.where(mids < 2.0 ** (1 - emax), lo + lo % 2, lo + 1)
+        assert torch.equal(c[:, 0].long(), want)
 
 
 def q8_state(opt, p):

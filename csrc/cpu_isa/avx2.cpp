@@ -1,5 +1,7 @@
 // The CPU kernels compiled for one instruction set (avx2); cpu_isa.cpp picks a table at run time.
 // System headers first: the target pragma below must only widen our own (namespaced) code.
+#include <immintrin.h>
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <type_traits>
 #include <omp.h>
+// With FASTNN_VEC_BYTES 64 or 32 the translation unit has included <immintrin.h> before its target pragma.
 
 #include "../common/storage.h"
 #include "optim_cpu.h"
@@ -28,6 +29,169 @@ template <int Acc, class G> FASTNN_INLINE void with_flags(int, G&& g) { g(std::i
 template <int Acc, int B, int... Rest, class G> FASTNN_INLINE void with_flags(int flags, G&& g) {
   if (flags & B) with_flags<Acc | B, Rest...>(flags, g);
   else with_flags<Acc, Rest...>(flags, g);
+}
+
+// ---- 8-bit state blocks ----
+// A block's codes decoded to floats (times the block scale sc), and floats encoded to codes, as
+// the scalar codec in optim_functors.h does it, bit for bit. With AVX-512 (16 values) or AVX2 (8),
+// by integer arithmetic on the float bits: GCC's own vectorization of the scalar codec took over
+// half of the 8-bit step. The base table, and a partial block's tail, run the scalar codec.
+#if FASTNN_VEC_BYTES == 64
+template <bool Signed> FASTNN_INLINE __m512 q8_decode16(const uint8_t* q, __m512 sc) {
+  using Q = Q8Code<Signed>;
+  const __m512i u = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)q));
+  // Normal codes: (magnitude << 20) | (rebiased exponent << 23); the bias's bits lie above the
+  // code's, so its add is an or, and the magnitude's mask goes in the same ternary op.
+  const __m512i nb = _mm512_ternarylogic_epi32(_mm512_slli_epi32(u, 20), _mm512_set1_epi32(Signed ? 0x07F00000 : 0x0FF00000),
+                                               _mm512_set1_epi32(int((127u - Q::kEmax) << 23)), 0xEA);  // a & b | c
+  // Exponent field 0 (subnormal codes): m 2^-(Emax+2) = 2 (2^(1-Emax) (1 + m/8)) - 2^(1-Emax), exactly.
+  const __mmask16 sub = _mm512_testn_epi32_mask(u, _mm512_set1_epi32(Signed ? 0x78 : 0xF8));
+  __m512 v = _mm512_mask_fmsub_ps(_mm512_castsi512_ps(nb), sub, _mm512_set1_ps(2.f), _mm512_set1_ps(Q::kNormalMin));
+  if (Signed)  // the code's sign bit moved to the float's: a | b & c
+    v = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_castps_si512(v), _mm512_slli_epi32(u, 24),
+                                                      _mm512_set1_epi32(int(0x80000000u)), 0xF8));
+  v = _mm512_mask_mov_ps(v, _mm512_cmpeq_epi32_mask(u, _mm512_set1_epi32(int(Q::kNan))),
+                         _mm512_castsi512_ps(_mm512_set1_epi32(0x7FC00000)));
+  return _mm512_mul_ps(sc, v);
+}
+
+// 16 codes, as dwords (inv: 1 / the block's scale, a normal float). Finite values never round
+// above the top code; NaN and inf land above it and are clamped to the NaN code (signed) or
+// saturated to it, 0xFF, by the unsigned byte pack (unsigned).
+template <bool Signed> FASTNN_INLINE __m512i q8_encode16(__m512 v, __m512 inv) {
+  using Q = Q8Code<Signed>;
+  const __m512i vb = _mm512_castps_si512(v);
+  const __m512 x = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_and_si512(vb, _mm512_set1_epi32(0x7FFFFFFF))), inv);
+  __m512i c = _mm512_srli_epi32(_mm512_add_epi32(_mm512_castps_si512(x), _mm512_set1_epi32(int(0x80000u - ((127u - Q::kEmax) << 23)))), 20);
+  const __m512i s = _mm512_sub_epi32(_mm512_castps_si512(_mm512_fmadd_ps(x, _mm512_set1_ps(Q::kSubInv), _mm512_set1_ps(0x1p23f))),
+                                     _mm512_set1_epi32(0x4B000000));
+  c = _mm512_mask_mov_epi32(c, _mm512_cmp_ps_mask(x, _mm512_set1_ps(Q::kNormalMin), _CMP_LT_OQ), s);
+  if (Signed) {
+    c = _mm512_min_epu32(c, _mm512_set1_epi32(int(Q::kNan)));
+    c = _mm512_mask_ternarylogic_epi32(c, _mm512_test_epi32_mask(c, c), _mm512_srli_epi32(vb, 24), _mm512_set1_epi32(0x80), 0xF8);
+  }
+  return c;
+}
+#endif
+
+#if FASTNN_VEC_BYTES == 32
+template <bool Signed> FASTNN_INLINE __m256 q8_decode8(const uint8_t* q, __m256 sc) {
+  using Q = Q8Code<Signed>;
+  const __m256i u = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)q));
+  const __m256i nb = _mm256_or_si256(_mm256_and_si256(_mm256_slli_epi32(u, 20), _mm256_set1_epi32(Signed ? 0x07F00000 : 0x0FF00000)),
+                                     _mm256_set1_epi32(int((127u - Q::kEmax) << 23)));
+  const __m256i sub = _mm256_cmpeq_epi32(_mm256_and_si256(u, _mm256_set1_epi32(Signed ? 0x78 : 0xF8)), _mm256_setzero_si256());
+  const __m256 n = _mm256_castsi256_ps(nb);
+  __m256 v = _mm256_blendv_ps(n, _mm256_fmsub_ps(n, _mm256_set1_ps(2.f), _mm256_set1_ps(Q::kNormalMin)), _mm256_castsi256_ps(sub));
+  if (Signed)
+    v = _mm256_or_ps(v, _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(u, 24), _mm256_set1_epi32(int(0x80000000u)))));
+  v = _mm256_blendv_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7FC00000)),
+                       _mm256_castsi256_ps(_mm256_cmpeq_epi32(u, _mm256_set1_epi32(int(Q::kNan)))));
+  return _mm256_mul_ps(sc, v);
+}
+// 8 codes as dwords, each <= 0xFFF (the byte pack saturates unsigned NaN and inf to 0xFF).
+template <bool Signed> FASTNN_INLINE __m256i q8_encode8(__m256 v, __m256 inv) {
+  using Q = Q8Code<Signed>;
+  const __m256i vb = _mm256_castps_si256(v);
+  const __m256 x = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_and_si256(vb, _mm256_set1_epi32(0x7FFFFFFF))), inv);
+  __m256i c = _mm256_srli_epi32(_mm256_add_epi32(_mm256_castps_si256(x), _mm256_set1_epi32(int(0x80000u - ((127u - Q::kEmax) << 23)))), 20);
+  const __m256i s = _mm256_sub_epi32(_mm256_castps_si256(_mm256_fmadd_ps(x, _mm256_set1_ps(Q::kSubInv), _mm256_set1_ps(0x1p23f))),
+                                     _mm256_set1_epi32(0x4B000000));
+  c = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(c), _mm256_castsi256_ps(s),
+                                           _mm256_cmp_ps(x, _mm256_set1_ps(Q::kNormalMin), _CMP_LT_OQ)));
+  if (Signed) {
+    c = _mm256_min_epu32(c, _mm256_set1_epi32(int(Q::kNan)));
+    const __m256i sign = _mm256_and_si256(_mm256_srli_epi32(vb, 24), _mm256_set1_epi32(0x80));
+    c = _mm256_or_si256(c, _mm256_andnot_si256(_mm256_cmpeq_epi32(c, _mm256_setzero_si256()), sign));
+  }
+  return c;
+}
+// 32 codes from 4 vectors of 8, in order (the packs interleave 128-bit lanes; the permute undoes it).
+FASTNN_INLINE __m256i q8_pack32(__m256i a, __m256i b, __m256i c, __m256i d) {
+  const __m256i w = _mm256_packus_epi16(_mm256_packus_epi32(a, b), _mm256_packus_epi32(c, d));
+  return _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+#endif
+
+template <bool Signed> FASTNN_INLINE void q8_decode_run(const uint8_t* __restrict q, float sc, int64_t n,
+                                                        float* __restrict out) {
+  int64_t j = 0;
+#if FASTNN_VEC_BYTES == 64
+  const __m512 s = _mm512_set1_ps(sc);
+  for (; j + 16 <= n; j += 16) _mm512_storeu_ps(out + j, q8_decode16<Signed>(q + j, s));
+#elif FASTNN_VEC_BYTES == 32
+  const __m256 s = _mm256_set1_ps(sc);
+  for (; j + 8 <= n; j += 8) _mm256_storeu_ps(out + j, q8_decode8<Signed>(q + j, s));
+#endif
+  for (; j < n; ++j) out[j] = sc * q8_decode<Signed>(q[j]);
+}
+
+// Encodes n <= kQ8Block values whose largest finite magnitude has the bits amax_bits; returns the scale.
+template <bool Signed> FASTNN_INLINE float q8_encode_run(const float* __restrict v, int64_t n, uint8_t* __restrict out,
+                                                         uint32_t amax_bits) {
+#if FASTNN_VEC_BYTES == 64 || FASTNN_VEC_BYTES == 32
+  float inv;
+  const float scale = q8_block_scale<Signed>(amax_bits, &inv);
+  if (inv != 0.f) {
+    int64_t j = 0;
+#if FASTNN_VEC_BYTES == 64
+    const __m512 iv = _mm512_set1_ps(inv);
+    for (; j + 16 <= n; j += 16)
+      _mm_storeu_si128((__m128i*)(out + j), _mm512_cvtusepi32_epi8(q8_encode16<Signed>(_mm512_loadu_ps(v + j), iv)));
+#else
+    const __m256 iv = _mm256_set1_ps(inv);
+    for (; j + 32 <= n; j += 32)
+      _mm256_storeu_si256((__m256i*)(out + j),
+                          q8_pack32(q8_encode8<Signed>(_mm256_loadu_ps(v + j), iv), q8_encode8<Signed>(_mm256_loadu_ps(v + j + 8), iv),
+                                    q8_encode8<Signed>(_mm256_loadu_ps(v + j + 16), iv), q8_encode8<Signed>(_mm256_loadu_ps(v + j + 24), iv)));
+#endif
+    for (; j < n; ++j) out[j] = q8_encode<Signed>(v[j], std::fabs(v[j]) * inv);
+    return scale;
+  }
+#endif
+  return q8_encode_block_scalar<Signed>(v, n, out, amax_bits);
+}
+
+// One block of kQ8Block elements (n <= kQ8Block: the tensor's last block may be partial), starting
+// at element b0: decode the states it reads, run the rule in C over the block (tracking each new
+// state's largest magnitude), store the parameter, then re-scale and encode each written state.
+template <OptKind K, class IO, class T, class Consts, class C, class Store = NearestStore>
+FASTNN_INLINE void update_block_q8(const int F, const Consts& c, T* __restrict p, const T* __restrict g,
+                                   uint8_t* const* q, float* const* qs, int64_t b0, int64_t n, C scale,
+                                   Store st = Store()) {
+  static_assert(std::is_same<C, float>::value, "8-bit state: float32 math");
+  alignas(64) float nv[3][kQ8Block];
+  const int64_t blk = b0 / kQ8Block;
+FASTNN_UNROLL
+  for (int s = 0; s < 3; ++s)
+    if (reads_state<K>(F, s)) {
+      if (state_signed<K>(s)) q8_decode_run<true>(q[s] + b0, qs[s][blk], n, nv[s]);
+      else q8_decode_run<false>(q[s] + b0, qs[s][blk], n, nv[s]);
+    }
+  T* __restrict pb = p + b0;
+  const T* __restrict gb = g + b0;
+  float* __restrict n0 = nv[0];
+  float* __restrict n1 = nv[1];
+  float* __restrict n2 = nv[2];
+  uint32_t amax[3] = {0, 0, 0};
+  for (int64_t j = 0; j < n; ++j) {
+    st.at(b0 + j);
+    C pp = IO::ld(pb[j]);
+    C gg = (F & kUnscale) ? IO::ld(gb[j]) / scale : IO::ld(gb[j]);
+    C v0 = reads_state<K>(F, 0) ? n0[j] : C(0);
+    C v1 = reads_state<K>(F, 1) ? n1[j] : C(0);
+    C v2 = reads_state<K>(F, 2) ? n2[j] : C(0);
+    apply_rule<K>(F, c, pp, gg, v0, v1, v2);
+    if (writes_state<K>(F, 0)) n0[j] = v0, amax[0] = q8_amax_step(amax[0], v0);
+    if (writes_state<K>(F, 1)) n1[j] = v1, amax[1] = q8_amax_step(amax[1], v1);
+    if (writes_state<K>(F, 2)) n2[j] = v2, amax[2] = q8_amax_step(amax[2], v2);
+    pb[j] = st.template store<IO, T>(pp, 0);
+  }
+FASTNN_UNROLL
+  for (int s = 0; s < 3; ++s)
+    if (writes_state<K>(F, s))
+      qs[s][blk] = state_signed<K>(s) ? q8_encode_run<true>(nv[s], n, q[s] + b0, amax[s])
+                                      : q8_encode_run<false>(nv[s], n, q[s] + b0, amax[s]);
 }
 
 // Elements [b, e) of one tensor; F is a constant, so the loop body has no branches left. S: the

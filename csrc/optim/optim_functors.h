@@ -334,7 +334,9 @@ FASTNN_UNROLL
 //   unsigned states (second moments, Adagrad sums): E5M3 (subnormals below 2^-30; top 1.75);
 //     0xFF is NaN. Five exponent bits: sqrt(v) divides the update, so a v that flushed to zero
 //     while its m did not would blow the update up; E5M3 keeps v down to 2^-33 of the block max.
-// Rounding is to nearest (even), by float bit arithmetic, identical on the CPU and in CUDA.
+// Rounding is to nearest by float bit arithmetic, identical on the CPU and in CUDA; a tie rounds up
+// in magnitude among normal codes (one add: the vector encoders' cheapest form) and to even among
+// subnormal ones.
 constexpr int64_t kQ8Block = 256;
 
 FASTNN_INLINE FASTNN_HD uint32_t q8_bits(float f) {
@@ -372,11 +374,13 @@ template <bool Signed> FASTNN_INLINE FASTNN_HD float q8_decode(uint32_t c) {
   return c == Q::kNan ? q8_float(0x7FC00000u) : v;
 }
 
-// The code of a finite magnitude x (value / scale), rounded to nearest even, at most the top code.
+// The code of a finite magnitude x (value / scale), rounded to nearest, at most the top code.
 template <bool Signed> FASTNN_INLINE FASTNN_HD uint32_t q8_encode_mag(float x) {
   using Q = Q8Code<Signed>;
   const uint32_t b = q8_bits(x);
-  const uint32_t normal = ((b + 0x7FFFFu + ((b >> 20) & 1u)) >> 20) - ((127u - Q::kEmax) << 3);
+  // Normal codes: half a code step added and the exponent rebiased in one add (it wraps below the
+  // normal range, where the subnormal code is taken).
+  const uint32_t normal = (b + (0x80000u - ((127u - Q::kEmax) << 23))) >> 20;
   // Subnormal codes: x * 2^(Emax+2) rounded to an integer (exact scaling; the add rounds).
   const uint32_t sub = q8_bits(x * Q::kSubInv + 0x1p23f) - 0x4B000000u;
   const uint32_t c = x < Q::kNormalMin ? sub : normal;
@@ -391,30 +395,45 @@ template <bool Signed> FASTNN_INLINE FASTNN_HD uint8_t q8_encode(float v, float 
   return uint8_t(c);
 }
 
-// Encodes the n <= kQ8Block values of one block into out and returns the block's scale: its
-// largest finite magnitude over the top code's value. Magnitudes are multiplied by 1 / scale where
-// that is a normal float, else divided by the scale (tiny or huge blocks).
-template <bool Signed, class V> FASTNN_INLINE float q8_encode_block(const V* __restrict v, int64_t n,
-                                                                    uint8_t* __restrict out) {
-  // The largest finite magnitude, as the largest bit pattern of |v| at most FLT_MAX's (non-negative
-  // floats order as their bits; NaN and inf fall above): an integer maximum, which vectorizes, where
-  // a float select chain would not (it bounded the whole 8-bit step). The same value either way.
-  uint32_t amax_bits = 0;
-  for (int64_t j = 0; j < n; ++j) {
-    const uint32_t b = q8_bits(float(v[j])) & 0x7FFFFFFFu;
-    const uint32_t k = b & (0u - uint32_t(b <= 0x7F7FFFFFu));  // a mask, not a select: GCC vectorizes
-    amax_bits = k > amax_bits ? k : amax_bits;                 // only an unconditional maximum
-  }
+// One step of a block's largest finite magnitude, kept as the largest bit pattern of |v| at most
+// FLT_MAX's (non-negative floats order as their bits; NaN and inf fall above): an integer maximum,
+// which vectorizes, where a float select chain would not (it bounded the whole 8-bit step).
+FASTNN_INLINE FASTNN_HD uint32_t q8_amax_step(uint32_t amax_bits, float v) {
+  const uint32_t b = q8_bits(v) & 0x7FFFFFFFu;
+  const uint32_t k = b & (0u - uint32_t(b <= 0x7F7FFFFFu));  // a mask, not a select: GCC vectorizes
+  return k > amax_bits ? k : amax_bits;                       // only an unconditional maximum
+}
+
+// The scale of a block whose largest finite magnitude has the bits amax_bits: that magnitude over
+// the top code's value. inv: its reciprocal where that is a normal float (else 0: divide instead).
+template <bool Signed> FASTNN_INLINE FASTNN_HD float q8_block_scale(uint32_t amax_bits, float* inv) {
   const float amax = q8_float(amax_bits);
-  const float scale = amax / Q8Code<Signed>::kTopValue;
-  const float inv = Q8Code<Signed>::kTopValue / amax;
-  if (amax > 0.f && inv >= 0x1p-126f && inv <= 0x1p126f) {
+  const float r = Q8Code<Signed>::kTopValue / amax;
+  *inv = amax > 0.f && r >= 0x1p-126f && r <= 0x1p126f ? r : 0.f;
+  return amax / Q8Code<Signed>::kTopValue;
+}
+
+// Encodes the n <= kQ8Block values of one block, whose largest finite magnitude has the bits
+// amax_bits, into out and returns the block's scale. Magnitudes are multiplied by 1 / scale where
+// that is a normal float, else divided by the scale (tiny or huge blocks).
+template <bool Signed, class V>
+FASTNN_INLINE float q8_encode_block_scalar(const V* __restrict v, int64_t n, uint8_t* __restrict out,
+                                           uint32_t amax_bits) {
+  float inv;
+  const float scale = q8_block_scale<Signed>(amax_bits, &inv);
+  if (inv != 0.f) {
     for (int64_t j = 0; j < n; ++j) out[j] = q8_encode<Signed>(float(v[j]), std::fabs(float(v[j])) * inv);
   } else {
     for (int64_t j = 0; j < n; ++j)
       out[j] = q8_encode<Signed>(float(v[j]), scale != 0.f ? std::fabs(float(v[j])) / scale : 0.f);
   }
   return scale;
+}
+template <bool Signed, class V> FASTNN_INLINE float q8_encode_block(const V* __restrict v, int64_t n,
+                                                                    uint8_t* __restrict out) {
+  uint32_t amax_bits = 0;
+  for (int64_t j = 0; j < n; ++j) amax_bits = q8_amax_step(amax_bits, float(v[j]));
+  return q8_encode_block_scalar<Signed>(v, n, out, amax_bits);
 }
 template <class V> FASTNN_INLINE float q8_encode_block(bool is_signed, const V* v, int64_t n, uint8_t* out) {
   return is_signed ? q8_encode_block<true>(v, n, out) : q8_encode_block<false>(v, n, out);
@@ -429,36 +448,6 @@ template <OptKind K> FASTNN_INLINE FASTNN_HD constexpr bool state_signed(int s) 
 }
 template <OptKind K> FASTNN_INLINE FASTNN_HD float q8_decode_state(int s, uint32_t c) {
   return state_signed<K>(s) ? q8_decode<true>(c) : q8_decode<false>(c);
-}
-
-// One block of kQ8Block elements (n <= kQ8Block: the tensor's last block may be partial), starting
-// at element b0, with 8-bit state: decode in registers, run the rule in C, store the parameter, then
-// re-scale each written state to its block's new largest magnitude and encode it.
-template <OptKind K, class IO, class T, class Consts, class C, class Store = NearestStore>
-FASTNN_INLINE void update_block_q8(const int F, const Consts& c, T* __restrict p, const T* __restrict g,
-                                   uint8_t* const* q, float* const* qs, int64_t b0, int64_t n, C scale,
-                                   Store st = Store()) {
-  C nv[3][kQ8Block];
-  const int64_t blk = b0 / kQ8Block;
-  float sc[3];
-FASTNN_UNROLL
-  for (int s = 0; s < 3; ++s) sc[s] = reads_state<K>(F, s) ? qs[s][blk] : 0.f;
-  for (int64_t j = 0; j < n; ++j) {
-    const int64_t i = b0 + j;
-    st.at(i);
-    C pp = IO::ld(p[i]);
-    C gg = (F & kUnscale) ? IO::ld(g[i]) / scale : IO::ld(g[i]);
-    C v[3];
-FASTNN_UNROLL
-    for (int s = 0; s < 3; ++s) v[s] = reads_state<K>(F, s) ? C(sc[s] * q8_decode_state<K>(s, q[s][i])) : C(0);
-    apply_rule<K>(F, c, pp, gg, v[0], v[1], v[2]);
-FASTNN_UNROLL
-    for (int s = 0; s < 3; ++s) nv[s][j] = v[s];
-    p[i] = st.template store<IO, T>(pp, 0);
-  }
-FASTNN_UNROLL
-  for (int s = 0; s < 3; ++s)
-    if (writes_state<K>(F, s)) qs[s][blk] = q8_encode_block(state_signed<K>(s), nv[s], n, q[s] + b0);
 }
 
 }  // namespace optim_rules
