@@ -35,6 +35,11 @@ fi
 status=0
 python -m pytest -m cuda -q tests/test_cuda.py tests/test_mlp_cuda.py tests/test_build.py 2>&1 | tee "$OUT/pytest-cuda.log" | tail -30
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
+# Compact optimizer state and stochastic rounding on CUDA (unverified until this passes on a GPU).
+python -m pytest -m cuda -q tests/test_optim_compact.py 2>&1 | tee "$OUT/pytest-cuda-compact.log" | tail -30
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+(PYTHONPATH=. PYTHONUNBUFFERED=1 FASTNN_CUDA_COMPACT_STATE=1 python benchmarks/optim_compact_extras.py --device cuda \
+  --numel 100000000) 2>&1 | tee "$OUT/optim_compact_cuda.md"
 if [ "${FASTNN_GPU_FULL_SUITE:-1}" = 1 ]; then
   python -m pytest -q -x -n 8 tests 2>&1 | tail -5 | tee "$OUT/pytest-all.log"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1

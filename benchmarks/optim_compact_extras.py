@@ -5,6 +5,7 @@ vectorizing the block maximum"):
                                                        # float32 / bf16 / int8 state, and the 8-bit
                                                        # optimizers of bitsandbytes and torchao where installed
     python benchmarks/optim_compact_extras.py --floor  # per-parameter cost in cache, one thread
+    FASTNN_CUDA_COMPACT_STATE=1 python benchmarks/optim_compact_extras.py --device cuda --numel 100000000
 
 Interleaved rounds of two steps each, medians; ratio = torch fused / variant.
 """
@@ -17,10 +18,10 @@ import torch
 import fastnn.optim as fo
 
 
-def _params(n_total=10_000_000, k=20):
+def _params(n_total=10_000_000, k=20, device="cpu"):
     g = torch.Generator().manual_seed(0)
-    ps = [torch.randn(n_total // k, generator=g) for _ in range(k)]
-    return ps, [torch.randn(p.shape, generator=g) * 1e-2 for p in ps]
+    ps = [torch.randn(n_total // k, generator=g).to(device) for _ in range(k)]
+    return ps, [(torch.randn(p.shape, generator=g) * 1e-2).to(device) for p in ps]
 
 
 def _make(ps0, gs, build):
@@ -41,8 +42,13 @@ def _anchor(kind, name):
     return lambda ps: cls(ps, lr=1e-3)
 
 
-def interleaved(rounds=9):
-    ps0, gs = _params()
+def _sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def interleaved(rounds=9, numel=10_000_000, device="cpu"):
+    ps0, gs = _params(numel, 20, device)
     for kind in ("Adam", "AdamW"):
         builds = {
             "torch fused": lambda ps: getattr(torch.optim, kind)(ps, lr=1e-3, fused=True),
@@ -59,14 +65,16 @@ def interleaved(rounds=9):
         ts = {n: [] for n in opts}
         for _ in range(rounds):
             for n, o in opts.items():
+                _sync(device)
                 t = time.perf_counter()
                 o.step()
                 o.step()
+                _sync(device)
                 ts[n].append((time.perf_counter() - t) / 2 * 1e3)
         base = statistics.median(ts["torch fused"])
         for n in opts:
             m = statistics.median(ts[n])
-            print(f"{kind}, 10M in 20 tensors, {n}: {m:.2f} ms ({base / m:.2f}x torch fused)")
+            print(f"{kind}, {numel / 1e6:g}M in 20 tensors ({device}), {n}: {m:.2f} ms ({base / m:.2f}x torch fused)")
 
 
 def floor(n=40_000, k=4, reps=400):
@@ -87,5 +95,7 @@ def floor(n=40_000, k=4, reps=400):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--floor", action="store_true", help="per-parameter cost in cache on one thread")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--numel", type=int, default=10_000_000)
     a = ap.parse_args()
-    floor() if a.floor else interleaved()
+    floor() if a.floor else interleaved(numel=a.numel, device=a.device)

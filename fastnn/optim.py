@@ -16,6 +16,7 @@ operation, so trajectories are torch's bit for bit, except that our square roots
 where torch's CPU sqrt (MKL vector math) is 1 ulp off on ~1% of elements.
 """
 import math
+import os
 
 import torch
 from torch.optim.optimizer import _get_scalar_dtype
@@ -29,6 +30,15 @@ __all__ = ["Adam", "AdamW", "RMSprop", "SGD", "Adagrad", "full_precision_state_d
 _GROUP_KEYS = ("state_dtype", "min_8bit_size", "stochastic_rounding", "sr_seed", "sr_step")
 _STATE_DTYPES = (None, torch.float32, torch.bfloat16, "int8")
 _Q8_BLOCK = 256  # values per scale of 8-bit state (csrc/optim/optim_functors.h)
+# Compact state and stochastic rounding on CUDA: the kernels are built (csrc/optim/optim_cuda_kernels.cu)
+# but have not yet run on a GPU, so they are refused unless FASTNN_CUDA_COMPACT_STATE=1.
+_CUDA_COMPACT_NOTE = "FASTNN_CUDA_COMPACT_STATE=1 runs the kernels, unverified"
+
+
+def _cuda_compact_enabled():
+    return os.environ.get("FASTNN_CUDA_COMPACT_STATE", "") == "1"
+
+
 _SCALE = "_scale"  # 8-bit state: state[key] holds uint8 codes, state[key + _SCALE] the block scales
 
 
@@ -226,11 +236,13 @@ class _FusedStep:
                                  "but this group stores nothing in bfloat16 (float32 parameters with float32 or "
                                  "8-bit state, which rounds to nearest); pass state_dtype=torch.bfloat16 or "
                                  "bfloat16 parameters")
-            if any(p.device.type != "cpu" for p in g["params"]):
-                raise ValueError(f"{self._name}: stochastic_rounding runs on the CPU only in this version")
-        if sd is not None and any(p.device.type != "cpu" and _state_dtype(p, g) != p.dtype for p in g["params"]):
-            raise ValueError(f"{self._name}: state_dtype other than the parameters' dtype runs on the CPU only "
-                             "in this version")
+            if any(p.device.type != "cpu" for p in g["params"]) and not _cuda_compact_enabled():
+                raise ValueError(f"{self._name}: stochastic_rounding is not yet verified on CUDA in this version "
+                                 f"({_CUDA_COMPACT_NOTE})")
+        if (sd is not None and not _cuda_compact_enabled()
+                and any(p.device.type != "cpu" and _state_dtype(p, g) != p.dtype for p in g["params"])):
+            raise ValueError(f"{self._name}: state_dtype other than the parameters' dtype is not yet verified on "
+                             f"CUDA in this version ({_CUDA_COMPACT_NOTE})")
 
     def _check_finite(self, g):
         # torch lets NaN through most of its range checks (NaN < 0 is false); a NaN hyper-parameter

@@ -13,6 +13,8 @@ import fastnn
 from fastnn import _C
 from fastnn.reference import ieee_sqrt
 
+from conftest import ISAS
+
 SHAPES = [(7, 5), (5,), (3, 7), (33,), (4, 3, 2), (1,)]
 KINDS = {
     "Adam": dict(lr=1e-2),
@@ -490,6 +492,57 @@ def test_int8_nan_and_inf_gradients_stay_in_their_element(name):
         torch.testing.assert_close(pb[fin], pa[fin], rtol=0.05, atol=0.05)
 
 
+def _bits(t):
+    return t.view(torch.int16 if t.element_size() == 2 else torch.int32) if t.is_floating_point() else t
+
+
+@pytest.mark.parametrize("name,opts", [("Adam", dict(lr=1e-2, amsgrad=True)),
+                                       ("RMSprop", dict(lr=1e-2, centered=True, momentum=0.5))])
+@pytest.mark.parametrize("pdtype", [torch.float32, torch.bfloat16])
+def test_int8_every_code_and_special_value_same_bits_in_every_table(name, opts, pdtype):
+    """The vector codecs (AVX2, AVX-512) against the base table's scalar codec, through the step:
+    every code of both kinds in one block, blocks with tiny, huge and zero scales, gradients with
+    NaN, inf, huge and denormal values, a partial last block; parameters, codes and scales compared
+    bit for bit (NaN included) after three steps."""
+    g = torch.Generator().manual_seed(7)
+    n = 256 * 6 + 37
+    p0 = (torch.randn(n, generator=g) * 3).to(pdtype)
+    o0 = getattr(fastnn.optim, name)([torch.nn.Parameter(p0.clone())], state_dtype="int8", min_8bit_size=0, **opts)
+    o0.param_groups[0]["params"][0].grad = torch.randn(n, generator=g).to(pdtype)
+    o0.step()
+    st = o0.state[o0.param_groups[0]["params"][0]]
+    for k in o0._state_keys:
+        if k not in st:
+            continue
+        codes, scales = st[k], st[k + "_scale"]
+        codes[:256] = torch.arange(256, dtype=torch.uint8)          # every code, NaN included
+        codes[256:].copy_(torch.randint(0, 255, (n - 256,), generator=g, dtype=torch.uint8))
+        scales.copy_(torch.tensor([1.0, 1e-40, 3e38, 0.0, 1e-3, 7.0, 2.0 ** -126][:scales.numel()]))
+    grads = []
+    for step in range(3):
+        gr = torch.randn(n, generator=g) * 10.0 ** (step - 1)
+        gr[300:310] = torch.tensor([float("nan"), float("inf"), -float("inf"), 3e38, -3e38, 1e-42, -1e-42, 0.0, -0.0, 1e-30])
+        gr[256 * 3:256 * 4] = 0.0                                  # a block whose new state may be all zero
+        grads.append(gr.to(pdtype))
+    results = {}
+    for isa in ISAS:
+        before = fastnn.cpu_isa()
+        fastnn.set_cpu_isa(isa)
+        try:
+            o = copy.deepcopy(o0)
+            p = o.param_groups[0]["params"][0]
+            for gr in grads:
+                p.grad = gr.clone()
+                o.step()
+            results[isa] = [p.detach().clone()] + [v.clone() for k, v in sorted(o.state[p].items()) if k != "step"]
+        finally:
+            fastnn.set_cpu_isa(before)
+    ref = results["base"]
+    for isa, got in results.items():
+        for a, b in zip(ref, got):
+            assert torch.equal(_bits(a), _bits(b)), isa
+
+
 def test_int8_bad_options():
     with pytest.raises(ValueError, match="fastnn.optim.SGD: stochastic_rounding=True .* nothing in bfloat16"):
         fastnn.optim.SGD(params(torch.float32), lr=0.1, momentum=0.9, state_dtype="int8", stochastic_rounding=True)
@@ -523,3 +576,103 @@ def test_int8_adam_trains_like_float32():
             o.step()
         losses[sd] = loss.item()
     assert losses["int8"] < losses[None] * 1.05 + 1e-4, losses
+
+
+# ---- CUDA (csrc/optim/optim_cuda_kernels.cu: compact_kernel, q8_kernel) ----
+# The kernels run the CPU's rule, codec and random bits; nvcc fuses some of the rule's multiply-adds
+# that the CPU keeps apart (as in float32 mode, tests/test_cuda.py), so a step from the same state
+# agrees to float32 rounding, and an 8-bit code may land on a neighbour where a value sits on a
+# rounding boundary.
+
+CUDA_MODES = {
+    "bf16 state": (torch.float32, dict(state_dtype=torch.bfloat16)),
+    "float32 state of bf16": (torch.bfloat16, dict(state_dtype=torch.float32)),
+    "bf16 state, stochastic": (torch.float32, dict(state_dtype=torch.bfloat16, stochastic_rounding=True, sr_seed=3)),
+    "bf16 params, stochastic": (torch.bfloat16, dict(stochastic_rounding=True, sr_seed=3)),
+    "int8": (torch.float32, dict(state_dtype="int8", min_8bit_size=0)),
+    "int8 of bf16, stochastic": (torch.bfloat16, dict(state_dtype="int8", min_8bit_size=0, stochastic_rounding=True,
+                                                      sr_seed=3)),
+}
+
+
+def _decoded(opt, p):
+    full = fastnn.optim.full_precision_state_dict(opt)["state"]
+    i = opt.param_groups[0]["params"].index(p)
+    return {k: v.cpu() for k, v in full.get(i, {}).items() if k != "step"}
+
+
+@pytest.mark.cuda
+@pytest.mark.usefixtures("cuda_kernels")
+@pytest.mark.parametrize("name", list(KINDS))
+@pytest.mark.parametrize("mode", list(CUDA_MODES))
+def test_cuda_compact_step_matches_cpu(name, mode, monkeypatch):
+    """Ten steps, each from the CPU optimizer's state and parameters: the CUDA step agrees with the
+    CPU's (parameters to float32 rounding, decoded state within a code step)."""
+    monkeypatch.setenv("FASTNN_CUDA_COMPACT_STATE", "1")
+    pdtype, kw = CUDA_MODES[mode]
+    shapes = [(300, 7), (33,), (4096 + 5,), (1,)]
+    cpu = params(pdtype, shapes=shapes)
+    dev = [torch.nn.Parameter(p.detach().cuda()) for p in cpu]
+    oc = getattr(fastnn.optim, name)(cpu, **KINDS[name], **kw)
+    od = getattr(fastnn.optim, name)(dev, **KINDS[name], **kw)
+    tol = dict(rtol=1e-5, atol=1e-6) if pdtype == torch.float32 else dict(rtol=2 ** -7, atol=1e-6)
+    for step in range(10):
+        gs = grads_for(cpu, step)
+        for p, q, g in zip(cpu, dev, gs):
+            p.grad, q.grad = g, g.cuda()
+            with torch.no_grad():
+                q.copy_(p)
+        if step:
+            od.load_state_dict(oc.state_dict())
+        oc.step()
+        od.step()
+        for p, q in zip(cpu, dev):
+            torch.testing.assert_close(q.detach().cpu(), p.detach(), **tol)
+            for k, v in _decoded(oc, p).items():
+                w = _decoded(od, q)[k]
+                bound = v.abs() * 2.0 ** -3 + v.abs().max() * 2.0 ** -17 + 1e-30 if "int8" in mode else None
+                if bound is None:
+                    torch.testing.assert_close(w, v, rtol=2 ** -7, atol=1e-30)
+                else:
+                    assert ((w - v).abs() <= bound).all(), (name, mode, step, k)
+
+
+@pytest.mark.cuda
+@pytest.mark.usefixtures("cuda_kernels")
+@pytest.mark.parametrize("mode", list(CUDA_MODES))
+def test_cuda_compact_same_bits_twice_and_grad_scaler_skip(mode, monkeypatch):
+    monkeypatch.setenv("FASTNN_CUDA_COMPACT_STATE", "1")
+    pdtype, kw = CUDA_MODES[mode]
+    runs = []
+    for _ in range(2):
+        ps = [torch.nn.Parameter(p.detach().cuda()) for p in params(pdtype, shapes=[(300, 7), (4101,)])]
+        o = fastnn.optim.AdamW(ps, lr=1e-2, weight_decay=0.1, **kw)
+        for step in range(5):
+            for p, g in zip(ps, grads_for(ps, step)):
+                p.grad = g.cuda()
+            o.step()
+        runs.append(([p.detach().clone() for p in ps], copy.deepcopy(o.state_dict())))
+    for a, b in zip(runs[0][0], runs[1][0]):
+        assert torch.equal(a, b)
+    for i, st in runs[0][1]["state"].items():
+        for k, v in st.items():
+            assert torch.equal(v, runs[1][1]["state"][i][k]), k
+    # A found_inf skip leaves parameters and state untouched.
+    before = ([p.detach().clone() for p in ps], copy.deepcopy(o.state_dict()))
+    o.grad_scale = torch.ones((), device="cuda")
+    o.found_inf = torch.ones((), device="cuda")
+    o.step()
+    for a, p in zip(before[0], ps):
+        assert torch.equal(a, p.detach())
+    for i, st in before[1]["state"].items():
+        for k, v in st.items():
+            assert torch.equal(v, o.state_dict()["state"][i][k]), k
+
+
+@pytest.mark.cuda
+@pytest.mark.usefixtures("cuda_kernels")
+def test_cuda_compact_state_refused_unless_opted_in(monkeypatch):
+    monkeypatch.delenv("FASTNN_CUDA_COMPACT_STATE", raising=False)
+    p = [torch.nn.Parameter(torch.randn(8, device="cuda"))]
+    with pytest.raises(ValueError, match="fastnn.optim.Adam: state_dtype .* not yet verified on CUDA"):
+        fastnn.optim.Adam(p, state_dtype="int8")

@@ -26,9 +26,26 @@ template <> __host__ __device__ __forceinline__ __half st<__half>(float v) { ret
 template <> __host__ __device__ __forceinline__ __nv_bfloat16 st<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
 // load/store as a type, for code shared with the CPU launchers (optim_functors.h).
+// Stochastic rounding to bf16 as the CPU's store_bf16_stochastic (storage.h), bit for bit: the 16
+// random bits added below the kept ones, then truncated; NaN stays NaN.
+template <class T> __host__ __device__ __forceinline__ T st_stochastic(acc_t<T> v, uint32_t) { return st<T>(v); }
+template <> __host__ __device__ __forceinline__ __nv_bfloat16 st_stochastic<__nv_bfloat16>(float v, uint32_t r16) {
+#if defined(__CUDA_ARCH__)
+  const uint32_t u = __float_as_uint(v);
+#else
+  const uint32_t u = __builtin_bit_cast(uint32_t, v);
+#endif
+  __nv_bfloat16_raw r;
+  r.x = (unsigned short)(v != v ? 0x7fc0u : (u + r16) >> 16);
+  return __nv_bfloat16(r);
+}
+
 struct CudaIO {
   template <class T> static __host__ __device__ __forceinline__ acc_t<T> ld(T v) { return cuda_detail::ld(v); }
   template <class T> static __host__ __device__ __forceinline__ T st(acc_t<T> v) { return cuda_detail::st<T>(v); }
+  template <class T> static __host__ __device__ __forceinline__ T st_stochastic(acc_t<T> v, uint32_t r16) {
+    return cuda_detail::st_stochastic<T>(v, r16);
+  }
 };
 
 // 16-byte vectors of a storage type: the unit of access of every memory-bound CUDA pass.

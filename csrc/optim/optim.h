@@ -13,9 +13,14 @@ namespace fastnn {
 struct OptSlot;
 
 // Set by optim_cuda.cpp in CUDA builds: runs one dtype's slots on the current CUDA stream.
-using CudaOptimizerExec = void (*)(int /*OptKind*/ kind, int dtype, const std::vector<OptSlot>& slots,
-                                   const c10::optional<at::Tensor>& grad_scale,
+// sdtype: the state's storage code (dtype, or compact: optim_cuda.h); sr: stochastic rounding.
+using CudaOptimizerExec = void (*)(int /*OptKind*/ kind, int dtype, int sdtype, bool sr,
+                                   const std::vector<OptSlot>& slots, const c10::optional<at::Tensor>& grad_scale,
                                    const c10::optional<at::Tensor>& found_inf);
+
+// Compact state and stochastic rounding on CUDA are built and compiled but not yet run on a GPU:
+// refused unless FASTNN_CUDA_COMPACT_STATE=1 (the CUDA tests set it to check them).
+bool cuda_compact_state_enabled();
 extern CudaOptimizerExec g_cuda_optimizer_exec;
 
 struct GroupHP {

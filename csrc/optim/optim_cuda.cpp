@@ -17,15 +17,18 @@ const float* device_scalar(const c10::optional<at::Tensor>& t, const at::Device&
   return holder.data_ptr<float>();
 }
 
-void run_cuda(int kind, int dtype, const std::vector<OptSlot>& slots, const c10::optional<at::Tensor>& grad_scale,
-              const c10::optional<at::Tensor>& found_inf) {
+void run_cuda(int kind, int dtype, int sdtype, bool sr, const std::vector<OptSlot>& slots,
+              const c10::optional<at::Tensor>& grad_scale, const c10::optional<at::Tensor>& found_inf) {
   if (slots.empty()) return;
   const at::Device dev(at::kCUDA, at::cuda::current_device());
   at::Tensor gs_holder, fi_holder;
   const float* gs = device_scalar(grad_scale, dev, gs_holder);
   const float* fi = device_scalar(found_inf, dev, fi_holder);
-  cuda_optimizer_step(OptKind(kind), dtype, slots.data(), int64_t(slots.size()), gs, fi,
-                      at::cuda::getCurrentCUDAStream().stream());
+  void* stream = at::cuda::getCurrentCUDAStream().stream();
+  if (sdtype == dtype && !sr)
+    cuda_optimizer_step(OptKind(kind), dtype, slots.data(), int64_t(slots.size()), gs, fi, stream);
+  else
+    cuda_optimizer_step_compact(OptKind(kind), dtype, sdtype, sr, slots.data(), int64_t(slots.size()), gs, fi, stream);
 }
 
 struct Register {

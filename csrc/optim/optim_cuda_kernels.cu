@@ -169,6 +169,211 @@ template <class T> int common_head(const OptSlot& o) {
   return head < 0 ? 0 : head;
 }
 
+
+// ---- compact state (bf16 or block-wise 8-bit) and stochastic rounding ----
+// The CPU launcher's per-element rule, 8-bit codec and counter-based random bits, so a CUDA step
+// computes what the CPU's does (up to the multiply-adds nvcc fuses in the rule, as in float32 mode).
+// Element-wise over a persistent grid; 8-bit state one thread block per block of kQ8Block values.
+struct CSlot {
+  void* p;
+  const void* g;
+  void* s[3];
+  float* qs[3];
+  int64_t numel;
+  const float* step_dev;
+  int64_t chunk0;
+  double k[8];
+  double h[5];
+  int flags;
+  bool b[4];
+  uint64_t sr_key;
+};
+
+struct CLaunch {
+  CSlot t[kMaxTensors];
+  int n;
+  int64_t chunks;
+};
+static_assert(sizeof(CLaunch) <= 32000, "kernel argument too large");
+
+constexpr int64_t kCompactChunk = int64_t(kThreads) * 4;
+static_assert(kThreads == kQ8Block, "one thread per value of an 8-bit block");
+
+template <OptKind K, class C>
+__device__ __forceinline__ void slot_consts(const CSlot& s, decltype(KindConsts<K, C>::make(nullptr))& c) {
+  double k[8];
+  if (s.step_dev) make_consts(K, s.h, s.b, double(*s.step_dev), k);
+  else for (int j = 0; j < 8; ++j) k[j] = s.k[j];
+  c = KindConsts<K, C>::make(k);
+}
+
+// bf16 state of float32 parameters, float32 state of bf16 ones (S), each rounded as the CPU does.
+template <OptKind K, class T, class S, bool SR>
+__global__ void __launch_bounds__(kThreads) compact_kernel(const __grid_constant__ CLaunch L,
+                                                           const float* grad_scale, const float* found_inf) {
+  using C = acc_t<T>;
+  if (found_inf && *found_inf != 0.f) return;
+  const C scale = grad_scale ? C(*grad_scale) : C(1);
+  int t = 0, have = -1;
+  decltype(KindConsts<K, C>::make(nullptr)) c;
+  for (int64_t chunk = blockIdx.x; chunk < L.chunks; chunk += gridDim.x) {
+    while (t + 1 < L.n && L.t[t + 1].chunk0 <= chunk) ++t;
+    const CSlot& s = L.t[t];
+    if (have != t) slot_consts<K, C>(s, c), have = t;
+    const int F = s.flags | (grad_scale ? kUnscale : 0);
+    T* p = static_cast<T*>(s.p);
+    const T* g = static_cast<const T*>(s.g);
+    S* s0 = static_cast<S*>(s.s[0]);
+    S* s1 = static_cast<S*>(s.s[1]);
+    S* s2 = static_cast<S*>(s.s[2]);
+    const int64_t begin = (chunk - s.chunk0) * kCompactChunk;
+    const int64_t end = begin + kCompactChunk < s.numel ? begin + kCompactChunk : s.numel;
+    for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) {
+      if constexpr (SR) update_element<K, CudaIO>(F, c, p, g, s0, s1, s2, i, scale, StochasticStore{s.sr_key});
+      else update_element<K, CudaIO>(F, c, p, g, s0, s1, s2, i, scale);
+    }
+  }
+}
+
+// 8-bit state: thread j of a block owns value j of one 8-bit block. Decode, rule, store the
+// parameter; then the block's largest finite magnitude of each new state (warp shuffles, then
+// shared memory), its scale, and the codes, as the CPU's encoder computes them.
+template <OptKind K, class T, bool SR>
+__global__ void __launch_bounds__(kThreads) q8_kernel(const __grid_constant__ CLaunch L, const float* grad_scale,
+                                                      const float* found_inf) {
+  using C = float;
+  constexpr int W = kThreads / 32;
+  __shared__ uint32_t red[3][W];
+  if (found_inf && *found_inf != 0.f) return;
+  const C scale = grad_scale ? C(*grad_scale) : C(1);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  int t = 0, have = -1;
+  decltype(KindConsts<K, C>::make(nullptr)) c;
+  for (int64_t chunk = blockIdx.x; chunk < L.chunks; chunk += gridDim.x) {
+    while (t + 1 < L.n && L.t[t + 1].chunk0 <= chunk) ++t;
+    const CSlot& s = L.t[t];
+    if (have != t) slot_consts<K, C>(s, c), have = t;
+    const int F = s.flags | (grad_scale ? kUnscale : 0);
+    const int64_t blk = chunk - s.chunk0;
+    const int64_t i = blk * kQ8Block + threadIdx.x;
+    const bool in = i < s.numel;
+    T* p = static_cast<T*>(s.p);
+    const T* g = static_cast<const T*>(s.g);
+    uint8_t* q[3] = {static_cast<uint8_t*>(s.s[0]), static_cast<uint8_t*>(s.s[1]), static_cast<uint8_t*>(s.s[2])};
+    C v[3] = {0.f, 0.f, 0.f};
+    if (in) {
+      C pp = CudaIO::ld(p[i]);
+      C gg = (F & kUnscale) ? CudaIO::ld(g[i]) / scale : CudaIO::ld(g[i]);
+#pragma unroll
+      for (int j = 0; j < 3; ++j)
+        if (reads_state<K>(F, j)) v[j] = s.qs[j][blk] * q8_decode_state<K>(j, q[j][i]);
+      apply_rule<K>(F, c, pp, gg, v[0], v[1], v[2]);
+      if constexpr (SR) {
+        StochasticStore st{s.sr_key};
+        st.at(i);
+        p[i] = st.template store<CudaIO, T>(pp, 0);
+      } else {
+        p[i] = CudaIO::st<T>(pp);
+      }
+    }
+    uint32_t am[3];
+#pragma unroll
+    for (int j = 0; j < 3; ++j) {
+      am[j] = in && writes_state<K>(F, j) ? q8_amax_step(0u, v[j]) : 0u;
+      for (int off = 16; off > 0; off /= 2) {
+        const uint32_t o = __shfl_xor_sync(0xffffffffu, am[j], off);
+        am[j] = o > am[j] ? o : am[j];
+      }
+      if (lane == 0) red[j][warp] = am[j];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < 3; ++j) {
+      uint32_t a = 0;
+      for (int w = 0; w < W; ++w) a = red[j][w] > a ? red[j][w] : a;
+      am[j] = a;
+    }
+    __syncthreads();  // red is reused by the next chunk
+#pragma unroll
+    for (int j = 0; j < 3; ++j) {
+      if (!writes_state<K>(F, j)) continue;
+      const bool sg = state_signed<K>(j);
+      float inv;
+      const float sc = sg ? q8_block_scale<true>(am[j], &inv) : q8_block_scale<false>(am[j], &inv);
+      if (in) {
+        const float x = inv != 0.f ? fabsf(v[j]) * inv : (sc != 0.f ? fabsf(v[j]) / sc : 0.f);
+        q[j][i] = sg ? q8_encode<true>(v[j], x) : q8_encode<false>(v[j], x);
+      }
+      if (threadIdx.x == 0) s.qs[j][blk] = sc;
+    }
+  }
+}
+
+template <class Kern> int resident_blocks(Kern kern) {
+  int dev = 0, sms = 0, per_sm = 0;
+  cudaGetDevice(&dev);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, kThreads, 0);
+  return (sms > 0 ? sms : 1) * (per_sm > 0 ? per_sm : 1);
+}
+
+template <OptKind K, class T, class S, bool SR, bool Q8>
+void launch_compact(const CLaunch& L, const float* grad_scale, const float* found_inf, cudaStream_t st) {
+  if (L.chunks == 0) return;
+  static int cap[64] = {0};  // resident blocks per device
+  int dev = 0;
+  cudaGetDevice(&dev);
+  auto kern = [] {
+    if constexpr (Q8) return q8_kernel<K, T, SR>;
+    else return compact_kernel<K, T, S, SR>;
+  }();
+  int c = dev >= 0 && dev < 64 ? cap[dev] : 0;
+  if (!c) {
+    c = resident_blocks(kern);
+    if (dev >= 0 && dev < 64) cap[dev] = c;
+  }
+  const unsigned grid = unsigned(L.chunks < c ? L.chunks : c);
+  kern<<<grid, kThreads, 0, st>>>(L, grad_scale, found_inf);
+}
+
+template <class T, class S, bool SR, bool Q8>
+void run_compact(OptKind kind, const OptSlot* slots, int64_t n, const float* gs, const float* fi, cudaStream_t st) {
+  static thread_local CLaunch L;
+  L.n = 0;
+  L.chunks = 0;
+  auto flush = [&]() {
+    if (L.n == 0) return;
+    switch (kind) {
+      case OptKind::Adam: launch_compact<OptKind::Adam, T, S, SR, Q8>(L, gs, fi, st); break;
+      case OptKind::RMSprop: launch_compact<OptKind::RMSprop, T, S, SR, Q8>(L, gs, fi, st); break;
+      case OptKind::SGD: launch_compact<OptKind::SGD, T, S, SR, Q8>(L, gs, fi, st); break;
+      case OptKind::Adagrad: launch_compact<OptKind::Adagrad, T, S, SR, Q8>(L, gs, fi, st); break;
+    }
+    L.n = 0;
+    L.chunks = 0;
+  };
+  const int64_t per_chunk = Q8 ? kQ8Block : kCompactChunk;
+  for (int64_t i = 0; i < n; ++i) {
+    const OptSlot& o = slots[i];
+    if (o.numel == 0) continue;
+    CSlot& k = L.t[L.n];
+    std::memset(&k, 0, sizeof(k));
+    k.p = o.param;
+    k.g = o.grad;
+    for (int j = 0; j < 3; ++j) k.s[j] = o.state[j], k.qs[j] = o.qscale[j];
+    k.numel = o.numel;
+    k.step_dev = o.step_dev;
+    std::memcpy(k.k, o.k, sizeof(k.k));
+    std::memcpy(k.h, o.h, sizeof(k.h));
+    std::memcpy(k.b, o.b, sizeof(k.b));
+    k.flags = o.flags;
+    k.sr_key = o.sr_key;
+    k.chunk0 = L.chunks;
+    L.chunks += (o.numel + per_chunk - 1) / per_chunk;
+    if (++L.n == kMaxTensors) flush();
+  }
+  flush();
+}
 }  // namespace
 
 void cuda_optimizer_step(OptKind kind, int dtype, const OptSlot* slots, int64_t n, const float* grad_scale,
@@ -216,6 +421,25 @@ void cuda_optimizer_step(OptKind kind, int dtype, const OptSlot* slots, int64_t 
     }
     flush();
   });
+}
+
+void cuda_optimizer_step_compact(OptKind kind, int dtype, int sdtype, bool sr, const OptSlot* slots, int64_t n,
+                                 const float* grad_scale, const float* found_inf, void* stream) {
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  using bf = __nv_bfloat16;
+  // (parameter, state) codes: 0 float32, 3 bfloat16, 4 8-bit codes (optim.cpp checked the pair)
+  if (dtype == 0 && sdtype == 3) {
+    if (sr) run_compact<float, bf, true, false>(kind, slots, n, grad_scale, found_inf, st);
+    else run_compact<float, bf, false, false>(kind, slots, n, grad_scale, found_inf, st);
+  } else if (dtype == 3 && sdtype == 0) {
+    if (sr) run_compact<bf, float, true, false>(kind, slots, n, grad_scale, found_inf, st);
+    else run_compact<bf, float, false, false>(kind, slots, n, grad_scale, found_inf, st);
+  } else if (dtype == 0 && sdtype == 4) {
+    run_compact<float, uint8_t, false, true>(kind, slots, n, grad_scale, found_inf, st);
+  } else if (dtype == 3 && sdtype == 4) {
+    if (sr) run_compact<bf, uint8_t, true, true>(kind, slots, n, grad_scale, found_inf, st);
+    else run_compact<bf, uint8_t, false, true>(kind, slots, n, grad_scale, found_inf, st);
+  }
 }
 
 }  // namespace fastnn
