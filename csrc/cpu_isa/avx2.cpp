@@ -1,6 +1,11 @@
 // The CPU kernels compiled for one instruction set (avx2); cpu_isa.cpp picks a table at run time.
 // System headers first: the target pragma below must only widen our own (namespaced) code.
+// GCC 12 reports -Wmaybe-uninitialized inside its own AVX-512 intrinsics once they are inlined
+// (the _mm*_undefined idiom; GCC bug 105593, fixed in 13): silenced for these headers' lines only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 
 #include <cmath>
 #include <cstdint>

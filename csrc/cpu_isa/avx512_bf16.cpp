@@ -2,7 +2,12 @@
 // picks a table at run time. bfloat16 whole-MLP chains run the native bf16 kernels
 // (mlp_cpu_bf16_kernels.h: bf16 products, float32 sums); every other kernel is the avx512 one.
 // System headers first: the target pragma below must only widen our own (namespaced) code.
+// GCC 12 reports -Wmaybe-uninitialized inside its own AVX-512 intrinsics once they are inlined
+// (the _mm*_undefined idiom; GCC bug 105593, fixed in 13): silenced for these headers' lines only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 
 #include <cmath>
 #include <cstdint>
