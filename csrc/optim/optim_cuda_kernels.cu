@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "../common/cuda_storage.cuh"
 #include "optim_cuda.h"
@@ -37,6 +38,8 @@ struct KSlot {
   int head;
   bool scalar;
   bool b[4];
+  float* qs[3];     // 8-bit state: block scales
+  uint64_t sr_key;  // stochastic rounding: sr_tensor_key(seed, step, parameter index)
 };
 
 struct Launch {
@@ -47,6 +50,27 @@ struct Launch {
 static_assert(sizeof(Launch) <= 32000, "kernel argument too large");
 
 template <class T> constexpr int64_t chunk_elems() { return int64_t(kThreads) * kUnroll * vec_elems<T>(); }
+
+// A block's walk over a launch's chunks (in order): the tensor of each chunk, and that tensor's
+// constants, computed once per tensor the block visits.
+template <OptKind K, class C> struct SlotWalk {
+  const Launch& L;
+  int t = 0, have = -1;
+  decltype(KindConsts<K, C>::make(nullptr)) c;
+  __device__ explicit SlotWalk(const Launch& l) : L(l) {}
+  __device__ const KSlot& at(int64_t chunk) {
+    while (t + 1 < L.n && L.t[t + 1].chunk0 <= chunk) ++t;
+    const KSlot& s = L.t[t];
+    if (have != t) {
+      double k[8];
+      if (s.step_dev) make_consts(K, s.h, s.b, double(*s.step_dev), k);
+      else for (int j = 0; j < 8; ++j) k[j] = s.k[j];
+      c = KindConsts<K, C>::make(k);
+      have = t;
+    }
+    return s;
+  }
+};
 
 // The kernel: every block takes chunks blockIdx.x, blockIdx.x + gridDim.x, ... in order.
 // Registers are not capped: capping them for 3 resident blocks per SM (FASTNN_OPT_MINB experiment,
@@ -59,18 +83,10 @@ __global__ void __launch_bounds__(kThreads) optimizer_kernel(const __grid_consta
   constexpr int64_t CE = chunk_elems<T>();
   if (found_inf && *found_inf != 0.f) return;
   const C scale = grad_scale ? C(*grad_scale) : C(1);
-  int t = 0, have = -1;
-  decltype(KindConsts<K, C>::make(nullptr)) c;
+  SlotWalk<K, C> walk(L);
+  const auto& c = walk.c;
   for (int64_t chunk = blockIdx.x; chunk < L.chunks; chunk += gridDim.x) {
-    while (t + 1 < L.n && L.t[t + 1].chunk0 <= chunk) ++t;
-    const KSlot& s = L.t[t];
-    if (have != t) {  // constants once per tensor a block visits
-      double k[8];
-      if (s.step_dev) make_consts(K, s.h, s.b, double(*s.step_dev), k);
-      else for (int j = 0; j < 8; ++j) k[j] = s.k[j];
-      c = KindConsts<K, C>::make(k);
-      have = t;
-    }
+    const KSlot& s = walk.at(chunk);
     const int F = s.flags | (grad_scale ? kUnscale : 0);
     T* p = static_cast<T*>(s.p);
     const T* g = static_cast<const T*>(s.g);
@@ -131,27 +147,70 @@ __global__ void __launch_bounds__(kThreads) optimizer_kernel(const __grid_consta
   }
 }
 
-template <OptKind K, class T>
-struct Kernel {
-  static int grid_cap() {  // blocks resident at once on this device (per device, cached)
-    static int cached[64] = {0};
-    int dev = 0;
-    cudaGetDevice(&dev);
-    if (dev >= 0 && dev < 64 && cached[dev]) return cached[dev];
+// Launches kern over a persistent grid: as many blocks as are resident on the device at once
+// (cache: per device, for this kernel), or fewer for a small launch.
+template <class Kern>
+void launch_persistent(Kern kern, int* cache, const Launch& L, const float* grad_scale, const float* found_inf,
+                       cudaStream_t s) {
+  if (L.chunks == 0) return;
+  int dev = 0;
+  cudaGetDevice(&dev);
+  const bool cached = dev >= 0 && dev < 64;
+  int cap = cached ? cache[dev] : 0;
+  if (!cap) {
     int sms = 0, per_sm = 0;
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, optimizer_kernel<K, T>, kThreads, 0);
-    const int cap = (sms > 0 ? sms : 1) * (per_sm > 0 ? per_sm : 1);
-    if (dev >= 0 && dev < 64) cached[dev] = cap;
-    return cap;
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, kThreads, 0);
+    cap = (sms > 0 ? sms : 1) * (per_sm > 0 ? per_sm : 1);
+    if (cached) cache[dev] = cap;
   }
-  static void launch(const Launch& L, const float* grad_scale, const float* found_inf, cudaStream_t s) {
-    if (L.chunks == 0) return;
-    const int64_t cap = grid_cap();
-    const unsigned grid = unsigned(L.chunks < cap ? L.chunks : cap);
-    optimizer_kernel<K, T><<<grid, kThreads, 0, s>>>(L, grad_scale, found_inf);
+  const unsigned grid = unsigned(L.chunks < cap ? L.chunks : cap);
+  kern<<<grid, kThreads, 0, s>>>(L, grad_scale, found_inf);
+}
+
+// f(std::integral_constant<OptKind, K>) for the kind named at run time.
+template <class F> void with_kind(OptKind kind, F&& f) {
+  switch (kind) {
+    case OptKind::Adam: f(std::integral_constant<OptKind, OptKind::Adam>{}); break;
+    case OptKind::RMSprop: f(std::integral_constant<OptKind, OptKind::RMSprop>{}); break;
+    case OptKind::SGD: f(std::integral_constant<OptKind, OptKind::SGD>{}); break;
+    case OptKind::Adagrad: f(std::integral_constant<OptKind, OptKind::Adagrad>{}); break;
   }
-};
+}
+
+// Packs the slots into launches of up to kMaxTensors tensors and runs each: layout(o, k) fills a
+// slot's layout fields and returns its number of chunks.
+template <class Layout, class Run>
+void pack_and_run(const OptSlot* slots, int64_t n, Layout&& layout, Run&& run) {
+  static thread_local Launch L;  // ~27 KB: kept off the stack; the launch copies it
+  L.n = 0;
+  L.chunks = 0;
+  auto flush = [&]() {
+    if (L.n) run(L);
+    L.n = 0;
+    L.chunks = 0;
+  };
+  for (int64_t i = 0; i < n; ++i) {
+    const OptSlot& o = slots[i];
+    if (o.numel == 0) continue;
+    KSlot& k = L.t[L.n];
+    std::memset(&k, 0, sizeof(k));
+    k.p = o.param;
+    k.g = o.grad;
+    for (int j = 0; j < 3; ++j) k.s[j] = o.state[j], k.qs[j] = o.qscale[j];
+    k.numel = o.numel;
+    k.step_dev = o.step_dev;
+    std::memcpy(k.k, o.k, sizeof(k.k));
+    std::memcpy(k.h, o.h, sizeof(k.h));
+    std::memcpy(k.b, o.b, sizeof(k.b));
+    k.flags = o.flags;
+    k.sr_key = o.sr_key;
+    k.chunk0 = L.chunks;
+    L.chunks += layout(o, k);
+    if (++L.n == kMaxTensors) flush();
+  }
+  flush();
+}
 
 // Elements before the first 16-byte boundary, when every pointer the update touches sits at the same
 // offset from one (else -1: the tensor goes element by element).
@@ -174,52 +233,20 @@ template <class T> int common_head(const OptSlot& o) {
 // The CPU launcher's per-element rule, 8-bit codec and counter-based random bits, so a CUDA step
 // computes what the CPU's does (up to the multiply-adds nvcc fuses in the rule, as in float32 mode).
 // Element-wise over a persistent grid; 8-bit state one thread block per block of kQ8Block values.
-struct CSlot {
-  void* p;
-  const void* g;
-  void* s[3];
-  float* qs[3];
-  int64_t numel;
-  const float* step_dev;
-  int64_t chunk0;
-  double k[8];
-  double h[5];
-  int flags;
-  bool b[4];
-  uint64_t sr_key;
-};
-
-struct CLaunch {
-  CSlot t[kMaxTensors];
-  int n;
-  int64_t chunks;
-};
-static_assert(sizeof(CLaunch) <= 32000, "kernel argument too large");
-
 constexpr int64_t kCompactChunk = int64_t(kThreads) * 4;
 static_assert(kThreads == kQ8Block, "one thread per value of an 8-bit block");
 
-template <OptKind K, class C>
-__device__ __forceinline__ void slot_consts(const CSlot& s, decltype(KindConsts<K, C>::make(nullptr))& c) {
-  double k[8];
-  if (s.step_dev) make_consts(K, s.h, s.b, double(*s.step_dev), k);
-  else for (int j = 0; j < 8; ++j) k[j] = s.k[j];
-  c = KindConsts<K, C>::make(k);
-}
-
 // bf16 state of float32 parameters, float32 state of bf16 ones (S), each rounded as the CPU does.
 template <OptKind K, class T, class S, bool SR>
-__global__ void __launch_bounds__(kThreads) compact_kernel(const __grid_constant__ CLaunch L,
+__global__ void __launch_bounds__(kThreads) compact_kernel(const __grid_constant__ Launch L,
                                                            const float* grad_scale, const float* found_inf) {
   using C = acc_t<T>;
   if (found_inf && *found_inf != 0.f) return;
   const C scale = grad_scale ? C(*grad_scale) : C(1);
-  int t = 0, have = -1;
-  decltype(KindConsts<K, C>::make(nullptr)) c;
+  SlotWalk<K, C> walk(L);
+  const auto& c = walk.c;
   for (int64_t chunk = blockIdx.x; chunk < L.chunks; chunk += gridDim.x) {
-    while (t + 1 < L.n && L.t[t + 1].chunk0 <= chunk) ++t;
-    const CSlot& s = L.t[t];
-    if (have != t) slot_consts<K, C>(s, c), have = t;
+    const KSlot& s = walk.at(chunk);
     const int F = s.flags | (grad_scale ? kUnscale : 0);
     T* p = static_cast<T*>(s.p);
     const T* g = static_cast<const T*>(s.g);
@@ -239,7 +266,7 @@ __global__ void __launch_bounds__(kThreads) compact_kernel(const __grid_constant
 // parameter; then the block's largest finite magnitude of each new state (warp shuffles, then
 // shared memory), its scale, and the codes, as the CPU's encoder computes them.
 template <OptKind K, class T, bool SR>
-__global__ void __launch_bounds__(kThreads) q8_kernel(const __grid_constant__ CLaunch L, const float* grad_scale,
+__global__ void __launch_bounds__(kThreads) q8_kernel(const __grid_constant__ Launch L, const float* grad_scale,
                                                       const float* found_inf) {
   using C = float;
   constexpr int W = kThreads / 32;
@@ -247,12 +274,10 @@ __global__ void __launch_bounds__(kThreads) q8_kernel(const __grid_constant__ CL
   if (found_inf && *found_inf != 0.f) return;
   const C scale = grad_scale ? C(*grad_scale) : C(1);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  int t = 0, have = -1;
-  decltype(KindConsts<K, C>::make(nullptr)) c;
+  SlotWalk<K, C> walk(L);
+  const auto& c = walk.c;
   for (int64_t chunk = blockIdx.x; chunk < L.chunks; chunk += gridDim.x) {
-    while (t + 1 < L.n && L.t[t + 1].chunk0 <= chunk) ++t;
-    const CSlot& s = L.t[t];
-    if (have != t) slot_consts<K, C>(s, c), have = t;
+    const KSlot& s = walk.at(chunk);
     const int F = s.flags | (grad_scale ? kUnscale : 0);
     const int64_t blk = chunk - s.chunk0;
     const int64_t i = blk * kQ8Block + threadIdx.x;
@@ -309,71 +334,21 @@ __global__ void __launch_bounds__(kThreads) q8_kernel(const __grid_constant__ CL
   }
 }
 
-template <class Kern> int resident_blocks(Kern kern) {
-  int dev = 0, sms = 0, per_sm = 0;
-  cudaGetDevice(&dev);
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, kThreads, 0);
-  return (sms > 0 ? sms : 1) * (per_sm > 0 ? per_sm : 1);
-}
-
-template <OptKind K, class T, class S, bool SR, bool Q8>
-void launch_compact(const CLaunch& L, const float* grad_scale, const float* found_inf, cudaStream_t st) {
-  if (L.chunks == 0) return;
-  static int cap[64] = {0};  // resident blocks per device
-  int dev = 0;
-  cudaGetDevice(&dev);
-  auto kern = [] {
-    if constexpr (Q8) return q8_kernel<K, T, SR>;
-    else return compact_kernel<K, T, S, SR>;
-  }();
-  int c = dev >= 0 && dev < 64 ? cap[dev] : 0;
-  if (!c) {
-    c = resident_blocks(kern);
-    if (dev >= 0 && dev < 64) cap[dev] = c;
-  }
-  const unsigned grid = unsigned(L.chunks < c ? L.chunks : c);
-  kern<<<grid, kThreads, 0, st>>>(L, grad_scale, found_inf);
-}
-
 template <class T, class S, bool SR, bool Q8>
 void run_compact(OptKind kind, const OptSlot* slots, int64_t n, const float* gs, const float* fi, cudaStream_t st) {
-  static thread_local CLaunch L;
-  L.n = 0;
-  L.chunks = 0;
-  auto flush = [&]() {
-    if (L.n == 0) return;
-    switch (kind) {
-      case OptKind::Adam: launch_compact<OptKind::Adam, T, S, SR, Q8>(L, gs, fi, st); break;
-      case OptKind::RMSprop: launch_compact<OptKind::RMSprop, T, S, SR, Q8>(L, gs, fi, st); break;
-      case OptKind::SGD: launch_compact<OptKind::SGD, T, S, SR, Q8>(L, gs, fi, st); break;
-      case OptKind::Adagrad: launch_compact<OptKind::Adagrad, T, S, SR, Q8>(L, gs, fi, st); break;
-    }
-    L.n = 0;
-    L.chunks = 0;
-  };
   const int64_t per_chunk = Q8 ? kQ8Block : kCompactChunk;
-  for (int64_t i = 0; i < n; ++i) {
-    const OptSlot& o = slots[i];
-    if (o.numel == 0) continue;
-    CSlot& k = L.t[L.n];
-    std::memset(&k, 0, sizeof(k));
-    k.p = o.param;
-    k.g = o.grad;
-    for (int j = 0; j < 3; ++j) k.s[j] = o.state[j], k.qs[j] = o.qscale[j];
-    k.numel = o.numel;
-    k.step_dev = o.step_dev;
-    std::memcpy(k.k, o.k, sizeof(k.k));
-    std::memcpy(k.h, o.h, sizeof(k.h));
-    std::memcpy(k.b, o.b, sizeof(k.b));
-    k.flags = o.flags;
-    k.sr_key = o.sr_key;
-    k.chunk0 = L.chunks;
-    L.chunks += (o.numel + per_chunk - 1) / per_chunk;
-    if (++L.n == kMaxTensors) flush();
-  }
-  flush();
+  pack_and_run(
+      slots, n, [&](const OptSlot& o, KSlot&) { return (o.numel + per_chunk - 1) / per_chunk; },
+      [&](const Launch& L) {
+        with_kind(kind, [&](auto k) {
+          constexpr OptKind K = decltype(k)::value;
+          static int cache[64] = {0};
+          if constexpr (Q8) launch_persistent(q8_kernel<K, T, SR>, cache, L, gs, fi, st);
+          else launch_persistent(compact_kernel<K, T, S, SR>, cache, L, gs, fi, st);
+        });
+      });
 }
+
 }  // namespace
 
 void cuda_optimizer_step(OptKind kind, int dtype, const OptSlot* slots, int64_t n, const float* grad_scale,
@@ -382,44 +357,22 @@ void cuda_optimizer_step(OptKind kind, int dtype, const OptSlot* slots, int64_t 
   dispatch_cuda_dtype(CudaDType(dtype), [&](auto tag) {
     using T = decltype(tag);
     constexpr int64_t CE = chunk_elems<T>();
-    static thread_local Launch L;  // ~24 KB: kept off the stack; the launch copies it
-    L.n = 0;
-    L.chunks = 0;
-    auto flush = [&]() {
-      if (L.n == 0) return;
-      switch (kind) {
-        case OptKind::Adam: Kernel<OptKind::Adam, T>::launch(L, grad_scale, found_inf, s); break;
-        case OptKind::RMSprop: Kernel<OptKind::RMSprop, T>::launch(L, grad_scale, found_inf, s); break;
-        case OptKind::SGD: Kernel<OptKind::SGD, T>::launch(L, grad_scale, found_inf, s); break;
-        case OptKind::Adagrad: Kernel<OptKind::Adagrad, T>::launch(L, grad_scale, found_inf, s); break;
-      }
-      L.n = 0;
-      L.chunks = 0;
-    };
-    for (int64_t i = 0; i < n; ++i) {
-      const OptSlot& o = slots[i];
-      if (o.numel == 0) continue;
-      KSlot& k = L.t[L.n];
-      std::memset(&k, 0, sizeof(k));
-      k.p = o.param;
-      k.g = o.grad;
-      for (int j = 0; j < 3; ++j) k.s[j] = o.state[j];
-      k.numel = o.numel;
-      k.step_dev = o.step_dev;
-      std::memcpy(k.k, o.k, sizeof(k.k));
-      std::memcpy(k.h, o.h, sizeof(k.h));
-      std::memcpy(k.b, o.b, sizeof(k.b));
-      k.flags = o.flags;
-      const int head = common_head<T>(o);
-      k.scalar = head < 0;
-      k.head = k.scalar ? 0 : (int64_t(head) < o.numel ? head : int(o.numel));
-      const int64_t body = o.numel - k.head;
-      const int64_t chunks = body > 0 ? (body + CE - 1) / CE : 1;
-      k.chunk0 = L.chunks;
-      L.chunks += chunks;
-      if (++L.n == kMaxTensors) flush();
-    }
-    flush();
+    pack_and_run(
+        slots, n,
+        [&](const OptSlot& o, KSlot& k) -> int64_t {
+          const int head = common_head<T>(o);
+          k.scalar = head < 0;
+          k.head = k.scalar ? 0 : (int64_t(head) < o.numel ? head : int(o.numel));
+          const int64_t body = o.numel - k.head;
+          return body > 0 ? (body + CE - 1) / CE : 1;
+        },
+        [&](const Launch& L) {
+          with_kind(kind, [&](auto kk) {
+            constexpr OptKind K = decltype(kk)::value;
+            static int cache[64] = {0};
+            launch_persistent(optimizer_kernel<K, T>, cache, L, grad_scale, found_inf, s);
+          });
+        });
   });
 }
 
