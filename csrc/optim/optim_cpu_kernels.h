@@ -44,7 +44,7 @@ template <bool Signed> FASTNN_INLINE __m512 q8_decode16(const uint8_t* q, __m512
   // code's, so its add is an or, and the magnitude's mask goes in the same ternary op.
   const __m512i nb = _mm512_ternarylogic_epi32(_mm512_slli_epi32(u, 20), _mm512_set1_epi32(Signed ? 0x07F00000 : 0x0FF00000),
                                                _mm512_set1_epi32(int((127u - Q::kEmax) << 23)), 0xEA);  // a & b | c
-  // Exponent field 0 (subnormal codes): m 2^-(Emax+2) = 2 (2^(1-Emax) (1 + m/8)) - 2^(1-Emax), exactly.
+  // Exponent field 0 (subnormal codes): m 2^-(Emax+2) = 2 (2^-Emax (1 + m/8)) - 2^(1-Emax), exactly.
   const __mmask16 sub = _mm512_testn_epi32_mask(u, _mm512_set1_epi32(Signed ? 0x78 : 0xF8));
   __m512 v = _mm512_mask_fmsub_ps(_mm512_castsi512_ps(nb), sub, _mm512_set1_ps(2.f), _mm512_set1_ps(Q::kNormalMin));
   if (Signed)  // the code's sign bit moved to the float's: a | b & c
