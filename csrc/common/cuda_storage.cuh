@@ -25,7 +25,6 @@ template <> __host__ __device__ __forceinline__ double st<double>(double v) { re
 template <> __host__ __device__ __forceinline__ __half st<__half>(float v) { return __float2half_rn(v); }
 template <> __host__ __device__ __forceinline__ __nv_bfloat16 st<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
-// load/store as a type, for code shared with the CPU launchers (optim_functors.h).
 // Stochastic rounding to bf16 as the CPU's store_bf16_stochastic (storage.h), bit for bit: the 16
 // random bits added below the kept ones, then truncated; NaN stays NaN.
 template <class T> __host__ __device__ __forceinline__ T st_stochastic(acc_t<T> v, uint32_t) { return st<T>(v); }
@@ -40,6 +39,7 @@ template <> __host__ __device__ __forceinline__ __nv_bfloat16 st_stochastic<__nv
   return __nv_bfloat16(r);
 }
 
+// load/store as a type, for code shared with the CPU launchers (optim_functors.h).
 struct CudaIO {
   template <class T> static __host__ __device__ __forceinline__ acc_t<T> ld(T v) { return cuda_detail::ld(v); }
   template <class T> static __host__ __device__ __forceinline__ T st(acc_t<T> v) { return cuda_detail::st<T>(v); }

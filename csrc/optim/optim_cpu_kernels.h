@@ -129,27 +129,24 @@ template <bool Signed> FASTNN_INLINE void q8_decode_run(const uint8_t* __restric
 // Encodes n <= kQ8Block values whose largest finite magnitude has the bits amax_bits; returns the scale.
 template <bool Signed> FASTNN_INLINE float q8_encode_run(const float* __restrict v, int64_t n, uint8_t* __restrict out,
                                                          uint32_t amax_bits) {
-#if FASTNN_VEC_BYTES == 64 || FASTNN_VEC_BYTES == 32
   float inv;
   const float scale = q8_block_scale<Signed>(amax_bits, &inv);
-  if (inv != 0.f) {
-    int64_t j = 0;
+  int64_t j = 0;
+  if (inv != 0.f) {  // tiny and huge blocks divide instead: the scalar codec below
 #if FASTNN_VEC_BYTES == 64
     const __m512 iv = _mm512_set1_ps(inv);
     for (; j + 16 <= n; j += 16)
       _mm_storeu_si128((__m128i*)(out + j), _mm512_cvtusepi32_epi8(q8_encode16<Signed>(_mm512_loadu_ps(v + j), iv)));
-#else
+#elif FASTNN_VEC_BYTES == 32
     const __m256 iv = _mm256_set1_ps(inv);
     for (; j + 32 <= n; j += 32)
       _mm256_storeu_si256((__m256i*)(out + j),
                           q8_pack32(q8_encode8<Signed>(_mm256_loadu_ps(v + j), iv), q8_encode8<Signed>(_mm256_loadu_ps(v + j + 8), iv),
                                     q8_encode8<Signed>(_mm256_loadu_ps(v + j + 16), iv), q8_encode8<Signed>(_mm256_loadu_ps(v + j + 24), iv)));
 #endif
-    for (; j < n; ++j) out[j] = q8_encode<Signed>(v[j], std::fabs(v[j]) * inv);
-    return scale;
   }
-#endif
-  return q8_encode_block_scalar<Signed>(v, n, out, amax_bits);
+  for (; j < n; ++j) out[j] = q8_encode_value<Signed>(v[j], scale, inv);
+  return scale;
 }
 
 // One block of kQ8Block elements (n <= kQ8Block: the tensor's last block may be partial), starting
@@ -206,22 +203,14 @@ void update_range(const OptSlot& s, int64_t b, int64_t e, const float* gs) {
   if constexpr (std::is_same<S, uint8_t>::value) {  // 8-bit state: whole blocks (b is block-aligned)
     uint8_t* const q[3] = {(uint8_t*)s.state[0], (uint8_t*)s.state[1], (uint8_t*)s.state[2]};
     float* const qs[3] = {s.qscale[0], s.qscale[1], s.qscale[2]};
-    for (int64_t b0 = b; b0 < e; b0 += kQ8Block) {
-      if constexpr (SR)
-        update_block_q8<K, CpuIO>(F, c, p, g, q, qs, b0, imin(kQ8Block, e - b0), scale, StochasticStore{s.sr_key});
-      else
-        update_block_q8<K, CpuIO>(F, c, p, g, q, qs, b0, imin(kQ8Block, e - b0), scale);
-    }
+    for (int64_t b0 = b; b0 < e; b0 += kQ8Block)
+      update_block_q8<K, CpuIO>(F, c, p, g, q, qs, b0, imin(kQ8Block, e - b0), scale, make_store<SR>(s.sr_key));
   } else {
     S* __restrict s0 = (S*)s.state[0];
     S* __restrict s1 = (S*)s.state[1];
     S* __restrict s2 = (S*)s.state[2];
-    if constexpr (SR) {
-      const StochasticStore st{s.sr_key};
-      for (int64_t i = b; i < e; ++i) update_element<K, CpuIO>(F, c, p, g, s0, s1, s2, i, scale, st);
-    } else {
-      for (int64_t i = b; i < e; ++i) update_element<K, CpuIO>(F, c, p, g, s0, s1, s2, i, scale);
-    }
+    const auto st = make_store<SR>(s.sr_key);
+    for (int64_t i = b; i < e; ++i) update_element<K, CpuIO>(F, c, p, g, s0, s1, s2, i, scale, st);
   }
 }
 

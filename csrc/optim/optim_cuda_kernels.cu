@@ -256,8 +256,7 @@ __global__ void __launch_bounds__(kThreads) compact_kernel(const __grid_constant
     const int64_t begin = (chunk - s.chunk0) * kCompactChunk;
     const int64_t end = begin + kCompactChunk < s.numel ? begin + kCompactChunk : s.numel;
     for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) {
-      if constexpr (SR) update_element<K, CudaIO>(F, c, p, g, s0, s1, s2, i, scale, StochasticStore{s.sr_key});
-      else update_element<K, CudaIO>(F, c, p, g, s0, s1, s2, i, scale);
+      update_element<K, CudaIO>(F, c, p, g, s0, s1, s2, i, scale, make_store<SR>(s.sr_key));
     }
   }
 }
@@ -293,13 +292,9 @@ __global__ void __launch_bounds__(kThreads) q8_kernel(const __grid_constant__ La
       for (int j = 0; j < 3; ++j)
         if (reads_state<K>(F, j)) v[j] = s.qs[j][blk] * q8_decode_state<K>(j, q[j][i]);
       apply_rule<K>(F, c, pp, gg, v[0], v[1], v[2]);
-      if constexpr (SR) {
-        StochasticStore st{s.sr_key};
-        st.at(i);
-        p[i] = st.template store<CudaIO, T>(pp, 0);
-      } else {
-        p[i] = CudaIO::st<T>(pp);
-      }
+      auto st = make_store<SR>(s.sr_key);
+      st.at(i);
+      p[i] = st.template store<CudaIO, T>(pp, 0);
     }
     uint32_t am[3];
 #pragma unroll
@@ -325,10 +320,7 @@ __global__ void __launch_bounds__(kThreads) q8_kernel(const __grid_constant__ La
       const bool sg = state_signed<K>(j);
       float inv;
       const float sc = sg ? q8_block_scale<true>(am[j], &inv) : q8_block_scale<false>(am[j], &inv);
-      if (in) {
-        const float x = inv != 0.f ? fabsf(v[j]) * inv : (sc != 0.f ? fabsf(v[j]) / sc : 0.f);
-        q[j][i] = sg ? q8_encode<true>(v[j], x) : q8_encode<false>(v[j], x);
-      }
+      if (in) q[j][i] = sg ? q8_encode_value<true>(v[j], sc, inv) : q8_encode_value<false>(v[j], sc, inv);
       if (threadIdx.x == 0) s.qs[j][blk] = sc;
     }
   }

@@ -302,6 +302,11 @@ struct StochasticStore {
     return IO::template st_stochastic<T>(v, (d & 1 ? h >> 16 : h) & 0xffffu);
   }
 };
+// The store of an update: stochastic (bf16 values, random bits keyed by key) or to nearest.
+template <bool SR> FASTNN_INLINE FASTNN_HD auto make_store(uint64_t key) {
+  if constexpr (SR) return StochasticStore{key};
+  else return NearestStore{};
+}
 
 // One element of one tensor (the CPU launcher, and the CUDA launcher's unaligned head and tail):
 // load (IO::ld, in the compute type C), apply the rule, store back (Store: to nearest by default).
@@ -416,17 +421,18 @@ template <bool Signed> FASTNN_INLINE FASTNN_HD float q8_block_scale(uint32_t ama
 // Encodes the n <= kQ8Block values of one block, whose largest finite magnitude has the bits
 // amax_bits, into out and returns the block's scale. Magnitudes are multiplied by 1 / scale where
 // that is a normal float, else divided by the scale (tiny or huge blocks).
+// The code of value v in a block of this scale (inv as q8_block_scale gives it).
+template <bool Signed> FASTNN_INLINE FASTNN_HD uint8_t q8_encode_value(float v, float scale, float inv) {
+  const float a = q8_float(q8_bits(v) & 0x7FFFFFFFu);  // |v|
+  return q8_encode<Signed>(v, inv != 0.f ? a * inv : (scale != 0.f ? a / scale : 0.f));
+}
+
 template <bool Signed, class V>
 FASTNN_INLINE float q8_encode_block_scalar(const V* __restrict v, int64_t n, uint8_t* __restrict out,
                                            uint32_t amax_bits) {
   float inv;
   const float scale = q8_block_scale<Signed>(amax_bits, &inv);
-  if (inv != 0.f) {
-    for (int64_t j = 0; j < n; ++j) out[j] = q8_encode<Signed>(float(v[j]), std::fabs(float(v[j])) * inv);
-  } else {
-    for (int64_t j = 0; j < n; ++j)
-      out[j] = q8_encode<Signed>(float(v[j]), scale != 0.f ? std::fabs(float(v[j])) / scale : 0.f);
-  }
+  for (int64_t j = 0; j < n; ++j) out[j] = q8_encode_value<Signed>(float(v[j]), scale, inv);
   return scale;
 }
 template <bool Signed, class V> FASTNN_INLINE float q8_encode_block(const V* __restrict v, int64_t n,
