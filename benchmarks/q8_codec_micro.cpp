@@ -92,7 +92,7 @@ int main() {
   std::vector<float> ms(n / 256, 1e-3f), vs(n / 256, 1e-6f);
   for (int64_t i = 0; i < n; ++i) p[i] = nd(r), g[i] = nd(r) * 1e-2f, m[i] = r() & 0x7f, v[i] = r() % 200,
                                   mf[i] = nd(r) * 1e-3f, vf[i] = std::fabs(nd(r)) * 1e-6f;
-  const AdamConsts<float> c{0, 1, 0.1f, 0.9f, true, 0.999f, 0.001f, 0.1f, 1e-8f, -1e-3f};
+  const AdamConsts<float> c{0, 1, 0.1f, 0.9f, true, 0.999f, 0.001f, 0.1f, -10.f, 1e-8f, -1e-3f};
   uint8_t* q[3] = {m.data(), v.data(), nullptr};
   float* qs[3] = {ms.data(), vs.data(), nullptr};
   const double q8 = best_ns(n, 30, [&] {

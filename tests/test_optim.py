@@ -101,6 +101,43 @@ def test_trajectory_is_bitwise_torch(case, dtype, cpu_isa):
             assert torch.equal(v, ob.state[p_b][k]), k
 
 
+def _same_bits(a, b, zero_signs=True):
+    """Equal values, NaN where the other is NaN, and (zero_signs) the same sign of every zero."""
+    same = torch.equal(torch.isnan(a), torch.isnan(b)) and torch.equal(a.nan_to_num(0), b.nan_to_num(0))
+    return bool(same and (not zero_signs or torch.equal(torch.signbit(a) | torch.isnan(a), torch.signbit(b) | torch.isnan(b))))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("betas,eps", [((0.9, 0.999), 1e-8), ((0.5, 0.0), 1e-8), ((0.9, 0.999999), 0.0),
+                                       ((0.0, 0.9), 0.0)], ids=["default", "beta2=0", "beta2~1,eps=0", "eps=0"])
+def test_adam_extreme_moments_bitwise_torch(dtype, betas, eps, cpu_isa):
+    """Adam divides sqrt(v) by sqrt(1 - beta2^t) with three multiply-adds (div_by_const), not the
+    divider: second moments from underflow to overflow (gradients 1e-30 .. 1e20, zeros, a 0 first
+    step with eps = 0, inf) give torch's bits, zeros' signs and NaNs included."""
+    g = torch.Generator().manual_seed(5)
+    n = 4099
+    mags = 10.0 ** torch.empty(n, dtype=torch.float64).uniform_(-30, 20, generator=g)
+    mags[::97] = 0.0
+    pa = torch.nn.Parameter(torch.randn(n, generator=g, dtype=torch.float64).to(dtype))
+    pb = torch.nn.Parameter(pa.detach().clone())
+    with ieee_sqrt():
+        oa = torch.optim.Adam([pa], lr=1e-3, betas=betas, eps=eps, foreach=False)
+        ob = fastnn.optim.Adam([pb], lr=1e-3, betas=betas, eps=eps)
+        for step in range(12):
+            sign = torch.randint(0, 2, (n,), generator=g, dtype=torch.float64) * 2 - 1
+            grad = (sign * mags * torch.rand(n, generator=g, dtype=torch.float64)).to(dtype)
+            if step == 3:
+                grad[::11] = float("inf")
+            pa.grad, pb.grad = grad.clone(), grad.clone()
+            oa.step()
+            ob.step()
+            assert _same_bits(pa.detach(), pb.detach()), f"step {step}"
+            # torch's own lerp gives lerp(0, -0, 1) = -0 in its vector loop and +0 in its tail
+            assert _same_bits(oa.state[pa]["exp_avg"], ob.state[pb]["exp_avg"], zero_signs=False), step
+            assert _same_bits(oa.state[pa]["exp_avg_sq"], ob.state[pb]["exp_avg_sq"]), step
+    assert torch.isnan(pb).any() and torch.isfinite(pb).any()  # the inf path was taken
+
+
 # Against stock torch the only difference is torch's MKL sqrt (1 ulp off on ~1% of elements, which
 # ones depends on the CPU), and how far that drifts in 200 steps depends on the rule (RMSprop divides
 # by the square root of a small running average and amplifies it most). So the bound is measured on

@@ -59,6 +59,20 @@ template <> FASTNN_INLINE FASTNN_HD float sqrt_<float>(float x) {
 #endif
 }
 
+// RN(a / b) for a divisor fixed for a whole tensor, given nb = RN(-1 / b): q0 = RN(a / b) within an
+// ulp, the remainder r = q0 b - a exact by one fma, and q0 - r / b rounded once is RN(a / b)
+// (Markstein's theorem; it needs no overflow or underflow, which Adam's a = sqrt(v) in [2^-75, 2^64]
+// and b = sqrt(1 - beta2^t) in (0, 1] rule out; benchmarks/adam_div_check.cpp checks every float a
+// against the division). Three multiply-adds in place of a division: the divider is most of the
+// 8-bit Adam step's time on the CPU. a = inf or NaN makes r NaN, and q0 is then the quotient; the
+// signs of fma(q0, b, -a) and fma(r, nb, q0) keep a = -0's quotient -0.
+template <class C> FASTNN_INLINE FASTNN_HD C div_by_const(C a, C b, C nb) {
+  const C q0 = a * -nb;
+  const C r = fma_(q0, b, -a);
+  const C q = fma_(r, nb, q0);
+  return r != r ? q0 : q;
+}
+
 // torch.lerp(start, end, w): two forms, chosen by |w| < 0.5, both fused.
 template <class C> FASTNN_INLINE FASTNN_HD C lerp(C s, C e, C w, C one_minus_w, bool small) {
   C d = e - s;
@@ -71,7 +85,7 @@ template <class C> struct AdamConsts {
   C w1, one_minus_w1;     // lerp weight 1 - beta1
   bool w1_small;
   C beta2, omb2;          // beta2, 1 - beta2
-  C bc2_sqrt, eps, neg_step_size;
+  C bc2_sqrt, neg_inv_bc2_sqrt, eps, neg_step_size;  // neg_inv_bc2_sqrt = RN(-1 / bc2_sqrt)
 };
 
 // F: OptFlag bits; a compile-time constant on the CPU (branches fold away), per tensor on the GPU.
@@ -90,7 +104,7 @@ FASTNN_INLINE FASTNN_HD void adam(const int F, const AdamConsts<C>& k, C& p, C g
     vmax = vmax > v ? vmax : (vmax != vmax ? vmax : v);  // torch.maximum propagates NaN
     u = vmax;
   }
-  C denom = sqrt_(u) / k.bc2_sqrt + k.eps;
+  C denom = div_by_const(sqrt_(u), k.bc2_sqrt, k.neg_inv_bc2_sqrt) + k.eps;  // = sqrt(u) / bc2_sqrt + eps
   p = p + (k.neg_step_size * m) / denom;
 }
 
@@ -199,7 +213,8 @@ template <class C> FASTNN_INLINE FASTNN_HD AdamConsts<C> adam_consts(const doubl
   AdamConsts<C> c;
   c.wd = (C)k[0]; c.decay_keep = (C)k[1]; c.w1 = (C)k[2]; c.one_minus_w1 = C(1) - c.w1;
   c.w1_small = (c.w1 < 0 ? -c.w1 : c.w1) < C(0.5);
-  c.beta2 = (C)k[3]; c.omb2 = (C)k[4]; c.bc2_sqrt = (C)k[5]; c.eps = (C)k[6]; c.neg_step_size = (C)k[7];
+  c.beta2 = (C)k[3]; c.omb2 = (C)k[4]; c.bc2_sqrt = (C)k[5]; c.eps = (C)k[6];
+  c.neg_inv_bc2_sqrt = C(-1) / c.bc2_sqrt; c.neg_step_size = (C)k[7];
   return c;
 }
 template <class C> FASTNN_INLINE FASTNN_HD RmspropConsts<C> rmsprop_consts(const double* k) {
