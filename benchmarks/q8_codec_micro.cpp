@@ -110,5 +110,5 @@ int main() {
     for (int64_t i = 0; i < n; ++i) a[i] = a[i] / (b[i] + 2.f);
   });
   printf("Adam, one thread, in cache: 8-bit state %.3f ns/param, float32 state %.3f; square root %.3f, "
-         "division %.3f ns/value (the rule has one root and two divisions)\n", q8, f32, sq, dv);
+         "division %.3f ns/value (the rule has one root and one division; the bias correction is multiply-adds)\n", q8, f32, sq, dv);
 }

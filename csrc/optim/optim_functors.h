@@ -2,8 +2,9 @@
 //
 // Each rule repeats torch.optim's single-tensor (foreach=False) arithmetic operation by operation,
 // including where ATen's kernels fuse a multiply-add (add with alpha, addcmul and lerp are fma;
-// addcdiv is not), so float64 trajectories agree with torch bit for bit. Scalars arrive already
-// rounded to the compute type, as ATen rounds a Python scalar argument.
+// addcdiv is not), so float64 trajectories agree with torch bit for bit (Adam's division by the bias
+// correction takes another route to the same correctly rounded quotient: div_by_const). Scalars
+// arrive already rounded to the compute type, as ATen rounds a Python scalar argument.
 #pragma once
 #include <cmath>
 #include <cstdint>
