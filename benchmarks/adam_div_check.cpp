@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <utility>
 #include <vector>
 #include <omp.h>
 #include "optim/optim_functors.h"
@@ -44,6 +45,22 @@ static void sweep(float b, long* in, long* out) {
   *in += i0, *out += o0;
 }
 
+// Mismatches over rounds x 1024 random (a, b) pairs from make(generator).
+template <class T, class U, class Make> static long random_pairs(int64_t rounds, uint64_t seed, Make make) {
+  long bad = 0;
+#pragma omp parallel reduction(+ : bad)
+  {
+    std::mt19937_64 g(seed + 17 * (uint64_t)omp_get_thread_num());
+#pragma omp for
+    for (int64_t k = 0; k < rounds; ++k)
+      for (int j = 0; j < 1024; ++j) {
+        const auto [a, b] = make(g);
+        bad += bits<T, U>(div_by_const(a, b, T(-1) / b)) != bits<T, U>(a / b);
+      }
+  }
+  return bad;
+}
+
 int main() {
   std::vector<float> bs;
   for (double b2 : {0.999, 0.99, 0.95, 0.9, 0.98, 0.9999, 0.5, 0.0, 0.999999})
@@ -55,36 +72,22 @@ int main() {
   for (float b : bs) sweep(b, &in, &out);
   printf("float, %zu divisors x every a in [0, inf]: %ld mismatches in range, %ld outside it\n", bs.size(), in, out);
 
-  long fin = 0;
-#pragma omp parallel reduction(+ : fin)
-  {
-    std::mt19937_64 g(1234 + 17 * (uint64_t)omp_get_thread_num());
-#pragma omp for
-    for (int64_t k = 0; k < (1 << 20); ++k)
-      for (int j = 0; j < 1024; ++j) {
-        const uint64_t x = g();
-        const float b = std::ldexp(1.f + float(x & 0x7fffff) / 8388608.f, -int((x >> 23) % 28));
-        const float b1 = b > 1.f ? 1.f : b;
-        const uint32_t au = 0x1a000000u + uint32_t((x >> 32) % (0x5f800000u - 0x1a000000u + 1));
-        float a; std::memcpy(&a, &au, 4);
-        fin += bits<float, uint32_t>(div_by_const(a, b1, -1.f / b1)) != bits<float, uint32_t>(a / b1);
-      }
-  }
+  long fin = random_pairs<float, uint32_t>(1 << 20, 1234, [](std::mt19937_64& g) {
+    const uint64_t x = g();
+    const float b = std::ldexp(1.f + float(x & 0x7fffff) / 8388608.f, -int((x >> 23) % 28));
+    const uint32_t au = 0x1a000000u + uint32_t((x >> 32) % (0x5f800000u - 0x1a000000u + 1));  // 2^-75 .. 2^64
+    float a;
+    std::memcpy(&a, &au, 4);
+    return std::pair<float, float>(a, b > 1.f ? 1.f : b);
+  });
   printf("float, 2^30 random (a, b) pairs: %ld mismatches\n", fin);
 
-  long din = 0;
-#pragma omp parallel reduction(+ : din)
-  {
-    std::mt19937_64 g(99 + 31 * (uint64_t)omp_get_thread_num());
-#pragma omp for
-    for (int64_t k = 0; k < (1 << 18); ++k)
-      for (int j = 0; j < 1024; ++j) {
-        const uint64_t x = g(), y = g();
-        const double b = std::ldexp(1.0 + double(x >> 12) / 4503599627370496.0, -int(y % 28));
-        const double a = std::ldexp(1.0 + double(y >> 12) / 4503599627370496.0, int((x & 0x3ff) % 1049) - 537);
-        din += bits<double, uint64_t>(div_by_const(a, b, -1.0 / b)) != bits<double, uint64_t>(a / b);
-      }
-  }
+  const long din = random_pairs<double, uint64_t>(1 << 18, 99, [](std::mt19937_64& g) {
+    const uint64_t x = g(), y = g();
+    const double b = std::ldexp(1.0 + double(x >> 12) / 4503599627370496.0, -int(y % 28));
+    const double a = std::ldexp(1.0 + double(y >> 12) / 4503599627370496.0, int((x & 0x3ff) % 1049) - 537);
+    return std::pair<double, double>(a, b);
+  });
   printf("double, 2^28 random (a, b) pairs: %ld mismatches\n", din);
   for (double a : {0.0, -0.0, double(INFINITY), double(NAN)}) {
     const float af = float(a);
