@@ -1,20 +1,5 @@
 // The CPU kernels compiled for one instruction set (avx2); cpu_isa.cpp picks a table at run time.
-// System headers first: the target pragma below must only widen our own (namespaced) code.
-// GCC 12 reports -Wmaybe-uninitialized inside its own AVX-512 intrinsics once they are inlined
-// (the _mm*_undefined idiom; GCC bug 105593, fixed in 13): silenced for these headers' lines only.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-
-#include <cmath>
-#include <cstdint>
-#include <cstring>
-#include <new>
-
-#pragma GCC target("avx2,fma,f16c,bmi2")
-#define FASTNN_ISA_NS avx2
-#define FASTNN_VEC_BYTES 32
+#include "isa_avx2.h"
 #include "../linear_act/linear_act_cpu_kernels.h"
 #include "../optim/optim_cpu_kernels.h"
 #include "../mlp/mlp_cpu_kernels.h"

@@ -214,27 +214,14 @@ void update_range(const OptSlot& s, int64_t b, int64_t e, const float* gs) {
   }
 }
 
-template <class T, class S, bool SR>
-FASTNN_INLINE void run_range(OptKind kind, const OptSlot& s, int64_t b, int64_t e, const float* gs) {
+template <OptKind K, class T, class S, bool SR>
+FASTNN_INLINE void run_range(const OptSlot& s, int64_t b, int64_t e, const float* gs) {
   const int f = s.flags | (gs ? kUnscale : 0);
-  switch (kind) {
-    case OptKind::Adam:
-      with_flags<0, kMaximize, kWeightDecay, kAmsgrad, kDecoupled, kUnscale>(
-          f, [&](auto F) { update_range<T, S, OptKind::Adam, decltype(F)::value, SR>(s, b, e, gs); });
-      break;
-    case OptKind::RMSprop:
-      with_flags<0, kMaximize, kWeightDecay, kCentered, kMomentum, kUnscale>(
-          f, [&](auto F) { update_range<T, S, OptKind::RMSprop, decltype(F)::value, SR>(s, b, e, gs); });
-      break;
-    case OptKind::SGD:
-      with_flags<0, kMaximize, kWeightDecay, kMomentum, kNesterov, kFirstStep, kUnscale>(
-          f, [&](auto F) { update_range<T, S, OptKind::SGD, decltype(F)::value, SR>(s, b, e, gs); });
-      break;
-    case OptKind::Adagrad:
-      with_flags<0, kMaximize, kWeightDecay, kUnscale>(
-          f, [&](auto F) { update_range<T, S, OptKind::Adagrad, decltype(F)::value, SR>(s, b, e, gs); });
-      break;
-  }
+  auto run = [&](auto F) { update_range<T, S, K, decltype(F)::value, SR>(s, b, e, gs); };
+  if constexpr (K == OptKind::Adam) with_flags<0, kMaximize, kWeightDecay, kAmsgrad, kDecoupled, kUnscale>(f, run);
+  else if constexpr (K == OptKind::RMSprop) with_flags<0, kMaximize, kWeightDecay, kCentered, kMomentum, kUnscale>(f, run);
+  else if constexpr (K == OptKind::SGD) with_flags<0, kMaximize, kWeightDecay, kMomentum, kNesterov, kFirstStep, kUnscale>(f, run);
+  else with_flags<0, kMaximize, kWeightDecay, kUnscale>(f, run);
 }
 
 template <class A, class B> constexpr bool kSameType = false;
@@ -246,8 +233,8 @@ constexpr bool kStatePair = kSameType<T, S> || (kSameType<T, float> && kSameType
                             (kSameType<T, bf16_t> && kSameType<S, float>);
 template <class T, class S> constexpr bool kAnyBf16 = kSameType<T, bf16_t> || kSameType<S, bf16_t>;
 
-template <class T, class S, bool SR>
-void step_typed(OptKind kind, const OptSlot* slots, int64_t nslots, const float* gs) {
+template <OptKind K, class T, class S, bool SR>
+void step_typed(const OptSlot* slots, int64_t nslots, const float* gs) {
   // 8-bit state: each tensor padded to whole blocks in the index space split below, and split
   // points on block boundaries, so every block is one thread's (and its scale written once).
   constexpr int64_t kAlign = std::is_same<S, uint8_t>::value ? kQ8Block : 64;
@@ -269,37 +256,66 @@ void step_typed(OptKind kind, const OptSlot* slots, int64_t nslots, const float*
     for (int64_t i = a; i < nslots && start[i] < hi; ++i) {
       const int64_t b = imax(lo, start[i]) - start[i];
       const int64_t e = imin(imin(hi, start[i + 1]) - start[i], slots[i].numel);
-      if (b < e) run_range<T, S, SR>(kind, slots[i], b, e, gs);
+      if (b < e) run_range<K, T, S, SR>(slots[i], b, e, gs);
     }
   }
 }
 
-// sdtype: the state's storage (a pair kStatePair allows; the wrapper checks); sr: stochastic
-// rounding of bf16 stores (only where something is bf16).
-inline void step(OptKind kind, DType dtype, DType sdtype, bool sr, const OptSlot* slots, int64_t nslots,
-                 const float* gs) {
+// One kind's step. sdtype: the state's storage (a pair kStatePair allows; the wrapper checks); sr:
+// stochastic rounding of bf16 stores (only where something is bf16).
+template <OptKind K>
+void step_kind(DType dtype, DType sdtype, bool sr, const OptSlot* slots, int64_t nslots, const float* gs) {
   dispatch_dtype(dtype, [&](auto ptag) {
     dispatch_dtype(sdtype, [&](auto stag) {
       using T = decltype(ptag);
       using S = decltype(stag);
       if constexpr (kStatePair<T, S>) {
         if constexpr (kAnyBf16<T, S>) {
-          if (sr) return step_typed<T, S, true>(kind, slots, nslots, gs);
+          if (sr) return step_typed<K, T, S, true>(slots, nslots, gs);
         }
-        step_typed<T, S, false>(kind, slots, nslots, gs);
+        step_typed<K, T, S, false>(slots, nslots, gs);
       }
     });
   });
 }
 
 // 8-bit block-wise state of float32 or bf16 parameters (OptSlot::qscale holds the block scales).
-inline void step_q8(OptKind kind, DType dtype, bool sr, const OptSlot* slots, int64_t nslots, const float* gs) {
+template <OptKind K>
+void step_q8_kind(DType dtype, bool sr, const OptSlot* slots, int64_t nslots, const float* gs) {
   if (dtype == DType::F32) {
-    step_typed<float, uint8_t, false>(kind, slots, nslots, gs);
+    step_typed<K, float, uint8_t, false>(slots, nslots, gs);
   } else if (dtype == DType::BF16) {
-    if (sr) step_typed<bf16_t, uint8_t, true>(kind, slots, nslots, gs);
-    else step_typed<bf16_t, uint8_t, false>(kind, slots, nslots, gs);
+    if (sr) step_typed<K, bf16_t, uint8_t, true>(slots, nslots, gs);
+    else step_typed<K, bf16_t, uint8_t, false>(slots, nslots, gs);
   }
+}
+
+// Each kind's kernels are compiled in a translation unit of their own (csrc/cpu_isa/<isa>_optim_<kind>.cpp,
+// FASTNN_OPTIM_KIND_INSTANCES), which the build runs in parallel: together they are most of an ISA's
+// compile time. Everywhere else the header only declares them.
+#define FASTNN_OPTIM_KIND_TEMPLATES(spec, K)                                                           \
+  spec template void step_kind<OptKind::K>(DType, DType, bool, const OptSlot*, int64_t, const float*); \
+  spec template void step_q8_kind<OptKind::K>(DType, bool, const OptSlot*, int64_t, const float*);
+#define FASTNN_OPTIM_KIND_INSTANCES(K)                       \
+  namespace fastnn {                                         \
+  inline namespace FASTNN_ISA_NS {                           \
+  namespace optim_cpu {                                      \
+  FASTNN_OPTIM_KIND_TEMPLATES(, K)                           \
+  }                                                          \
+  }                                                          \
+  }
+FASTNN_OPTIM_KIND_TEMPLATES(extern, Adam)
+FASTNN_OPTIM_KIND_TEMPLATES(extern, RMSprop)
+FASTNN_OPTIM_KIND_TEMPLATES(extern, SGD)
+FASTNN_OPTIM_KIND_TEMPLATES(extern, Adagrad)
+
+inline void step(OptKind kind, DType dtype, DType sdtype, bool sr, const OptSlot* slots, int64_t nslots,
+                 const float* gs) {
+  with_kind(kind, [&](auto K) { step_kind<decltype(K)::value>(dtype, sdtype, sr, slots, nslots, gs); });
+}
+
+inline void step_q8(OptKind kind, DType dtype, bool sr, const OptSlot* slots, int64_t nslots, const float* gs) {
+  with_kind(kind, [&](auto K) { step_q8_kind<decltype(K)::value>(dtype, sr, slots, nslots, gs); });
 }
 
 inline const OptimCpuKernels& table() {

@@ -168,16 +168,6 @@ void launch_persistent(Kern kern, int* cache, const Launch& L, const float* grad
   kern<<<grid, kThreads, 0, s>>>(L, grad_scale, found_inf);
 }
 
-// f(std::integral_constant<OptKind, K>) for the kind named at run time.
-template <class F> void with_kind(OptKind kind, F&& f) {
-  switch (kind) {
-    case OptKind::Adam: f(std::integral_constant<OptKind, OptKind::Adam>{}); break;
-    case OptKind::RMSprop: f(std::integral_constant<OptKind, OptKind::RMSprop>{}); break;
-    case OptKind::SGD: f(std::integral_constant<OptKind, OptKind::SGD>{}); break;
-    case OptKind::Adagrad: f(std::integral_constant<OptKind, OptKind::Adagrad>{}); break;
-  }
-}
-
 // Packs the slots into launches of up to kMaxTensors tensors and runs each: layout(o, k) fills a
 // slot's layout fields and returns its number of chunks.
 template <class Layout, class Run>

@@ -8,6 +8,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include "../common/hd.h"
 
 namespace fastnn {
@@ -249,6 +250,16 @@ template <class C> struct KindConsts<OptKind::SGD, C> {
 template <class C> struct KindConsts<OptKind::Adagrad, C> {
   static FASTNN_INLINE FASTNN_HD AdagradConsts<C> make(const double* k) { return adagrad_consts<C>(k); }
 };
+
+// f(std::integral_constant<OptKind, K>) for the kind named at run time (the launchers' dispatch).
+template <class F> FASTNN_INLINE void with_kind(OptKind kind, F&& f) {
+  switch (kind) {
+    case OptKind::Adam: return f(std::integral_constant<OptKind, OptKind::Adam>{});
+    case OptKind::RMSprop: return f(std::integral_constant<OptKind, OptKind::RMSprop>{});
+    case OptKind::SGD: return f(std::integral_constant<OptKind, OptKind::SGD>{});
+    case OptKind::Adagrad: return f(std::integral_constant<OptKind, OptKind::Adagrad>{});
+  }
+}
 
 // Which of a kind's three state tensors an update reads and writes under flags F (states a kind or
 // its flags do not use are never touched and may be null).

@@ -1,0 +1,4 @@
+// The avx2 optimizer kernels of SGD, apart from avx2.cpp so the build compiles the kinds in parallel.
+#include "isa_avx2.h"
+#include "../optim/optim_cpu_kernels.h"
+FASTNN_OPTIM_KIND_INSTANCES(SGD)
