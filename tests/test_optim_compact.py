@@ -371,6 +371,41 @@ def test_int8_state_is_float32_math_on_the_decoded_state(name, pdtype, cpu_isa):
                     assert torch.equal(st[k], codes), (name, step, k)
 
 
+def test_int8_codes_do_not_depend_on_flush_denormal(cpu_isa):
+    """torch.set_flush_denormal(True) sets FTZ and DAZ on the calling thread only, so an 8-bit step
+    whose blocks run on several threads would flush float32 subnormals in some blocks and not in
+    others. The step and the host quantizer turn both off: the same codes, scales and parameters in
+    either mode."""
+    g = torch.Generator().manual_seed(11)
+    n = 1 << 17  # split across threads
+    # Odd blocks: gradients ~1e-21, so their second moments (~1e-43) are float32 subnormals.
+    tiny = (torch.arange(n) // 256) % 2 == 1
+    grads = [torch.where(tiny, 1e-21, 1.0) * torch.randn(n, generator=g) for _ in range(3)]
+    p0 = torch.randn(n, generator=g)
+    squares = grads[0] ** 2  # (computed outside flush mode)
+
+    def run():
+        p = torch.nn.Parameter(p0.clone())
+        o = fastnn.optim.Adam([p], lr=1e-2, state_dtype="int8")
+        for gr in grads:
+            p.grad = gr.clone()
+            o.step()
+        st = q8_state(o, p)
+        return [p.detach().clone()] + [st[k].clone() for k in sorted(st)] + list(_C.q8_quantize(squares, False))
+
+    plain = run()
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU has no flush-denormal mode")
+    try:
+        flushed = run()
+    finally:
+        torch.set_flush_denormal(False)
+    # what flushing would zero: the tiny blocks' second-moment codes, and the squares' codes
+    assert (plain[3][tiny] != 0).float().mean() > 0.5 and (plain[5][tiny] != 0).float().mean() > 0.5
+    for a, b in zip(plain, flushed):
+        assert torch.equal(a, b)
+
+
 def test_int8_state_bytes_and_threshold():
     big = torch.nn.Parameter(torch.randn(1 << 20))
     small = torch.nn.Parameter(torch.randn(4095))

@@ -14,6 +14,8 @@
 #include <cstring>
 #include <new>
 
+#include "../common/cpu_fp_env.h"  // before any target pragma: not ISA code
+
 #pragma GCC target("avx2,fma,f16c,bmi2")
 #define FASTNN_ISA_NS avx2
 #define FASTNN_VEC_BYTES 32

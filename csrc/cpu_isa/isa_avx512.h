@@ -14,6 +14,8 @@
 #include <cstring>
 #include <new>
 
+#include "../common/cpu_fp_env.h"  // before any target pragma: not ISA code
+
 #pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,f16c,bmi2,prefer-vector-width=512")
 #define FASTNN_ISA_NS avx512
 #define FASTNN_VEC_BYTES 64

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <new>
 
+#include "../common/cpu_fp_env.h"  // before any target pragma: not ISA code
+
 // Baseline x86-64 (SSE2) or whatever the compiler targets by default: runs everywhere.
 #define FASTNN_ISA_NS base
 #define FASTNN_VEC_BYTES 16

@@ -16,6 +16,7 @@
 #include <map>
 #include <tuple>
 
+#include "../common/cpu_fp_env.h"
 #include "../cpu_isa/cpu_isa.h"
 #include "optim_functors.h"
 
@@ -583,6 +584,7 @@ std::tuple<Tensor, Tensor> q8_quantize(const Tensor& values, bool is_signed) {
   const float* v = x.data_ptr<float>();
   uint8_t* c = codes.data_ptr<uint8_t>();
   float* sc = scales.data_ptr<float>();
+  const KeepSubnormals subnormals_kept;
   for (int64_t b0 = 0; b0 < n; b0 += B)
     sc[b0 / B] = optim_rules::q8_encode_block(is_signed, v + b0, std::min(B, n - b0), c + b0);
   return {codes.to(values.device()), scales.to(values.device())};
