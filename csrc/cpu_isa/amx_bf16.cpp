@@ -5,18 +5,7 @@
 // tested on any CPU with AVX512_BF16 (slow: for tests only). linear_act and the optimizers have no
 // AMX kernels (linear_act's bf16 GEMMs are torch's, which use AMX itself); those entries are the
 // avx512_bf16 table's. Float32 and float64 chains go to the avx512_bf16 table too.
-// System headers first: the target pragma below must only widen our own (namespaced) code.
-// GCC 12 reports -Wmaybe-uninitialized inside its own AVX-512 intrinsics once they are inlined
-// (the _mm*_undefined idiom; GCC bug 105593, fixed in 13): silenced for these headers' lines only.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-
-#include <cmath>
-#include <cstdint>
-#include <cstring>
-#include <new>
+#include "isa_prelude.h"
 
 #pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c,bmi2,amx-tile,amx-bf16,prefer-vector-width=512")
 #define FASTNN_ISA_NS amx_bf16

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <type_traits>
 #include <omp.h>
-// With FASTNN_VEC_BYTES 64 or 32 the translation unit has included <immintrin.h> before its target pragma.
+// The translation unit has included cpu_isa/isa_prelude.h (<immintrin.h>, cpu_fp_env.h) before its target pragma.
 
 #include "../common/cpu_fp_env.h"
 #include "../common/storage.h"
@@ -150,11 +150,6 @@ template <bool Signed> FASTNN_INLINE float q8_encode_run(const float* __restrict
   return scale;
 }
 
-FASTNN_INLINE uint32_t q8_abs_bits_max(uint32_t a, float v) {
-  const uint32_t b = q8_bits(v) & 0x7FFFFFFFu;
-  return b > a ? b : a;
-}
-
 // One block of kQ8Block elements (n <= kQ8Block: the tensor's last block may be partial), starting
 // at element b0: decode the states it reads, run the rule in C over the block (tracking each new
 // state's largest magnitude), store the parameter, then re-scale and encode each written state.
@@ -185,8 +180,6 @@ FASTNN_UNROLL
     C v1 = reads_state<K>(F, 1) ? n1[j] : C(0);
     C v2 = reads_state<K>(F, 2) ? n2[j] : C(0);
     apply_rule<K>(F, c, pp, gg, v0, v1, v2);
-    // The largest |v| bits, NaN and inf included (one integer maximum); a block that had any
-    // (bits above FLT_MAX's) takes the finite maximum below.
     if (writes_state<K>(F, 0)) n0[j] = v0, amax[0] = q8_abs_bits_max(amax[0], v0);
     if (writes_state<K>(F, 1)) n1[j] = v1, amax[1] = q8_abs_bits_max(amax[1], v1);
     if (writes_state<K>(F, 2)) n2[j] = v2, amax[2] = q8_abs_bits_max(amax[2], v2);
@@ -195,12 +188,9 @@ FASTNN_UNROLL
 FASTNN_UNROLL
   for (int s = 0; s < 3; ++s)
     if (writes_state<K>(F, s)) {
-      if (amax[s] > 0x7F7FFFFFu) {
-        amax[s] = 0;
-        for (int64_t j = 0; j < n; ++j) amax[s] = q8_amax_step(amax[s], nv[s][j]);
-      }
-      qs[s][blk] = state_signed<K>(s) ? q8_encode_run<true>(nv[s], n, q[s] + b0, amax[s])
-                                      : q8_encode_run<false>(nv[s], n, q[s] + b0, amax[s]);
+      const uint32_t finite = q8_finite_amax(amax[s], nv[s], n);
+      qs[s][blk] = state_signed<K>(s) ? q8_encode_run<true>(nv[s], n, q[s] + b0, finite)
+                                      : q8_encode_run<false>(nv[s], n, q[s] + b0, finite);
     }
 }
 
@@ -257,8 +247,7 @@ void step_typed(const OptSlot* slots, int64_t nslots, const float* gs) {
   const int nt = total >= kParallelMinElems ? omp_get_max_threads() : 1;
 #pragma omp parallel num_threads(nt)
   {
-    std::conditional_t<std::is_same<S, uint8_t>::value, KeepSubnormals, int> subnormals_kept{};
-    (void)subnormals_kept;
+    [[maybe_unused]] std::conditional_t<std::is_same<S, uint8_t>::value, KeepSubnormals, int> subnormals_kept{};
     const int64_t t = omp_get_thread_num(), T_ = omp_get_num_threads();
     // Split points rounded to 64 elements so no two threads write into one cache line.
     const int64_t lo = t == 0 ? 0 : (total * t / T_) & ~(kAlign - 1);

@@ -436,6 +436,22 @@ FASTNN_INLINE FASTNN_HD uint32_t q8_amax_step(uint32_t amax_bits, float v) {
   return k > amax_bits ? k : amax_bits;                       // only an unconditional maximum
 }
 
+// The largest bit pattern of |v| so far, NaN and inf included: one unconditional integer maximum
+// per value (half the vector ops of q8_amax_step), for loops that finish with q8_finite_amax.
+FASTNN_INLINE FASTNN_HD uint32_t q8_abs_bits_max(uint32_t a, float v) {
+  const uint32_t b = q8_bits(v) & 0x7FFFFFFFu;
+  return b > a ? b : a;
+}
+// The largest finite magnitude's bits of the n values v, given abs_max_bits = q8_abs_bits_max over
+// them: that, unless they held a NaN or inf (bits above FLT_MAX's), which is rare and takes a
+// second pass of q8_amax_step.
+template <class V> FASTNN_INLINE uint32_t q8_finite_amax(uint32_t abs_max_bits, const V* v, int64_t n) {
+  if (abs_max_bits <= 0x7F7FFFFFu) return abs_max_bits;
+  uint32_t a = 0;
+  for (int64_t j = 0; j < n; ++j) a = q8_amax_step(a, float(v[j]));
+  return a;
+}
+
 // The scale of a block whose largest finite magnitude has the bits amax_bits: that magnitude over
 // the top code's value. inv: its reciprocal where that is a normal float (else 0: divide instead).
 template <bool Signed> FASTNN_INLINE FASTNN_HD float q8_block_scale(uint32_t amax_bits, float* inv) {
@@ -445,15 +461,15 @@ template <bool Signed> FASTNN_INLINE FASTNN_HD float q8_block_scale(uint32_t ama
   return amax / Q8Code<Signed>::kTopValue;
 }
 
-// Encodes the n <= kQ8Block values of one block, whose largest finite magnitude has the bits
-// amax_bits, into out and returns the block's scale. Magnitudes are multiplied by 1 / scale where
-// that is a normal float, else divided by the scale (tiny or huge blocks).
 // The code of value v in a block of this scale (inv as q8_block_scale gives it).
 template <bool Signed> FASTNN_INLINE FASTNN_HD uint8_t q8_encode_value(float v, float scale, float inv) {
   const float a = q8_float(q8_bits(v) & 0x7FFFFFFFu);  // |v|
   return q8_encode<Signed>(v, inv != 0.f ? a * inv : (scale != 0.f ? a / scale : 0.f));
 }
 
+// Encodes the n <= kQ8Block values of one block, whose largest finite magnitude has the bits
+// amax_bits, into out and returns the block's scale. Magnitudes are multiplied by 1 / scale where
+// that is a normal float, else divided by the scale (tiny or huge blocks).
 template <bool Signed, class V>
 FASTNN_INLINE float q8_encode_block_scalar(const V* __restrict v, int64_t n, uint8_t* __restrict out,
                                            uint32_t amax_bits) {
@@ -464,9 +480,9 @@ FASTNN_INLINE float q8_encode_block_scalar(const V* __restrict v, int64_t n, uin
 }
 template <bool Signed, class V> FASTNN_INLINE float q8_encode_block(const V* __restrict v, int64_t n,
                                                                     uint8_t* __restrict out) {
-  uint32_t amax_bits = 0;
-  for (int64_t j = 0; j < n; ++j) amax_bits = q8_amax_step(amax_bits, float(v[j]));
-  return q8_encode_block_scalar<Signed>(v, n, out, amax_bits);
+  uint32_t abs_max = 0;
+  for (int64_t j = 0; j < n; ++j) abs_max = q8_abs_bits_max(abs_max, float(v[j]));
+  return q8_encode_block_scalar<Signed>(v, n, out, q8_finite_amax(abs_max, v, n));
 }
 template <class V> FASTNN_INLINE float q8_encode_block(bool is_signed, const V* v, int64_t n, uint8_t* out) {
   return is_signed ? q8_encode_block<true>(v, n, out) : q8_encode_block<false>(v, n, out);
