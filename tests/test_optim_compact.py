@@ -301,8 +301,8 @@ def test_q8_round_trip_within_the_code_bound(signed):
 
 def test_q8_code_is_monotonic_and_round_to_nearest():
     """Every code decodes to a distinct value in order, and every value between two neighbours goes
-    to the nearer one; an exact tie goes up among normal codes and to the even code among subnormal
-    ones (below 2^(1-emax))."""
+    to the nearer one; an exact tie goes up in magnitude, among subnormal codes (below 2^(1-emax))
+    as among normal ones."""
     for signed in (True, False):
         emax, top, _ = Q8_CODE[signed]
         n_codes = 128 if signed else 255  # magnitude codes (the rest: sign and NaN)
@@ -325,9 +325,29 @@ def test_q8_code_is_monotonic_and_round_to_nearest():
         blk[:, 0] = mids.float()
         assert torch.equal(blk[:, 0].double(), mids)
         c, _ = _C.q8_quantize(blk, signed)
-        lo = torch.arange(n_codes - 1)
-        want = torch.where(mids < 2.0 ** (1 - emax), lo + lo % 2, lo + 1)
-        assert torch.equal(c[:, 0].long(), want)
+        assert torch.equal(c[:, 0].long(), torch.arange(1, n_codes))
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_q8_codes_are_the_rounded_subnormal_product(signed):
+    """The codec's definition (csrc/optim/optim_functors.h): x' = |v| / scale * 2^(emax-127) rounded
+    once to float32, subnormals included, then (bits + 2^19) >> 20. Computed here in float64 (the
+    product of two float32 numbers is exact there) and rounded to float32 by torch, on values
+    spread over every code, exact ties and near-ties of the float32 rounding included."""
+    emax, top, _ = Q8_CODE[signed]
+    g = torch.Generator().manual_seed(11)
+    v = torch.randn(64, 256, generator=g, dtype=torch.float64) * torch.logspace(0, -12, 256, dtype=torch.float64)
+    v[:, 0] = 3.0
+    v = v.float()
+    if not signed:
+        v = v.abs()
+    codes, scales = _C.q8_quantize(v, signed)
+    inv = (top / v.abs().amax(dim=1, keepdim=True)).float()       # RN(top / amax), as the kernels round it
+    x = (v.abs().double() * inv.double() * 2.0 ** (emax - 127)).float()
+    assert (x.view(torch.int32) < 2 ** 23).any(), "some codes must be subnormal for this to test them"
+    want = ((x.view(torch.int32).long() + 2 ** 19) >> 20).clamp(max=127 if signed else 254)
+    got = codes.long() & (0x7F if signed else 0xFF)
+    assert torch.equal(got, want)
 
 
 def q8_state(opt, p):
@@ -544,7 +564,8 @@ def test_int8_every_code_and_special_value_same_bits_in_every_table(name, opts, 
     """The vector codecs (AVX2, AVX-512) against the base table's scalar codec, through the step:
     every code of both kinds in one block, blocks with tiny, huge and zero scales, gradients with
     NaN, inf, huge and denormal values, a partial last block; parameters, codes and scales compared
-    bit for bit (NaN included) after three steps."""
+    bit for bit (NaN included) after three steps. Blocks with subnormal codes take the vector
+    tables' normal-float form, the others (most blocks after the first step) the subnormal one."""
     g = torch.Generator().manual_seed(7)
     n = 256 * 6 + 37
     p0 = (torch.randn(n, generator=g) * 3).to(pdtype)
@@ -582,6 +603,17 @@ def test_int8_every_code_and_special_value_same_bits_in_every_table(name, opts, 
     for isa, got in results.items():
         for a, b in zip(ref, got):
             assert torch.equal(_bits(a), _bits(b)), isa
+    # both forms ran: blocks with subnormal codes and blocks without
+    has_sub = []
+    for k in o0._state_keys:
+        codes = dict(sorted(o.state[p].items())).get(k)
+        if codes is None:
+            continue
+        c = torch.nn.functional.pad(codes.flatten().long(), (0, -n % 256)).view(-1, 256)
+        exp_mask = 0x78 if k in ("exp_avg", "grad_avg", "momentum_buffer") else 0xF8  # signed: 4 exponent bits
+        sub = ((c & exp_mask) == 0) & ((c & 7) != 0)
+        has_sub += sub.any(dim=1).tolist()
+    assert any(has_sub) and not all(has_sub)
 
 
 def test_int8_bad_options():

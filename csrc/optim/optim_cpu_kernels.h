@@ -59,19 +59,41 @@ template <bool Signed> FASTNN_INLINE __m512 q8_decode16(const uint8_t* q, __m512
 // 16 codes, as dwords (inv: 1 / the block's scale, a normal float). Finite values never round
 // above the top code; NaN and inf land above it and are clamped to the NaN code (signed) or
 // saturated to it, 0xFF, by the unsigned byte pack (unsigned).
+template <bool Signed> FASTNN_INLINE __m512i q8_sign16(__m512i c, __m512i vb) {
+  if (!Signed) return c;
+  c = _mm512_min_epu32(c, _mm512_set1_epi32(int(Q8Code<Signed>::kNan)));
+  return _mm512_mask_ternarylogic_epi32(c, _mm512_test_epi32_mask(c, c), _mm512_srli_epi32(vb, 24), _mm512_set1_epi32(0x80), 0xF8);
+}
 template <bool Signed> FASTNN_INLINE __m512i q8_encode16(__m512 v, __m512 inv) {
   using Q = Q8Code<Signed>;
   const __m512i vb = _mm512_castps_si512(v);
-  const __m512 x = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_and_si512(vb, _mm512_set1_epi32(0x7FFFFFFF))), inv);
-  __m512i c = _mm512_srli_epi32(_mm512_add_epi32(_mm512_castps_si512(x), _mm512_set1_epi32(int(0x80000u - ((127u - Q::kEmax) << 23)))), 20);
-  const __m512i s = _mm512_sub_epi32(_mm512_castps_si512(_mm512_fmadd_ps(x, _mm512_set1_ps(Q::kSubInv), _mm512_set1_ps(0x1p23f))),
-                                     _mm512_set1_epi32(0x4B000000));
-  c = _mm512_mask_mov_epi32(c, _mm512_cmp_ps_mask(x, _mm512_set1_ps(Q::kNormalMin), _CMP_LT_OQ), s);
-  if (Signed) {
-    c = _mm512_min_epu32(c, _mm512_set1_epi32(int(Q::kNan)));
-    c = _mm512_mask_ternarylogic_epi32(c, _mm512_test_epi32_mask(c, c), _mm512_srli_epi32(vb, 24), _mm512_set1_epi32(0x80), 0xF8);
-  }
-  return c;
+  const __m512 a = _mm512_castsi512_ps(_mm512_and_si512(vb, _mm512_set1_epi32(0x7FFFFFFF)));
+  const __m512 x = _mm512_mul_ps(a, inv);
+  const __m512 kn = _mm512_set1_ps(Q::kNormalMin);
+  // x''s bits plus half a code step: x' normal (x rebiased), or subnormal (the fma's rounding)
+  const __m512i nb = _mm512_add_epi32(_mm512_castps_si512(x), _mm512_set1_epi32(int(0x80000u - ((127u - Q::kEmax) << 23))));
+  const __m512i sb = _mm512_add_epi32(_mm512_castps_si512(_mm512_fmadd_ps(a, inv, kn)), _mm512_set1_epi32(int(0x80000u - q8_bits(Q::kNormalMin))));
+  const __m512i c = _mm512_srli_epi32(_mm512_mask_mov_epi32(nb, _mm512_cmp_ps_mask(x, kn, _CMP_LT_OQ), sb), 20);
+  return q8_sign16<Signed>(c, vb);
+}
+
+// The codec with one multiply a value (the subnormal codec): x' and the code's value differ by the
+// power of two kToSub, so one multiply by the block's inv_sub = inv kToSub (a normal float) encodes
+// and one by sc_sub = sc / kToSub (finite) decodes, with the bits above. Subnormal codes are float32
+// subnormals here, so it runs only on blocks that have none (q8_decode_run, q8_encode_run).
+template <bool Signed> FASTNN_INLINE __m512i q8_encode16_sub(__m512 v, __m512 inv_sub) {
+  const __m512i vb = _mm512_castps_si512(v);
+  const __m512 x = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_and_si512(vb, _mm512_set1_epi32(0x7FFFFFFF))), inv_sub);
+  return q8_sign16<Signed>(_mm512_srli_epi32(_mm512_add_epi32(_mm512_castps_si512(x), _mm512_set1_epi32(0x80000)), 20), vb);
+}
+template <bool Signed> FASTNN_INLINE __m512 q8_decode16_sub(const uint8_t* q, __m512 sc_sub) {
+  const __m128i raw = _mm_loadu_si128((const __m128i*)q);
+  // signed: the sign-extended code shifted to bit 20 has the sign in bits 27-31; bit 31 is kept
+  const __m512i u = Signed ? _mm512_cvtepi8_epi32(raw) : _mm512_cvtepu8_epi32(raw);
+  const __m512i x = Signed ? _mm512_and_si512(_mm512_slli_epi32(u, 20), _mm512_set1_epi32(int(0x87F00000u)))
+                           : _mm512_slli_epi32(u, 20);
+  return _mm512_mask_mul_ps(_mm512_castsi512_ps(_mm512_set1_epi32(0x7FC00000)),
+                            _mm512_cmpneq_epi32_mask(u, _mm512_set1_epi32(Signed ? -128 : 0xFF)), sc_sub, _mm512_castsi512_ps(x));
 }
 #endif
 
@@ -91,21 +113,37 @@ template <bool Signed> FASTNN_INLINE __m256 q8_decode8(const uint8_t* q, __m256 
   return _mm256_mul_ps(sc, v);
 }
 // 8 codes as dwords, each <= 0xFFF (the byte pack saturates unsigned NaN and inf to 0xFF).
+template <bool Signed> FASTNN_INLINE __m256i q8_sign8(__m256i c, __m256i vb) {
+  if (!Signed) return c;
+  c = _mm256_min_epu32(c, _mm256_set1_epi32(int(Q8Code<Signed>::kNan)));
+  const __m256i sign = _mm256_and_si256(_mm256_srli_epi32(vb, 24), _mm256_set1_epi32(0x80));
+  return _mm256_or_si256(c, _mm256_andnot_si256(_mm256_cmpeq_epi32(c, _mm256_setzero_si256()), sign));
+}
 template <bool Signed> FASTNN_INLINE __m256i q8_encode8(__m256 v, __m256 inv) {
   using Q = Q8Code<Signed>;
   const __m256i vb = _mm256_castps_si256(v);
-  const __m256 x = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_and_si256(vb, _mm256_set1_epi32(0x7FFFFFFF))), inv);
-  __m256i c = _mm256_srli_epi32(_mm256_add_epi32(_mm256_castps_si256(x), _mm256_set1_epi32(int(0x80000u - ((127u - Q::kEmax) << 23)))), 20);
-  const __m256i s = _mm256_sub_epi32(_mm256_castps_si256(_mm256_fmadd_ps(x, _mm256_set1_ps(Q::kSubInv), _mm256_set1_ps(0x1p23f))),
-                                     _mm256_set1_epi32(0x4B000000));
-  c = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(c), _mm256_castsi256_ps(s),
-                                           _mm256_cmp_ps(x, _mm256_set1_ps(Q::kNormalMin), _CMP_LT_OQ)));
-  if (Signed) {
-    c = _mm256_min_epu32(c, _mm256_set1_epi32(int(Q::kNan)));
-    const __m256i sign = _mm256_and_si256(_mm256_srli_epi32(vb, 24), _mm256_set1_epi32(0x80));
-    c = _mm256_or_si256(c, _mm256_andnot_si256(_mm256_cmpeq_epi32(c, _mm256_setzero_si256()), sign));
-  }
-  return c;
+  const __m256 a = _mm256_castsi256_ps(_mm256_and_si256(vb, _mm256_set1_epi32(0x7FFFFFFF)));
+  const __m256 x = _mm256_mul_ps(a, inv);
+  const __m256 kn = _mm256_set1_ps(Q::kNormalMin);
+  const __m256i nb = _mm256_add_epi32(_mm256_castps_si256(x), _mm256_set1_epi32(int(0x80000u - ((127u - Q::kEmax) << 23))));
+  const __m256i sb = _mm256_add_epi32(_mm256_castps_si256(_mm256_fmadd_ps(a, inv, kn)), _mm256_set1_epi32(int(0x80000u - q8_bits(Q::kNormalMin))));
+  const __m256i c = _mm256_srli_epi32(_mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(nb), _mm256_castsi256_ps(sb),
+                                                                           _mm256_cmp_ps(x, kn, _CMP_LT_OQ))), 20);
+  return q8_sign8<Signed>(c, vb);
+}
+template <bool Signed> FASTNN_INLINE __m256i q8_encode8_sub(__m256 v, __m256 inv_sub) {
+  const __m256i vb = _mm256_castps_si256(v);
+  const __m256 x = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_and_si256(vb, _mm256_set1_epi32(0x7FFFFFFF))), inv_sub);
+  return q8_sign8<Signed>(_mm256_srli_epi32(_mm256_add_epi32(_mm256_castps_si256(x), _mm256_set1_epi32(0x80000)), 20), vb);
+}
+template <bool Signed> FASTNN_INLINE __m256 q8_decode8_sub(const uint8_t* q, __m256 sc_sub) {
+  const __m128i raw = _mm_loadl_epi64((const __m128i*)q);
+  const __m256i u = Signed ? _mm256_cvtepi8_epi32(raw) : _mm256_cvtepu8_epi32(raw);
+  const __m256i x = Signed ? _mm256_and_si256(_mm256_slli_epi32(u, 20), _mm256_set1_epi32(int(0x87F00000u)))
+                           : _mm256_slli_epi32(u, 20);
+  const __m256 v = _mm256_blendv_ps(_mm256_castsi256_ps(x), _mm256_castsi256_ps(_mm256_set1_epi32(0x7FC00000)),
+                                    _mm256_castsi256_ps(_mm256_cmpeq_epi32(u, _mm256_set1_epi32(Signed ? -128 : 0xFF))));
+  return _mm256_mul_ps(sc_sub, v);
 }
 // 32 codes from 4 vectors of 8, in order (the packs interleave 128-bit lanes; the permute undoes it).
 FASTNN_INLINE __m256i q8_pack32(__m256i a, __m256i b, __m256i c, __m256i d) {
@@ -114,37 +152,98 @@ FASTNN_INLINE __m256i q8_pack32(__m256i a, __m256i b, __m256i c, __m256i d) {
 }
 #endif
 
-template <bool Signed> FASTNN_INLINE void q8_decode_run(const uint8_t* __restrict q, float sc, int64_t n,
-                                                        float* __restrict out) {
+// Whether any of the n codes is subnormal (exponent field 0, mantissa not 0).
+template <bool Signed> FASTNN_INLINE bool q8_any_subnormal_code(const uint8_t* __restrict q, int64_t n) {
+  constexpr int kExp = Signed ? 0x78 : 0xF8;
   int64_t j = 0;
+  bool any = false;
 #if FASTNN_VEC_BYTES == 64
-  const __m512 s = _mm512_set1_ps(sc);
-  for (; j + 16 <= n; j += 16) _mm512_storeu_ps(out + j, q8_decode16<Signed>(q + j, s));
+  for (; j + 64 <= n; j += 64) {
+    const __m512i x = _mm512_loadu_si512((const void*)(q + j));
+    any |= (_mm512_testn_epi8_mask(x, _mm512_set1_epi8(char(kExp))) & _mm512_test_epi8_mask(x, _mm512_set1_epi8(7))) != 0;
+  }
 #elif FASTNN_VEC_BYTES == 32
-  const __m256 s = _mm256_set1_ps(sc);
-  for (; j + 8 <= n; j += 8) _mm256_storeu_ps(out + j, q8_decode8<Signed>(q + j, s));
+  for (; j + 32 <= n; j += 32) {
+    const __m256i x = _mm256_loadu_si256((const __m256i*)(q + j)), z = _mm256_setzero_si256();
+    const __m256i e0 = _mm256_cmpeq_epi8(_mm256_and_si256(x, _mm256_set1_epi8(char(kExp))), z);
+    const __m256i m0 = _mm256_cmpeq_epi8(_mm256_and_si256(x, _mm256_set1_epi8(7)), z);
+    any |= _mm256_movemask_epi8(_mm256_andnot_si256(m0, e0)) != 0;
+  }
+#endif
+  for (; j < n; ++j) any |= (q[j] & kExp) == 0 && (q[j] & 7) != 0;
+  return any;
+}
+
+// The subnormal codec (q8_*_sub) runs on a block only where no multiply of it meets a subnormal
+// operand or result: CPUs that take assists on those (Intel) never pay, and a Zen 4 core, which
+// pays ~9 cycles per vector with subnormal results, neither (benchmarks/RESULTS.md). Decoding: no
+// subnormal code in the block and a scale below kScaleMax. The bits are the same either way;
+// allow_sub = false (benchmarks) keeps to the normal-float form.
+template <bool Signed> FASTNN_INLINE void q8_decode_run(const uint8_t* __restrict q, float sc, int64_t n,
+                                                        float* __restrict out, bool allow_sub = true) {
+  int64_t j = 0;
+#if FASTNN_VEC_BYTES >= 32
+  const bool sub = allow_sub && sc < Q8Code<Signed>::kScaleMax && !q8_any_subnormal_code<Signed>(q, n);
+#else
+  (void)allow_sub;
+#endif
+#if FASTNN_VEC_BYTES == 64
+  if (sub) {
+    const __m512 s = _mm512_set1_ps(sc * Q8Code<Signed>::kFromSub);
+    for (; j + 16 <= n; j += 16) _mm512_storeu_ps(out + j, q8_decode16_sub<Signed>(q + j, s));
+  } else {
+    const __m512 s = _mm512_set1_ps(sc);
+    for (; j + 16 <= n; j += 16) _mm512_storeu_ps(out + j, q8_decode16<Signed>(q + j, s));
+  }
+#elif FASTNN_VEC_BYTES == 32
+  if (sub) {
+    const __m256 s = _mm256_set1_ps(sc * Q8Code<Signed>::kFromSub);
+    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(out + j, q8_decode8_sub<Signed>(q + j, s));
+  } else {
+    const __m256 s = _mm256_set1_ps(sc);
+    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(out + j, q8_decode8<Signed>(q + j, s));
+  }
 #endif
   for (; j < n; ++j) out[j] = sc * q8_decode<Signed>(q[j]);
 }
 
-// Encodes n <= kQ8Block values whose largest finite magnitude has the bits amax_bits; returns the scale.
+template <bool Signed, bool Sub> struct Q8Encoder {
+#if FASTNN_VEC_BYTES == 64
+  static FASTNN_INLINE __m512i at(__m512 v, __m512 iv) { return Sub ? q8_encode16_sub<Signed>(v, iv) : q8_encode16<Signed>(v, iv); }
+#elif FASTNN_VEC_BYTES == 32
+  static FASTNN_INLINE __m256i at(__m256 v, __m256 iv) { return Sub ? q8_encode8_sub<Signed>(v, iv) : q8_encode8<Signed>(v, iv); }
+#endif
+};
+template <class E> FASTNN_INLINE int64_t q8_encode_vectors(const float* __restrict v, int64_t n, uint8_t* __restrict out, float inv) {
+  int64_t j = 0;
+#if FASTNN_VEC_BYTES == 64
+  const __m512 iv = _mm512_set1_ps(inv);
+  for (; j + 16 <= n; j += 16) _mm_storeu_si128((__m128i*)(out + j), _mm512_cvtusepi32_epi8(E::at(_mm512_loadu_ps(v + j), iv)));
+#elif FASTNN_VEC_BYTES == 32
+  const __m256 iv = _mm256_set1_ps(inv);
+  for (; j + 32 <= n; j += 32)
+    _mm256_storeu_si256((__m256i*)(out + j), q8_pack32(E::at(_mm256_loadu_ps(v + j), iv), E::at(_mm256_loadu_ps(v + j + 8), iv),
+                                                       E::at(_mm256_loadu_ps(v + j + 16), iv), E::at(_mm256_loadu_ps(v + j + 24), iv)));
+#else
+  (void)v, (void)n, (void)out, (void)inv;
+#endif
+  return j;
+}
+
+// Encodes n <= kQ8Block values whose largest finite magnitude has the bits amax_bits; returns the
+// scale. min_bits: q8_nonzero_bits_min over them. The subnormal codec where no x' is subnormal (the
+// smallest nonzero magnitude's x is at least 2^(1-Emax)) and inv kToSub is a normal float.
 template <bool Signed> FASTNN_INLINE float q8_encode_run(const float* __restrict v, int64_t n, uint8_t* __restrict out,
-                                                         uint32_t amax_bits) {
+                                                         uint32_t amax_bits, uint32_t min_bits, bool allow_sub = true) {
+  using Q = Q8Code<Signed>;
   float inv;
   const float scale = q8_block_scale<Signed>(amax_bits, &inv);
   int64_t j = 0;
   if (inv != 0.f) {  // tiny and huge blocks divide instead: the scalar codec below
-#if FASTNN_VEC_BYTES == 64
-    const __m512 iv = _mm512_set1_ps(inv);
-    for (; j + 16 <= n; j += 16)
-      _mm_storeu_si128((__m128i*)(out + j), _mm512_cvtusepi32_epi8(q8_encode16<Signed>(_mm512_loadu_ps(v + j), iv)));
-#elif FASTNN_VEC_BYTES == 32
-    const __m256 iv = _mm256_set1_ps(inv);
-    for (; j + 32 <= n; j += 32)
-      _mm256_storeu_si256((__m256i*)(out + j),
-                          q8_pack32(q8_encode8<Signed>(_mm256_loadu_ps(v + j), iv), q8_encode8<Signed>(_mm256_loadu_ps(v + j + 8), iv),
-                                    q8_encode8<Signed>(_mm256_loadu_ps(v + j + 16), iv), q8_encode8<Signed>(_mm256_loadu_ps(v + j + 24), iv)));
-#endif
+    if (allow_sub && inv >= Q::kNormalMin && (min_bits == ~0u || q8_float(min_bits + 1) * inv >= Q::kNormalMin))
+      j = q8_encode_vectors<Q8Encoder<Signed, true>>(v, n, out, inv * Q::kToSub);
+    else
+      j = q8_encode_vectors<Q8Encoder<Signed, false>>(v, n, out, inv);
   }
   for (; j < n; ++j) out[j] = q8_encode_value<Signed>(v[j], scale, inv);
   return scale;
@@ -156,22 +255,23 @@ template <bool Signed> FASTNN_INLINE float q8_encode_run(const float* __restrict
 template <OptKind K, class IO, class T, class Consts, class C, class Store = NearestStore>
 FASTNN_INLINE void update_block_q8(const int F, const Consts& c, T* __restrict p, const T* __restrict g,
                                    uint8_t* const* q, float* const* qs, int64_t b0, int64_t n, C scale,
-                                   Store st = Store()) {
+                                   Store st = Store(), bool allow_sub = true) {
   static_assert(std::is_same<C, float>::value, "8-bit state: float32 math");
   alignas(64) float nv[3][kQ8Block];
   const int64_t blk = b0 / kQ8Block;
 FASTNN_UNROLL
   for (int s = 0; s < 3; ++s)
     if (reads_state<K>(F, s)) {
-      if (state_signed<K>(s)) q8_decode_run<true>(q[s] + b0, qs[s][blk], n, nv[s]);
-      else q8_decode_run<false>(q[s] + b0, qs[s][blk], n, nv[s]);
+      if (state_signed<K>(s)) q8_decode_run<true>(q[s] + b0, qs[s][blk], n, nv[s], allow_sub);
+      else q8_decode_run<false>(q[s] + b0, qs[s][blk], n, nv[s], allow_sub);
     }
   T* __restrict pb = p + b0;
   const T* __restrict gb = g + b0;
   float* __restrict n0 = nv[0];
   float* __restrict n1 = nv[1];
   float* __restrict n2 = nv[2];
-  uint32_t amax[3] = {0, 0, 0};
+  uint32_t amax[3] = {0, 0, 0}, amin[3] = {~0u, ~0u, ~0u};
+  constexpr bool kMin = FASTNN_VEC_BYTES >= 32;  // for the subnormal codec's encoder (q8_encode_run)
   for (int64_t j = 0; j < n; ++j) {
     st.at(b0 + j);
     C pp = IO::ld(pb[j]);
@@ -183,14 +283,17 @@ FASTNN_UNROLL
     if (writes_state<K>(F, 0)) n0[j] = v0, amax[0] = q8_abs_bits_max(amax[0], v0);
     if (writes_state<K>(F, 1)) n1[j] = v1, amax[1] = q8_abs_bits_max(amax[1], v1);
     if (writes_state<K>(F, 2)) n2[j] = v2, amax[2] = q8_abs_bits_max(amax[2], v2);
+    if (kMin && writes_state<K>(F, 0)) amin[0] = q8_nonzero_bits_min(amin[0], v0);
+    if (kMin && writes_state<K>(F, 1)) amin[1] = q8_nonzero_bits_min(amin[1], v1);
+    if (kMin && writes_state<K>(F, 2)) amin[2] = q8_nonzero_bits_min(amin[2], v2);
     pb[j] = st.template store<IO, T>(pp, 0);
   }
 FASTNN_UNROLL
   for (int s = 0; s < 3; ++s)
     if (writes_state<K>(F, s)) {
       const uint32_t finite = q8_finite_amax(amax[s], nv[s], n);
-      qs[s][blk] = state_signed<K>(s) ? q8_encode_run<true>(nv[s], n, q[s] + b0, finite)
-                                      : q8_encode_run<false>(nv[s], n, q[s] + b0, finite);
+      qs[s][blk] = state_signed<K>(s) ? q8_encode_run<true>(nv[s], n, q[s] + b0, finite, amin[s], allow_sub)
+                                      : q8_encode_run<false>(nv[s], n, q[s] + b0, finite, amin[s], allow_sub);
     }
 }
 

@@ -366,9 +366,13 @@ FASTNN_UNROLL
 //   unsigned states (second moments, Adagrad sums): E5M3 (subnormals below 2^-30; top 1.75);
 //     0xFF is NaN. Five exponent bits: sqrt(v) divides the update, so a v that flushed to zero
 //     while its m did not would blow the update up; E5M3 keeps v down to 2^-33 of the block max.
-// Rounding is to nearest by float bit arithmetic, identical on the CPU and in CUDA; a tie rounds up
-// in magnitude among normal codes (one add: the vector encoders' cheapest form) and to even among
-// subnormal ones.
+// A code's bits are those of the float32 x' = code value * 2^(Emax-127) shifted right by 20 (its
+// exponent and top 3 mantissa bits; subnormal codes are float32 subnormals there). Encoding rounds
+// x' = |v| / scale * 2^(Emax-127) once to float32, its subnormals included, then to the code's 3
+// mantissa bits to nearest, a tie up in magnitude (one add before the shift). That definition lets
+// the CPU encode and decode blocks without subnormal codes with one multiply a value (q8_*_sub in
+// optim_cpu_kernels.h), and the normal-float form below (every other block, CUDA, the host) give
+// the same bits.
 constexpr int64_t kQ8Block = 256;
 
 FASTNN_INLINE FASTNN_HD uint32_t q8_bits(float f) {
@@ -387,13 +391,16 @@ FASTNN_INLINE FASTNN_HD float q8_float(uint32_t u) {
 }
 
 template <bool Signed> struct Q8Code;
+// kToSub = 2^(Emax-127): x to x'; kScaleMax = 2^(Emax+1): scales below it times 1 / kToSub are finite.
 template <> struct Q8Code<true> {
   static constexpr uint32_t kEmax = 15, kTop = 0x7F, kNan = 0x80;
-  static constexpr float kTopValue = 1.875f, kNormalMin = 0x1p-14f, kSubQuantum = 0x1p-17f, kSubInv = 0x1p17f;
+  static constexpr float kTopValue = 1.875f, kNormalMin = 0x1p-14f, kSubQuantum = 0x1p-17f;
+  static constexpr float kToSub = 0x1p-112f, kFromSub = 0x1p112f, kScaleMax = 0x1p16f;
 };
 template <> struct Q8Code<false> {
   static constexpr uint32_t kEmax = 31, kTop = 0xFE, kNan = 0xFF;
-  static constexpr float kTopValue = 1.75f, kNormalMin = 0x1p-30f, kSubQuantum = 0x1p-33f, kSubInv = 0x1p33f;
+  static constexpr float kTopValue = 1.75f, kNormalMin = 0x1p-30f, kSubQuantum = 0x1p-33f;
+  static constexpr float kToSub = 0x1p-96f, kFromSub = 0x1p96f, kScaleMax = 0x1p32f;
 };
 
 // The value of a code relative to its block's scale.
@@ -406,23 +413,23 @@ template <bool Signed> FASTNN_INLINE FASTNN_HD float q8_decode(uint32_t c) {
   return c == Q::kNan ? q8_float(0x7FC00000u) : v;
 }
 
-// The code of a finite magnitude x (value / scale), rounded to nearest, at most the top code.
-template <bool Signed> FASTNN_INLINE FASTNN_HD uint32_t q8_encode_mag(float x) {
+// The code of a finite magnitude a (|v|) times inv (1 / scale; x = a inv), rounded as above, at most
+// the top code, with normal floats only: x' = x 2^(Emax-127) is exact where it is normal; below
+// (x < 2^(1-Emax)), fma(a, inv, 2^(1-Emax)) rounds the exact a inv to multiples of that constant's
+// ulp, which is x''s subnormal quantum scaled by 2^(127-Emax): the subnormal product's rounding.
+template <bool Signed> FASTNN_INLINE FASTNN_HD uint32_t q8_encode_mag(float a, float inv) {
   using Q = Q8Code<Signed>;
-  const uint32_t b = q8_bits(x);
-  // Normal codes: half a code step added and the exponent rebiased in one add (it wraps below the
-  // normal range, where the subnormal code is taken).
-  const uint32_t normal = (b + (0x80000u - ((127u - Q::kEmax) << 23))) >> 20;
-  // Subnormal codes: x * 2^(Emax+2) rounded to an integer (exact scaling; the add rounds).
-  const uint32_t sub = q8_bits(x * Q::kSubInv + 0x1p23f) - 0x4B000000u;
-  const uint32_t c = x < Q::kNormalMin ? sub : normal;
+  const float x = a * inv;
+  const uint32_t normal = q8_bits(x) - ((127u - Q::kEmax) << 23);                    // x''s bits, x' normal
+  const uint32_t sub = q8_bits(fma_(a, inv, Q::kNormalMin)) - q8_bits(Q::kNormalMin);  // x''s bits, subnormal
+  const uint32_t c = ((x < Q::kNormalMin ? sub : normal) + 0x80000u) >> 20;
   return c < Q::kTop ? c : Q::kTop;
 }
 
-// The code of value v whose magnitude relative to its block's scale is x.
-template <bool Signed> FASTNN_INLINE FASTNN_HD uint8_t q8_encode(float v, float x) {
+// The code of value v whose magnitude is a (a inv relative to its block's scale).
+template <bool Signed> FASTNN_INLINE FASTNN_HD uint8_t q8_encode(float v, float a, float inv) {
   if (!(v - v == 0.f)) return uint8_t(Q8Code<Signed>::kNan);  // NaN or inf
-  uint32_t c = q8_encode_mag<Signed>(x);
+  uint32_t c = q8_encode_mag<Signed>(a, inv);
   if (Signed && v < 0.f && c != 0) c |= 0x80u;
   return uint8_t(c);
 }
@@ -441,6 +448,12 @@ FASTNN_INLINE FASTNN_HD uint32_t q8_amax_step(uint32_t amax_bits, float v) {
 FASTNN_INLINE FASTNN_HD uint32_t q8_abs_bits_max(uint32_t a, float v) {
   const uint32_t b = q8_bits(v) & 0x7FFFFFFFu;
   return b > a ? b : a;
+}
+// The smallest nonzero |v|'s bits so far, less one (~0u while all are zero): an unsigned minimum of
+// |v|'s bits less one, where zero wraps to the top.
+FASTNN_INLINE FASTNN_HD uint32_t q8_nonzero_bits_min(uint32_t a, float v) {
+  const uint32_t b = (q8_bits(v) & 0x7FFFFFFFu) - 1u;
+  return b < a ? b : a;
 }
 // The largest finite magnitude's bits of the n values v, given abs_max_bits = q8_abs_bits_max over
 // them: that, unless they held a NaN or inf (bits above FLT_MAX's), which is rare and takes a
@@ -464,7 +477,8 @@ template <bool Signed> FASTNN_INLINE FASTNN_HD float q8_block_scale(uint32_t ama
 // The code of value v in a block of this scale (inv as q8_block_scale gives it).
 template <bool Signed> FASTNN_INLINE FASTNN_HD uint8_t q8_encode_value(float v, float scale, float inv) {
   const float a = q8_float(q8_bits(v) & 0x7FFFFFFFu);  // |v|
-  return q8_encode<Signed>(v, inv != 0.f ? a * inv : (scale != 0.f ? a / scale : 0.f));
+  if (inv != 0.f) return q8_encode<Signed>(v, a, inv);
+  return q8_encode<Signed>(v, scale != 0.f ? a / scale : 0.f, 1.f);  // x = a / scale rounded first
 }
 
 // Encodes the n <= kQ8Block values of one block, whose largest finite magnitude has the bits
