@@ -1,7 +1,7 @@
 """Compact optimizer state on the CPU, the numbers in benchmarks/RESULTS.md ("8-bit state after
 vectorizing the block maximum"):
 
-    python benchmarks/optim_compact_extras.py          # Adam/AdamW 10M params: torch fused vs fastnn
+    python benchmarks/optim_compact_extras.py          # Adam/AdamW/Adagrad 10M params: torch fused vs fastnn
                                                        # float32 / bf16 / int8 state, and the 8-bit
                                                        # optimizers of bitsandbytes and torchao where installed
     python benchmarks/optim_compact_extras.py --floor  # per-parameter cost in cache, one thread
@@ -49,7 +49,7 @@ def _sync(device):
 
 def interleaved(rounds=9, numel=10_000_000, device="cpu"):
     ps0, gs = _params(numel, 20, device)
-    for kind in ("Adam", "AdamW"):
+    for kind in ("Adam", "AdamW", "Adagrad"):
         builds = {
             "torch fused": lambda ps: getattr(torch.optim, kind)(ps, lr=1e-3, fused=True),
             "fastnn float32 state": lambda ps: getattr(fo, kind)(ps, lr=1e-3),
@@ -57,7 +57,7 @@ def interleaved(rounds=9, numel=10_000_000, device="cpu"):
             "fastnn int8 state": lambda ps: getattr(fo, kind)(ps, lr=1e-3, state_dtype="int8"),
         }
         opts = {n: _make(ps0, gs, b) for n, b in builds.items()}
-        for a in ("bitsandbytes", "torchao"):
+        for a in ("bitsandbytes", "torchao") if kind != "Adagrad" else ():
             try:
                 opts[a] = _make(ps0, gs, _anchor(kind, a))
             except Exception as e:  # noqa: BLE001 -- not installed or not stepping on this machine
