@@ -174,60 +174,65 @@ template <bool Signed> FASTNN_INLINE bool q8_any_subnormal_code(const uint8_t* _
   return any;
 }
 
-// The subnormal codec (q8_*_sub) runs on a block only where no multiply of it meets a subnormal
-// operand or result: CPUs that take assists on those (Intel) never pay, and a Zen 4 core, which
-// pays ~9 cycles per vector with subnormal results, neither (benchmarks/RESULTS.md). Decoding: no
-// subnormal code in the block and a scale below kScaleMax. The bits are the same either way;
-// allow_sub = false (benchmarks) keeps to the normal-float form.
-template <bool Signed> FASTNN_INLINE void q8_decode_run(const uint8_t* __restrict q, float sc, int64_t n,
-                                                        float* __restrict out, bool allow_sub = true) {
-  int64_t j = 0;
-#if FASTNN_VEC_BYTES >= 32
-  const bool sub = allow_sub && sc < Q8Code<Signed>::kScaleMax && !q8_any_subnormal_code<Signed>(q, n);
-#else
-  (void)allow_sub;
-#endif
+// One vector of codes decoded (times the scale s) and of values encoded (times inv), in the
+// normal-float form or the subnormal one (Sub: s and inv already scaled by 1 / kToSub and kToSub).
+template <bool Signed, bool Sub> struct Q8Codec {
 #if FASTNN_VEC_BYTES == 64
-  if (sub) {
-    const __m512 s = _mm512_set1_ps(sc * Q8Code<Signed>::kFromSub);
-    for (; j + 16 <= n; j += 16) _mm512_storeu_ps(out + j, q8_decode16_sub<Signed>(q + j, s));
-  } else {
-    const __m512 s = _mm512_set1_ps(sc);
-    for (; j + 16 <= n; j += 16) _mm512_storeu_ps(out + j, q8_decode16<Signed>(q + j, s));
-  }
+  static FASTNN_INLINE __m512 dec(const uint8_t* q, __m512 s) { return Sub ? q8_decode16_sub<Signed>(q, s) : q8_decode16<Signed>(q, s); }
+  static FASTNN_INLINE __m512i enc(__m512 v, __m512 iv) { return Sub ? q8_encode16_sub<Signed>(v, iv) : q8_encode16<Signed>(v, iv); }
 #elif FASTNN_VEC_BYTES == 32
-  if (sub) {
-    const __m256 s = _mm256_set1_ps(sc * Q8Code<Signed>::kFromSub);
-    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(out + j, q8_decode8_sub<Signed>(q + j, s));
-  } else {
-    const __m256 s = _mm256_set1_ps(sc);
-    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(out + j, q8_decode8<Signed>(q + j, s));
-  }
-#endif
-  for (; j < n; ++j) out[j] = sc * q8_decode<Signed>(q[j]);
-}
-
-template <bool Signed, bool Sub> struct Q8Encoder {
-#if FASTNN_VEC_BYTES == 64
-  static FASTNN_INLINE __m512i at(__m512 v, __m512 iv) { return Sub ? q8_encode16_sub<Signed>(v, iv) : q8_encode16<Signed>(v, iv); }
-#elif FASTNN_VEC_BYTES == 32
-  static FASTNN_INLINE __m256i at(__m256 v, __m256 iv) { return Sub ? q8_encode8_sub<Signed>(v, iv) : q8_encode8<Signed>(v, iv); }
+  static FASTNN_INLINE __m256 dec(const uint8_t* q, __m256 s) { return Sub ? q8_decode8_sub<Signed>(q, s) : q8_decode8<Signed>(q, s); }
+  static FASTNN_INLINE __m256i enc(__m256 v, __m256 iv) { return Sub ? q8_encode8_sub<Signed>(v, iv) : q8_encode8<Signed>(v, iv); }
 #endif
 };
-template <class E> FASTNN_INLINE int64_t q8_encode_vectors(const float* __restrict v, int64_t n, uint8_t* __restrict out, float inv) {
+
+// The whole vectors of a run of n codes or values; return how many they covered (the scalar codec
+// does the rest; the base table has no vectors).
+template <class Q> FASTNN_INLINE int64_t q8_decode_vectors(const uint8_t* __restrict q, int64_t n, float* __restrict out, float sc) {
+  int64_t j = 0;
+#if FASTNN_VEC_BYTES == 64
+  const __m512 s = _mm512_set1_ps(sc);
+  for (; j + 16 <= n; j += 16) _mm512_storeu_ps(out + j, Q::dec(q + j, s));
+#elif FASTNN_VEC_BYTES == 32
+  const __m256 s = _mm256_set1_ps(sc);
+  for (; j + 8 <= n; j += 8) _mm256_storeu_ps(out + j, Q::dec(q + j, s));
+#else
+  (void)q, (void)n, (void)out, (void)sc;
+#endif
+  return j;
+}
+template <class Q> FASTNN_INLINE int64_t q8_encode_vectors(const float* __restrict v, int64_t n, uint8_t* __restrict out, float inv) {
   int64_t j = 0;
 #if FASTNN_VEC_BYTES == 64
   const __m512 iv = _mm512_set1_ps(inv);
-  for (; j + 16 <= n; j += 16) _mm_storeu_si128((__m128i*)(out + j), _mm512_cvtusepi32_epi8(E::at(_mm512_loadu_ps(v + j), iv)));
+  for (; j + 16 <= n; j += 16) _mm_storeu_si128((__m128i*)(out + j), _mm512_cvtusepi32_epi8(Q::enc(_mm512_loadu_ps(v + j), iv)));
 #elif FASTNN_VEC_BYTES == 32
   const __m256 iv = _mm256_set1_ps(inv);
   for (; j + 32 <= n; j += 32)
-    _mm256_storeu_si256((__m256i*)(out + j), q8_pack32(E::at(_mm256_loadu_ps(v + j), iv), E::at(_mm256_loadu_ps(v + j + 8), iv),
-                                                       E::at(_mm256_loadu_ps(v + j + 16), iv), E::at(_mm256_loadu_ps(v + j + 24), iv)));
+    _mm256_storeu_si256((__m256i*)(out + j), q8_pack32(Q::enc(_mm256_loadu_ps(v + j), iv), Q::enc(_mm256_loadu_ps(v + j + 8), iv),
+                                                       Q::enc(_mm256_loadu_ps(v + j + 16), iv), Q::enc(_mm256_loadu_ps(v + j + 24), iv)));
 #else
   (void)v, (void)n, (void)out, (void)inv;
 #endif
   return j;
+}
+
+// The subnormal form runs on a block only where no multiply of it meets a subnormal operand or
+// result: CPUs that take assists on those (Intel) never pay, and a Zen 4 core, which pays ~9
+// cycles per vector with subnormal results, neither (benchmarks/RESULTS.md). The bits are the
+// same either way; allow_sub = false (benchmarks) keeps to the normal-float form.
+constexpr bool kQ8Vectors = FASTNN_VEC_BYTES >= 32;
+
+// Decoding: the subnormal form where the block has no subnormal code and its scale is below kScaleMax.
+template <bool Signed> FASTNN_INLINE void q8_decode_run(const uint8_t* __restrict q, float sc, int64_t n,
+                                                        float* __restrict out, bool allow_sub = true) {
+  using Q = Q8Code<Signed>;
+  int64_t j;
+  if (kQ8Vectors && allow_sub && sc < Q::kScaleMax && !q8_any_subnormal_code<Signed>(q, n))
+    j = q8_decode_vectors<Q8Codec<Signed, true>>(q, n, out, sc * Q::kFromSub);
+  else
+    j = q8_decode_vectors<Q8Codec<Signed, false>>(q, n, out, sc);
+  for (; j < n; ++j) out[j] = sc * q8_decode<Signed>(q[j]);
 }
 
 // Encodes n <= kQ8Block values whose largest finite magnitude has the bits amax_bits; returns the
@@ -240,10 +245,10 @@ template <bool Signed> FASTNN_INLINE float q8_encode_run(const float* __restrict
   const float scale = q8_block_scale<Signed>(amax_bits, &inv);
   int64_t j = 0;
   if (inv != 0.f) {  // tiny and huge blocks divide instead: the scalar codec below
-    if (allow_sub && inv >= Q::kNormalMin && (min_bits == ~0u || q8_float(min_bits + 1) * inv >= Q::kNormalMin))
-      j = q8_encode_vectors<Q8Encoder<Signed, true>>(v, n, out, inv * Q::kToSub);
+    if (kQ8Vectors && allow_sub && inv >= Q::kNormalMin && (min_bits == ~0u || q8_float(min_bits + 1) * inv >= Q::kNormalMin))
+      j = q8_encode_vectors<Q8Codec<Signed, true>>(v, n, out, inv * Q::kToSub);
     else
-      j = q8_encode_vectors<Q8Encoder<Signed, false>>(v, n, out, inv);
+      j = q8_encode_vectors<Q8Codec<Signed, false>>(v, n, out, inv);
   }
   for (; j < n; ++j) out[j] = q8_encode_value<Signed>(v[j], scale, inv);
   return scale;
@@ -271,7 +276,6 @@ FASTNN_UNROLL
   float* __restrict n1 = nv[1];
   float* __restrict n2 = nv[2];
   uint32_t amax[3] = {0, 0, 0}, amin[3] = {~0u, ~0u, ~0u};
-  constexpr bool kMin = FASTNN_VEC_BYTES >= 32;  // for the subnormal codec's encoder (q8_encode_run)
   for (int64_t j = 0; j < n; ++j) {
     st.at(b0 + j);
     C pp = IO::ld(pb[j]);
@@ -283,9 +287,9 @@ FASTNN_UNROLL
     if (writes_state<K>(F, 0)) n0[j] = v0, amax[0] = q8_abs_bits_max(amax[0], v0);
     if (writes_state<K>(F, 1)) n1[j] = v1, amax[1] = q8_abs_bits_max(amax[1], v1);
     if (writes_state<K>(F, 2)) n2[j] = v2, amax[2] = q8_abs_bits_max(amax[2], v2);
-    if (kMin && writes_state<K>(F, 0)) amin[0] = q8_nonzero_bits_min(amin[0], v0);
-    if (kMin && writes_state<K>(F, 1)) amin[1] = q8_nonzero_bits_min(amin[1], v1);
-    if (kMin && writes_state<K>(F, 2)) amin[2] = q8_nonzero_bits_min(amin[2], v2);
+    if (kQ8Vectors && writes_state<K>(F, 0)) amin[0] = q8_nonzero_bits_min(amin[0], v0);
+    if (kQ8Vectors && writes_state<K>(F, 1)) amin[1] = q8_nonzero_bits_min(amin[1], v1);
+    if (kQ8Vectors && writes_state<K>(F, 2)) amin[2] = q8_nonzero_bits_min(amin[2], v2);
     pb[j] = st.template store<IO, T>(pp, 0);
   }
 FASTNN_UNROLL
