@@ -97,5 +97,6 @@ if __name__ == "__main__":
     ap.add_argument("--floor", action="store_true", help="per-parameter cost in cache on one thread")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--numel", type=int, default=10_000_000)
+    ap.add_argument("--rounds", type=int, default=9, help="interleaved rounds of two steps (medians over them)")
     a = ap.parse_args()
-    floor() if a.floor else interleaved(numel=a.numel, device=a.device)
+    floor() if a.floor else interleaved(rounds=a.rounds, numel=a.numel, device=a.device)

@@ -557,6 +557,12 @@ def _bits(t):
     return t.view(torch.int16 if t.element_size() == 2 else torch.int32)
 
 
+def _subnormal_code_blocks(codes, signed):
+    c = torch.nn.functional.pad(codes.flatten().long(), (0, -codes.numel() % 256)).view(-1, 256)
+    exp_mask = 0x78 if signed else 0xF8
+    return (((c & exp_mask) == 0) & ((c & 7) != 0)).any(dim=1)
+
+
 @pytest.mark.parametrize("name,opts", [("Adam", dict(lr=1e-2, amsgrad=True)),
                                        ("RMSprop", dict(lr=1e-2, centered=True, momentum=0.5))])
 @pytest.mark.parametrize("pdtype", [torch.float32, torch.bfloat16])
@@ -609,11 +615,51 @@ def test_int8_every_code_and_special_value_same_bits_in_every_table(name, opts, 
         codes = o.state[p].get(k)
         if codes is None:
             continue
-        c = torch.nn.functional.pad(codes.flatten().long(), (0, -n % 256)).view(-1, 256)
-        exp_mask = 0x78 if k in ("exp_avg", "grad_avg", "momentum_buffer") else 0xF8  # signed: 4 exponent bits
-        sub = ((c & exp_mask) == 0) & ((c & 7) != 0)
-        has_sub += sub.any(dim=1).tolist()
+        has_sub += _subnormal_code_blocks(codes, k in ("exp_avg", "grad_avg", "momentum_buffer")).tolist()
     assert any(has_sub) and not all(has_sub)
+
+
+def test_int8_block_falling_into_subnormal_codes_same_bits_in_every_table():
+    """A block's encoding form follows its decoding: stored codes without subnormal codes, so the
+    vector tables encode its new values in the subnormal form, also in the step where those values
+    fall 2^14 (first moment) and 2^30 (second) below the block's largest and give subnormal codes.
+    betas (0, 0) make the moments this step's gradient and its square. Every table against the
+    base table, bit for bit, through the fall and back."""
+    g = torch.Generator().manual_seed(11)
+    n = 256 * 4 + 19
+    away_from_zero = lambda: (1 + torch.rand(n, generator=g)) * torch.randn(n, generator=g).sign()
+    falling = away_from_zero()
+    # |g| in [1, 2): times 2.5e-5, m = g falls into the signed subnormal codes (2^-17 to 2^-14 of the
+    # block's largest) and v = g^2 into the unsigned ones (2^-33 to 2^-30)
+    falling[128:256] *= 2.5e-5
+    falling[256 * 2:256 * 3:2] *= 2.5e-5
+    grads = [away_from_zero(), falling, away_from_zero(), away_from_zero()]
+    results, sub_blocks = {}, {}
+    for isa in ISAS:
+        before = fastnn.cpu_isa()
+        fastnn.set_cpu_isa(isa)
+        try:
+            p = torch.nn.Parameter(torch.randn(n, generator=torch.Generator().manual_seed(3)))
+            o = fastnn.optim.Adam([p], lr=1e-2, betas=(0.0, 0.0), state_dtype="int8", min_8bit_size=0)
+            steps = []
+            for gr in grads:
+                p.grad = gr.clone()
+                o.step()
+                st = o.state[p]
+                steps.append([p.detach().clone()] + [st[k].clone() for k in sorted(st) if k != "step"])
+                sub_blocks.setdefault(isa, []).append((_subnormal_code_blocks(st["exp_avg"], True),
+                                                       _subnormal_code_blocks(st["exp_avg_sq"], False)))
+            results[isa] = steps
+        finally:
+            fastnn.set_cpu_isa(before)
+    for isa, steps in results.items():
+        for i, (ref, got) in enumerate(zip(results["base"], steps)):
+            for a, b in zip(ref, got):
+                assert torch.equal(_bits(a), _bits(b)), (isa, i)
+    m_sub, v_sub = zip(*sub_blocks["base"])
+    assert not m_sub[0].any() and not v_sub[0].any()  # step 1: no subnormal code anywhere
+    assert m_sub[1][0] and m_sub[1][2] and v_sub[1][0] and v_sub[1][2] and not m_sub[1][1]  # step 2: the fall
+    assert not m_sub[3].any() and not v_sub[3].any()  # and back
 
 
 def test_int8_bad_options():

@@ -449,12 +449,6 @@ FASTNN_INLINE FASTNN_HD uint32_t q8_abs_bits_max(uint32_t a, float v) {
   const uint32_t b = q8_bits(v) & 0x7FFFFFFFu;
   return b > a ? b : a;
 }
-// The smallest nonzero |v|'s bits so far, less one (~0u while all are zero): an unsigned minimum of
-// |v|'s bits less one, where zero wraps to the top.
-FASTNN_INLINE FASTNN_HD uint32_t q8_nonzero_bits_min(uint32_t a, float v) {
-  const uint32_t b = (q8_bits(v) & 0x7FFFFFFFu) - 1u;
-  return b < a ? b : a;
-}
 // The largest finite magnitude's bits of the n values v, given abs_max_bits = q8_abs_bits_max over
 // them: that, unless they held a NaN or inf (bits above FLT_MAX's), which is rare and takes a
 // second pass of q8_amax_step.
