@@ -364,8 +364,8 @@ void step_typed(const OptSlot* slots, int64_t nslots, const float* gs) {
   const int64_t total = start[nslots];
   const int nt = total >= kParallelMinElems ? omp_get_max_threads() : 1;
   // Chunks handed out as threads free up, not one fixed share each: a VM's cores run at different
-  // speeds from moment to moment (on 2 Zen 4 vCPUs one took 3.2-4.3 ms for its half of a 10M 8-bit
-  // Adam step while the other took 6.5-7.4), and fixed shares wait for the slowest. Long chunks
+  // speeds from moment to moment (on 2 Zen 4 vCPUs one took up to 2.2x as long as the other for its
+  // half of a 10M 8-bit Adam step), and fixed shares wait for the slowest. Long chunks
   // (at most 128K elements) keep each stream contiguous for the prefetchers; ~16 per thread at
   // least. Every element's arithmetic is its own, so the bits do not depend on who runs it; chunk
   // bounds are multiples of 64 elements (no cache line written by two threads) and of 8-bit blocks.
