@@ -1,3 +1,4 @@
+import contextlib
 import os
 import tempfile
 
@@ -15,12 +16,21 @@ ISAS = fastnn.cpu_isas_supported()
 BF16_ISAS = ISAS + (["amx_bf16_emulated"] if "avx512_bf16" in ISAS else [])
 
 
-def _with_isa(isa):
+@contextlib.contextmanager
+def isa_selected(isa):
+    """fastnn's CPU kernel table set to isa inside the block, the previous one restored after."""
     before = fastnn.cpu_isa()
     fastnn.set_cpu_isa(isa)
-    assert fastnn.cpu_isa() == isa
-    yield isa
-    fastnn.set_cpu_isa(before)
+    try:
+        assert fastnn.cpu_isa() == isa
+        yield isa
+    finally:
+        fastnn.set_cpu_isa(before)
+
+
+def _with_isa(isa):
+    with isa_selected(isa):
+        yield isa
 
 
 @pytest.fixture(params=ISAS)

@@ -13,7 +13,7 @@ import fastnn
 from fastnn import _C
 from fastnn.reference import ieee_sqrt
 
-from conftest import ISAS
+from conftest import ISAS, isa_selected
 
 SHAPES = [(7, 5), (5,), (3, 7), (33,), (4, 3, 2), (1,)]
 KINDS = {
@@ -594,17 +594,13 @@ def test_int8_every_code_and_special_value_same_bits_in_every_table(name, opts, 
         grads.append(gr.to(pdtype))
     results = {}
     for isa in ISAS:
-        before = fastnn.cpu_isa()
-        fastnn.set_cpu_isa(isa)
-        try:
+        with isa_selected(isa):
             o = copy.deepcopy(o0)
             p = o.param_groups[0]["params"][0]
             for gr in grads:
                 p.grad = gr.clone()
                 o.step()
             results[isa] = [p.detach().clone()] + [v.clone() for k, v in sorted(o.state[p].items()) if k != "step"]
-        finally:
-            fastnn.set_cpu_isa(before)
     ref = results["base"]
     for isa, got in results.items():
         for a, b in zip(ref, got):
@@ -636,9 +632,7 @@ def test_int8_block_falling_into_subnormal_codes_same_bits_in_every_table():
     grads = [away_from_zero(), falling, away_from_zero(), away_from_zero()]
     results, sub_blocks = {}, {}
     for isa in ISAS:
-        before = fastnn.cpu_isa()
-        fastnn.set_cpu_isa(isa)
-        try:
+        with isa_selected(isa):
             p = torch.nn.Parameter(torch.randn(n, generator=torch.Generator().manual_seed(3)))
             o = fastnn.optim.Adam([p], lr=1e-2, betas=(0.0, 0.0), state_dtype="int8", min_8bit_size=0)
             steps = []
@@ -650,8 +644,6 @@ def test_int8_block_falling_into_subnormal_codes_same_bits_in_every_table():
                 sub_blocks.setdefault(isa, []).append((_subnormal_code_blocks(st["exp_avg"], True),
                                                        _subnormal_code_blocks(st["exp_avg_sq"], False)))
             results[isa] = steps
-        finally:
-            fastnn.set_cpu_isa(before)
     for isa, steps in results.items():
         for i, (ref, got) in enumerate(zip(results["base"], steps)):
             for a, b in zip(ref, got):
