@@ -284,6 +284,19 @@ def toy_data(seed=0, per_unit=100, noise=0.2):
     return x[:, None].astype(np.float32), y[:, None].astype(np.float32)
 
 
+LINEAR_DATA = "y = x w + 0.5 + N(0, 0.5^2), 16 standard normal features, w ~ U(-3, 3); 4096 train / 1024 test"
+
+
+def linear_data(seed=0, n=4096, n_test=1024, features=16, noise=0.5):
+    """Linear regression data (LINEAR_DATA): ((x, y), (x_test, y_test)), float32."""
+    rng = np.random.default_rng(seed)
+    w = rng.uniform(-3, 3, features)
+    x = rng.standard_normal((n + n_test, features))
+    y = x @ w + 0.5 + noise * rng.standard_normal(n + n_test)
+    x, y = x.astype(np.float32), y[:, None].astype(np.float32)
+    return (x[:n], y[:n]), (x[n:], y[n:])
+
+
 def diabetes_data(seed=0, test_fraction=0.2):
     """scikit-learn's bundled diabetes data (442 x 10, offline) with a fixed train/test split."""
     from sklearn.datasets import load_diabetes

@@ -22,7 +22,8 @@ def test_workload_reaches_parity_verdict(workload, tmp_path):
     assert summary["results"], summary
     for r in summary["results"]:
         if r.get("compact"):  # compact-state rows: fastnn.optim options against torch float32, metrics only
-            assert workload == "compact-state" and r["workload"] in ("notmnist-mlp", "hetero-regression")
+            assert workload == "compact-state" and r["workload"] in ("notmnist-mlp", "hetero-regression",
+                                                                     "linear-regression")
             assert r["verdict"] == "PASS", r
             for name, vals in r["metrics"].items():
                 assert len(vals) == 4 and all(v == v for v in vals), name
@@ -92,6 +93,20 @@ def test_verdict_fails_on_a_planted_bug(workload, bug, tmp_path, monkeypatch):
     assert rc == 1
     for r in summary["results"]:
         assert r["verdict"] == "FAIL" and "parameters" in r["failed"], r["failed"]
+
+
+def test_stochastic_rounding_row_shows_what_it_buys(monkeypatch):
+    """Weights that grow to O(1): torch's plain bf16 parameters stall (the contrast fails the band),
+    fastnn's with stochastic rounding pass, and the same bf16 parameters rounded to nearest (a planted
+    bug: stochastic rounding lost) fail, both the band and the no-worse-than-plain-bf16 check."""
+    import argparse
+    monkeypatch.setattr(validate, "COMPACT_VARIANTS", [
+        ("bf16 params + stochastic rounding", dict(stochastic_rounding=True, sr_seed=0), torch.bfloat16),
+        ("planted: bf16 params rounded to nearest", dict(), torch.bfloat16)])
+    sr, nearest = validate.compact_linear_regression(argparse.Namespace(quick=True, epochs=None, device="cpu"))
+    assert sr["contrast_verdict"] == "FAIL" and set(sr["contrast_failed"]) == {"train_mse", "test_mse"}
+    assert sr["verdict"] == "PASS", sr
+    assert nearest["verdict"] == "FAIL" and "train_mse" in nearest["failed"], nearest
 
 
 def _cli(*args):
