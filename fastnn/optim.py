@@ -152,7 +152,7 @@ class _FusedStep:
 
     _signed_keys = ()     # state keys holding signed values (8-bit codes: signed code)
 
-    def __init__(self, *args, state_dtype=None, stochastic_rounding=False, sr_seed=None, min_8bit_size=4096,
+    def __init__(self, *args, state_dtype=None, stochastic_rounding=None, sr_seed=None, min_8bit_size=4096,
                  **kwargs):
         # torch.optim validates the arguments; its messages gain the name of the optimizer.
         try:
@@ -171,14 +171,26 @@ class _FusedStep:
         if stochastic_rounding:
             extra.update(stochastic_rounding=True, sr_seed=int(sr_seed), sr_step=0)
         self.defaults.update(extra)
+        self._sr_auto_seed = (0 if sr_seed is None else int(sr_seed)) if stochastic_rounding is None else None
         for g in self.param_groups:
             for k, v in extra.items():
                 g.setdefault(k, v)
+            self._auto_stochastic_rounding(g)
             self._check_finite(g)
             self._check_compact(g)
             for p in g["params"]:  # state torch created in __init__ (Adagrad's sums)
                 if self.state.get(p):
                     self._convert_state(p, g, self.state[p])
+
+    def _auto_stochastic_rounding(self, g):
+        """stochastic_rounding=None (the default): on for a group whose float32 parameters keep bf16 state
+        (state_dtype=torch.bfloat16), off elsewhere (bf16 parameters round to nearest, as in torch).
+        Rounded to nearest, bf16 state stalls: Adam's second moment changes by 0.1% a step (beta2 = 0.999),
+        under half a bf16 ulp, so it cannot shrink (benchmarks/RESULTS.md). The seed is fixed (0 unless
+        sr_seed is given), so data-parallel replicas round alike and torch's random stream is untouched."""
+        if (self._sr_auto_seed is not None and "stochastic_rounding" not in g
+                and g.get("state_dtype") == torch.bfloat16 and any(p.dtype == torch.float32 for p in g["params"])):
+            g.update(stochastic_rounding=True, sr_seed=g.get("sr_seed", self._sr_auto_seed), sr_step=0)
 
     def _convert_state(self, p, g, st):
         """Puts p's state tensors into the group's storage: p's dtype, bf16/float32, or 8-bit codes
@@ -228,6 +240,10 @@ class _FusedStep:
             for p in g["params"]:
                 if _is_dtensor(p):
                     _q8_shard_blocks(p, self._name)  # raises for layouts other than FSDP2's
+        if (sd is not None and not _cuda_compact_enabled()
+                and any(p.device.type != "cpu" and _state_dtype(p, g) != p.dtype for p in g["params"])):
+            raise ValueError(f"{self._name}: state_dtype other than the parameters' dtype is not yet verified on "
+                             f"CUDA in this version ({_CUDA_COMPACT_NOTE})")
         if g.get("stochastic_rounding"):
             if g.get("sr_seed") is None:
                 raise ValueError(f"{self._name}: stochastic_rounding needs an integer sr_seed")
@@ -239,10 +255,6 @@ class _FusedStep:
             if any(p.device.type != "cpu" for p in g["params"]) and not _cuda_compact_enabled():
                 raise ValueError(f"{self._name}: stochastic_rounding is not yet verified on CUDA in this version "
                                  f"({_CUDA_COMPACT_NOTE})")
-        if (sd is not None and not _cuda_compact_enabled()
-                and any(p.device.type != "cpu" and _state_dtype(p, g) != p.dtype for p in g["params"])):
-            raise ValueError(f"{self._name}: state_dtype other than the parameters' dtype is not yet verified on "
-                             f"CUDA in this version ({_CUDA_COMPACT_NOTE})")
 
     def _check_finite(self, g):
         # torch lets NaN through most of its range checks (NaN < 0 is false); a NaN hyper-parameter
@@ -378,6 +390,8 @@ class _FusedStep:
     def add_param_group(self, param_group):
         super().add_param_group(param_group)
         self._fastnn_key = None
+        if hasattr(self, "_sr_auto_seed"):
+            self._auto_stochastic_rounding(self.param_groups[-1])
         if hasattr(self, "_hparams"):
             self._check_finite(self.param_groups[-1])
             self._check_compact(self.param_groups[-1])

@@ -51,7 +51,7 @@ def test_compact_state_is_float32_math_rounded_to_nearest(name, pdtype, sdtype, 
     opts = KINDS[name]
     ours = params(pdtype)
     ref = [torch.nn.Parameter(p.detach().float().clone()) for p in ours]
-    fo = getattr(fastnn.optim, name)(ours, state_dtype=sdtype, **opts)
+    fo = getattr(fastnn.optim, name)(ours, state_dtype=sdtype, stochastic_rounding=False, **opts)
     to = getattr(torch.optim, name)(ref, foreach=False, **opts)
     with ieee_sqrt():
         for step in range(30):
@@ -216,6 +216,38 @@ def test_checkpoints_to_and_from_torch():
 def test_default_layout_unchanged():
     o = fastnn.optim.Adam(params(torch.float32), lr=1e-3)
     assert not set(o.param_groups[0]) & {"state_dtype", "stochastic_rounding", "sr_seed", "sr_step"}
+
+
+def test_bf16_state_of_float32_parameters_rounds_stochastically_by_default():
+    """Rounded to nearest, a bf16 second moment cannot shrink by beta2's 0.1% a step (under half an
+    ulp), so bf16 state of float32 parameters rounds stochastically unless told otherwise: with a fixed
+    seed (0), without drawing from torch's generator; bf16 parameters keep torch's nearest rounding."""
+    n = 1 << 14
+    ps = [torch.nn.Parameter(torch.zeros(n)) for _ in range(3)]
+    rng = torch.get_rng_state()
+    auto = fastnn.optim.Adam(ps[:1], lr=1e-3, state_dtype=torch.bfloat16)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert (auto.param_groups[0]["stochastic_rounding"], auto.param_groups[0]["sr_seed"]) == (True, 0)
+    explicit = fastnn.optim.Adam(ps[1:2], lr=1e-3, state_dtype=torch.bfloat16, stochastic_rounding=True, sr_seed=0)
+    nearest = fastnn.optim.Adam(ps[2:], lr=1e-3, state_dtype=torch.bfloat16, stochastic_rounding=False)
+    assert "stochastic_rounding" not in nearest.param_groups[0]
+    opts = (auto, explicit, nearest)
+    for step in range(60):  # one gradient of 1, then none: v = 1e-3 * 0.999^(t-1)
+        for p in ps:
+            p.grad = torch.full_like(p, 1.0 if step == 0 else 0.0)
+        for o in opts:
+            o.step()
+    v = [o.state[p]["exp_avg_sq"] for o, p in zip(opts, ps)]
+    assert torch.equal(v[0], v[1]) and torch.equal(ps[0], ps[1])
+    v0 = torch.tensor(1e-3).bfloat16().float().item()
+    assert torch.all(v[2].float() == v0)  # nearest: stalled at its first value
+    want = 1e-3 * 0.999 ** 59  # 5.7% below the first value; stochastic: within 5% of that on average
+    assert abs(v[0].float().mean().item() - want) < 0.05 * (v0 - want)
+    # bf16 parameters (torch's layout) round to nearest; a float32 group added later is stochastic too
+    b = fastnn.optim.Adam([torch.nn.Parameter(torch.zeros(4, dtype=torch.bfloat16))], lr=1e-3)
+    assert "stochastic_rounding" not in b.param_groups[0]
+    auto.add_param_group({"params": [torch.nn.Parameter(torch.zeros(4))]})
+    assert auto.param_groups[1]["stochastic_rounding"] is True
 
 
 def test_adagrad_initial_sums_in_state_dtype():
