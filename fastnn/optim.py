@@ -247,11 +247,11 @@ class _FusedStep:
         if g.get("stochastic_rounding"):
             if g.get("sr_seed") is None:
                 raise ValueError(f"{self._name}: stochastic_rounding needs an integer sr_seed")
-            if not any(p.dtype == torch.bfloat16 or _state_dtype(p, g) == torch.bfloat16 for p in g["params"]):
-                raise ValueError(f"{self._name}: stochastic_rounding=True rounds bfloat16 parameters and state, "
-                                 "but this group stores nothing in bfloat16 (float32 parameters with float32 or "
-                                 "8-bit state, which rounds to nearest); pass state_dtype=torch.bfloat16 or "
-                                 "bfloat16 parameters")
+            if not (isinstance(sd, str) or any(p.dtype == torch.bfloat16 or _state_dtype(p, g) == torch.bfloat16
+                                               for p in g["params"])):
+                raise ValueError(f"{self._name}: stochastic_rounding=True rounds bfloat16 parameters and state and "
+                                 "8-bit state codes, but this group stores none (float32 parameters with float32 "
+                                 "state); pass state_dtype=torch.bfloat16 or 'int8', or bfloat16 parameters")
             if any(p.device.type != "cpu" for p in g["params"]) and not _cuda_compact_enabled():
                 raise ValueError(f"{self._name}: stochastic_rounding is not yet verified on CUDA in this version "
                                  f"({_CUDA_COMPACT_NOTE})")

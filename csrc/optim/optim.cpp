@@ -299,7 +299,7 @@ void execute(const char* op, OptKind kind, std::vector<Row>& rows, const c10::op
       if (r.use[s]) sd = state_code(op, r.s[s]);
     if (sd == kQ8)
       for (int s = 0; s < 3; ++s) slot.qscale[s] = r.use[s] ? r.q[s].data_ptr<float>() : nullptr;
-    const bool sr = hp.sr && (pd == 3 || sd == 3);
+    const bool sr = hp.sr && (pd == 3 || sd == 3 || sd == kQ8);  // bf16 stores and 8-bit codes
     TORCH_CHECK(!hp.sr || !cuda || cuda_compact_state_enabled(), op,
                 ": stochastic_rounding is not yet verified on CUDA in this version (FASTNN_CUDA_COMPACT_STATE=1 runs "
                 "the unverified kernels)");

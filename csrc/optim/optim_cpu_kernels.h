@@ -65,12 +65,28 @@ template <bool Signed, bool Finite = false> FASTNN_INLINE __m512i q8_sign16(__m5
   if (!Finite) c = _mm512_min_epu32(c, _mm512_set1_epi32(int(Q8Code<Signed>::kNan)));
   return _mm512_mask_ternarylogic_epi32(c, _mm512_test_epi32_mask(c, c), _mm512_srli_epi32(vb, 24), _mm512_set1_epi32(0x80), 0xF8);
 }
-template <bool Signed> FASTNN_INLINE __m512i q8_encode16(__m512 v, __m512 inv) {
+// Stochastic rounding (SR): x''s bits clamped to the top code's, plus the random add, then NaN and
+// inf, which the clamp caught too, set to the NaN code (Finite: none in the block).
+template <bool Signed, bool Finite> FASTNN_INLINE __m512i q8_round16_sr(__m512i xb, __m512i add, __m512i vb) {
+  using Q = Q8Code<Signed>;
+  __m512i c = _mm512_srli_epi32(_mm512_add_epi32(_mm512_min_epu32(xb, _mm512_set1_epi32(int(Q::kTop << 20))), add), 20);
+  if (!Finite)
+    c = _mm512_mask_mov_epi32(c, _mm512_cmpgt_epu32_mask(_mm512_and_si512(vb, _mm512_set1_epi32(0x7FFFFFFF)),
+                                                         _mm512_set1_epi32(0x7F7FFFFF)),
+                              _mm512_set1_epi32(int(Q::kNan)));
+  return q8_sign16<Signed, true>(c, vb);
+}
+template <bool Signed, bool SR = false> FASTNN_INLINE __m512i q8_encode16(__m512 v, __m512 inv, __m512i add = __m512i()) {
   using Q = Q8Code<Signed>;
   const __m512i vb = _mm512_castps_si512(v);
   const __m512 a = _mm512_castsi512_ps(_mm512_and_si512(vb, _mm512_set1_epi32(0x7FFFFFFF)));
   const __m512 x = _mm512_mul_ps(a, inv);
   const __m512 kn = _mm512_set1_ps(Q::kNormalMin);
+  if constexpr (SR) {
+    const __m512i xn = _mm512_sub_epi32(_mm512_castps_si512(x), _mm512_set1_epi32(int((127u - Q::kEmax) << 23)));
+    const __m512i xs = _mm512_sub_epi32(_mm512_castps_si512(_mm512_fmadd_ps(a, inv, kn)), _mm512_set1_epi32(int(q8_bits(Q::kNormalMin))));
+    return q8_round16_sr<Signed, false>(_mm512_mask_mov_epi32(xn, _mm512_cmp_ps_mask(x, kn, _CMP_LT_OQ), xs), add, vb);
+  }
   // x''s bits plus half a code step: x' normal (x rebiased), or subnormal (the fma's rounding)
   const __m512i nb = _mm512_add_epi32(_mm512_castps_si512(x), _mm512_set1_epi32(int(0x80000u - ((127u - Q::kEmax) << 23))));
   const __m512i sb = _mm512_add_epi32(_mm512_castps_si512(_mm512_fmadd_ps(a, inv, kn)), _mm512_set1_epi32(int(0x80000u - q8_bits(Q::kNormalMin))));
@@ -83,9 +99,11 @@ template <bool Signed> FASTNN_INLINE __m512i q8_encode16(__m512 v, __m512 inv) {
 // and one by sc_sub = sc / kToSub (finite) decodes, with the bits above. Subnormal codes are float32
 // subnormals here, so it runs only on blocks that have none (q8_decode_run, q8_encode_run); the
 // decoder, only on blocks without NaN codes either.
-template <bool Signed, bool Finite> FASTNN_INLINE __m512i q8_encode16_sub(__m512 v, __m512 inv_sub) {
+template <bool Signed, bool Finite, bool SR = false>
+FASTNN_INLINE __m512i q8_encode16_sub(__m512 v, __m512 inv_sub, __m512i add = __m512i()) {
   const __m512i vb = _mm512_castps_si512(v);
   const __m512 x = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_and_si512(vb, _mm512_set1_epi32(0x7FFFFFFF))), inv_sub);
+  if constexpr (SR) return q8_round16_sr<Signed, Finite>(_mm512_castps_si512(x), add, vb);
   return q8_sign16<Signed, Finite>(_mm512_srli_epi32(_mm512_add_epi32(_mm512_castps_si512(x), _mm512_set1_epi32(0x80000)), 20), vb);
 }
 template <bool Signed> FASTNN_INLINE __m512 q8_decode16_sub(const uint8_t* q, __m512 sc_sub) {
@@ -120,21 +138,37 @@ template <bool Signed, bool Finite = false> FASTNN_INLINE __m256i q8_sign8(__m25
   const __m256i sign = _mm256_and_si256(_mm256_srli_epi32(vb, 24), _mm256_set1_epi32(0x80));
   return _mm256_or_si256(c, _mm256_andnot_si256(_mm256_cmpeq_epi32(c, _mm256_setzero_si256()), sign));
 }
-template <bool Signed> FASTNN_INLINE __m256i q8_encode8(__m256 v, __m256 inv) {
+template <bool Signed, bool Finite> FASTNN_INLINE __m256i q8_round8_sr(__m256i xb, __m256i add, __m256i vb) {
+  using Q = Q8Code<Signed>;
+  __m256i c = _mm256_srli_epi32(_mm256_add_epi32(_mm256_min_epu32(xb, _mm256_set1_epi32(int(Q::kTop << 20))), add), 20);
+  if (!Finite)
+    c = _mm256_blendv_epi8(c, _mm256_set1_epi32(int(Q::kNan)),
+                           _mm256_cmpgt_epi32(_mm256_and_si256(vb, _mm256_set1_epi32(0x7FFFFFFF)), _mm256_set1_epi32(0x7F7FFFFF)));
+  return q8_sign8<Signed, true>(c, vb);
+}
+template <bool Signed, bool SR = false> FASTNN_INLINE __m256i q8_encode8(__m256 v, __m256 inv, __m256i add = __m256i()) {
   using Q = Q8Code<Signed>;
   const __m256i vb = _mm256_castps_si256(v);
   const __m256 a = _mm256_castsi256_ps(_mm256_and_si256(vb, _mm256_set1_epi32(0x7FFFFFFF)));
   const __m256 x = _mm256_mul_ps(a, inv);
   const __m256 kn = _mm256_set1_ps(Q::kNormalMin);
+  if constexpr (SR) {
+    const __m256i xn = _mm256_sub_epi32(_mm256_castps_si256(x), _mm256_set1_epi32(int((127u - Q::kEmax) << 23)));
+    const __m256i xs = _mm256_sub_epi32(_mm256_castps_si256(_mm256_fmadd_ps(a, inv, kn)), _mm256_set1_epi32(int(q8_bits(Q::kNormalMin))));
+    const __m256i xb = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(xn), _mm256_castsi256_ps(xs), _mm256_cmp_ps(x, kn, _CMP_LT_OQ)));
+    return q8_round8_sr<Signed, false>(xb, add, vb);
+  }
   const __m256i nb = _mm256_add_epi32(_mm256_castps_si256(x), _mm256_set1_epi32(int(0x80000u - ((127u - Q::kEmax) << 23))));
   const __m256i sb = _mm256_add_epi32(_mm256_castps_si256(_mm256_fmadd_ps(a, inv, kn)), _mm256_set1_epi32(int(0x80000u - q8_bits(Q::kNormalMin))));
   const __m256i c = _mm256_srli_epi32(_mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(nb), _mm256_castsi256_ps(sb),
                                                                            _mm256_cmp_ps(x, kn, _CMP_LT_OQ))), 20);
   return q8_sign8<Signed>(c, vb);
 }
-template <bool Signed, bool Finite> FASTNN_INLINE __m256i q8_encode8_sub(__m256 v, __m256 inv_sub) {
+template <bool Signed, bool Finite, bool SR = false>
+FASTNN_INLINE __m256i q8_encode8_sub(__m256 v, __m256 inv_sub, __m256i add = __m256i()) {
   const __m256i vb = _mm256_castps_si256(v);
   const __m256 x = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_and_si256(vb, _mm256_set1_epi32(0x7FFFFFFF))), inv_sub);
+  if constexpr (SR) return q8_round8_sr<Signed, Finite>(_mm256_castps_si256(x), add, vb);
   return q8_sign8<Signed, Finite>(_mm256_srli_epi32(_mm256_add_epi32(_mm256_castps_si256(x), _mm256_set1_epi32(0x80000)), 20), vb);
 }
 template <bool Signed> FASTNN_INLINE __m256 q8_decode8_sub(const uint8_t* q, __m256 sc_sub) {
@@ -183,13 +217,20 @@ template <bool Signed> FASTNN_INLINE bool q8_any_subnormal_or_nan_code(const uin
 // One vector of codes decoded (times the scale s) and of values encoded (times inv), in the
 // normal-float form or the subnormal one (Sub: s and inv already scaled by 1 / kToSub and kToSub;
 // Finite: the subnormal encoder on a block without NaN or inf).
-template <bool Signed, bool Sub, bool Finite = false> struct Q8Codec {
+// SR: codes rounded stochastically, with the random adds at `add` (one per value; else unused).
+template <bool Signed, bool Sub, bool Finite = false, bool SR = false> struct Q8Codec {
 #if FASTNN_VEC_BYTES == 64
   static FASTNN_INLINE __m512 dec(const uint8_t* q, __m512 s) { return Sub ? q8_decode16_sub<Signed>(q, s) : q8_decode16<Signed>(q, s); }
-  static FASTNN_INLINE __m512i enc(__m512 v, __m512 iv) { return Sub ? q8_encode16_sub<Signed, Finite>(v, iv) : q8_encode16<Signed>(v, iv); }
+  static FASTNN_INLINE __m512i enc(__m512 v, __m512 iv, const uint32_t* add) {
+    const __m512i r = SR ? _mm512_loadu_si512((const void*)add) : __m512i();
+    return Sub ? q8_encode16_sub<Signed, Finite, SR>(v, iv, r) : q8_encode16<Signed, SR>(v, iv, r);
+  }
 #elif FASTNN_VEC_BYTES == 32
   static FASTNN_INLINE __m256 dec(const uint8_t* q, __m256 s) { return Sub ? q8_decode8_sub<Signed>(q, s) : q8_decode8<Signed>(q, s); }
-  static FASTNN_INLINE __m256i enc(__m256 v, __m256 iv) { return Sub ? q8_encode8_sub<Signed, Finite>(v, iv) : q8_encode8<Signed>(v, iv); }
+  static FASTNN_INLINE __m256i enc(__m256 v, __m256 iv, const uint32_t* add) {
+    const __m256i r = SR ? _mm256_loadu_si256((const __m256i*)add) : __m256i();
+    return Sub ? q8_encode8_sub<Signed, Finite, SR>(v, iv, r) : q8_encode8<Signed, SR>(v, iv, r);
+  }
 #endif
 };
 
@@ -208,18 +249,21 @@ template <class Q> FASTNN_INLINE int64_t q8_decode_vectors(const uint8_t* __rest
 #endif
   return j;
 }
-template <class Q> FASTNN_INLINE int64_t q8_encode_vectors(const float* __restrict v, int64_t n, uint8_t* __restrict out, float inv) {
+template <class Q> FASTNN_INLINE int64_t q8_encode_vectors(const float* __restrict v, int64_t n, uint8_t* __restrict out, float inv,
+                                                         const uint32_t* __restrict add) {
   int64_t j = 0;
 #if FASTNN_VEC_BYTES == 64
   const __m512 iv = _mm512_set1_ps(inv);
-  for (; j + 16 <= n; j += 16) _mm_storeu_si128((__m128i*)(out + j), _mm512_cvtusepi32_epi8(Q::enc(_mm512_loadu_ps(v + j), iv)));
+  for (; j + 16 <= n; j += 16) _mm_storeu_si128((__m128i*)(out + j), _mm512_cvtusepi32_epi8(Q::enc(_mm512_loadu_ps(v + j), iv, add + j)));
 #elif FASTNN_VEC_BYTES == 32
   const __m256 iv = _mm256_set1_ps(inv);
   for (; j + 32 <= n; j += 32)
-    _mm256_storeu_si256((__m256i*)(out + j), q8_pack32(Q::enc(_mm256_loadu_ps(v + j), iv), Q::enc(_mm256_loadu_ps(v + j + 8), iv),
-                                                       Q::enc(_mm256_loadu_ps(v + j + 16), iv), Q::enc(_mm256_loadu_ps(v + j + 24), iv)));
+    _mm256_storeu_si256((__m256i*)(out + j),
+                        q8_pack32(Q::enc(_mm256_loadu_ps(v + j), iv, add + j), Q::enc(_mm256_loadu_ps(v + j + 8), iv, add + j + 8),
+                                  Q::enc(_mm256_loadu_ps(v + j + 16), iv, add + j + 16),
+                                  Q::enc(_mm256_loadu_ps(v + j + 24), iv, add + j + 24)));
 #else
-  (void)v, (void)n, (void)out, (void)inv;
+  (void)v, (void)n, (void)out, (void)inv, (void)add;
 #endif
   return j;
 }
@@ -250,8 +294,10 @@ template <bool Signed> FASTNN_INLINE bool q8_decode_run(const uint8_t* __restric
 // Encodes n <= kQ8Block values whose largest magnitude has the bits abs_max_bits (q8_abs_bits_max
 // over them: NaN and inf included); returns the scale. sub: the subnormal form, where inv kToSub
 // is a normal float.
-template <bool Signed> FASTNN_INLINE float q8_encode_run(const float* __restrict v, int64_t n, uint8_t* __restrict out,
-                                                         uint32_t abs_max_bits, bool sub) {
+// SR: the codes rounded stochastically with the random adds add[0, n) (sr_q8_add), else to nearest.
+template <bool Signed, bool SR = false>
+FASTNN_INLINE float q8_encode_run(const float* __restrict v, int64_t n, uint8_t* __restrict out, uint32_t abs_max_bits,
+                                  bool sub, const uint32_t* __restrict add = nullptr) {
   using Q = Q8Code<Signed>;
   const bool finite = abs_max_bits <= 0x7F7FFFFFu;
   float inv;
@@ -259,13 +305,29 @@ template <bool Signed> FASTNN_INLINE float q8_encode_run(const float* __restrict
   int64_t j = 0;
   if (inv != 0.f) {  // tiny and huge blocks divide instead: the scalar codec below
     if (kQ8Vectors && sub && inv >= Q::kNormalMin)
-      j = finite ? q8_encode_vectors<Q8Codec<Signed, true, true>>(v, n, out, inv * Q::kToSub)
-                 : q8_encode_vectors<Q8Codec<Signed, true>>(v, n, out, inv * Q::kToSub);
+      j = finite ? q8_encode_vectors<Q8Codec<Signed, true, true, SR>>(v, n, out, inv * Q::kToSub, add)
+                 : q8_encode_vectors<Q8Codec<Signed, true, false, SR>>(v, n, out, inv * Q::kToSub, add);
     else
-      j = q8_encode_vectors<Q8Codec<Signed, false>>(v, n, out, inv);
+      j = q8_encode_vectors<Q8Codec<Signed, false, false, SR>>(v, n, out, inv, add);
   }
-  for (; j < n; ++j) out[j] = q8_encode_value<Signed>(v[j], scale, inv);
+  for (; j < n; ++j) out[j] = q8_encode_value<Signed>(v[j], scale, inv, SR ? add[j] : kQ8HalfStep);
   return scale;
+}
+
+// The random adds of a block's stochastically rounded codes (StochasticStore::q8_add of each element
+// b0 + j, for the states F writes): the counter of b0 + j is sr_counter(key, b0) + j, since b0 is a
+// multiple of kQ8Block and j < kQ8Block.
+template <OptKind K> FASTNN_INLINE void q8_random_adds(const int F, uint64_t key, int64_t b0, int64_t n,
+                                                      uint32_t (*__restrict add)[kQ8Block]) {
+  const uint32_t x0 = sr_counter(key, b0);
+  if (writes_state<K>(F, 0) || writes_state<K>(F, 1))  // one hash for states 0 and 1
+    for (int64_t j = 0; j < n; ++j) {
+      const uint32_t h = sr_hash(x0 + uint32_t(j), key, 1);
+      add[0][j] = sr_q8_add(sr_bits16(h, 1));
+      add[1][j] = sr_q8_add(sr_bits16(h, 2));
+    }
+  if (writes_state<K>(F, 2))
+    for (int64_t j = 0; j < n; ++j) add[2][j] = sr_q8_add(sr_bits16(sr_hash(x0 + uint32_t(j), key, 3), 3));
 }
 
 // One block of kQ8Block elements (n <= kQ8Block: the tensor's last block may be partial), starting
@@ -305,11 +367,17 @@ FASTNN_UNROLL
     if (writes_state<K>(F, 2)) n2[j] = v2, amax[2] = q8_abs_bits_max(amax[2], v2);
     pb[j] = st.template store<IO, T>(pp, 0);
   }
+  // Codes rounded stochastically where the store is (bf16 parameters or not), with its random bits.
+  constexpr bool SR = std::is_same<Store, StochasticStore>::value;
+  alignas(64) uint32_t radd[SR ? 3 : 1][kQ8Block];
+  if constexpr (SR) q8_random_adds<K>(F, st.key, b0, n, radd);
 FASTNN_UNROLL
   for (int s = 0; s < 3; ++s)
-    if (writes_state<K>(F, s))
-      qs[s][blk] = state_signed<K>(s) ? q8_encode_run<true>(nv[s], n, q[s] + b0, amax[s], sub[s])
-                                      : q8_encode_run<false>(nv[s], n, q[s] + b0, amax[s], sub[s]);
+    if (writes_state<K>(F, s)) {
+      const uint32_t* add = SR ? radd[SR ? s : 0] : nullptr;
+      qs[s][blk] = state_signed<K>(s) ? q8_encode_run<true, SR>(nv[s], n, q[s] + b0, amax[s], sub[s], add)
+                                      : q8_encode_run<false, SR>(nv[s], n, q[s] + b0, amax[s], sub[s], add);
+    }
 }
 
 // Elements [b, e) of one tensor; F is a constant, so the loop body has no branches left. S: the
@@ -413,7 +481,8 @@ void step_kind(DType dtype, DType sdtype, bool sr, const OptSlot* slots, int64_t
 template <OptKind K>
 void step_q8_kind(DType dtype, bool sr, const OptSlot* slots, int64_t nslots, const float* gs) {
   if (dtype == DType::F32) {
-    step_typed<K, float, uint8_t, false>(slots, nslots, gs);
+    if (sr) step_typed<K, float, uint8_t, true>(slots, nslots, gs);
+    else step_typed<K, float, uint8_t, false>(slots, nslots, gs);
   } else if (dtype == DType::BF16) {
     if (sr) step_typed<K, bf16_t, uint8_t, true>(slots, nslots, gs);
     else step_typed<K, bf16_t, uint8_t, false>(slots, nslots, gs);

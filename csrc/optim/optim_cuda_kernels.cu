@@ -275,6 +275,8 @@ __global__ void __launch_bounds__(kThreads) q8_kernel(const __grid_constant__ La
     const T* g = static_cast<const T*>(s.g);
     uint8_t* q[3] = {static_cast<uint8_t*>(s.s[0]), static_cast<uint8_t*>(s.s[1]), static_cast<uint8_t*>(s.s[2])};
     C v[3] = {0.f, 0.f, 0.f};
+    auto st = make_store<SR>(s.sr_key);
+    st.at(i);
     if (in) {
       C pp = CudaIO::ld(p[i]);
       C gg = (F & kUnscale) ? CudaIO::ld(g[i]) / scale : CudaIO::ld(g[i]);
@@ -282,8 +284,6 @@ __global__ void __launch_bounds__(kThreads) q8_kernel(const __grid_constant__ La
       for (int j = 0; j < 3; ++j)
         if (reads_state<K>(F, j)) v[j] = s.qs[j][blk] * q8_decode_state<K>(j, q[j][i]);
       apply_rule<K>(F, c, pp, gg, v[0], v[1], v[2]);
-      auto st = make_store<SR>(s.sr_key);
-      st.at(i);
       p[i] = st.template store<CudaIO, T>(pp, 0);
     }
     uint32_t am[3];
@@ -310,7 +310,8 @@ __global__ void __launch_bounds__(kThreads) q8_kernel(const __grid_constant__ La
       const bool sg = state_signed<K>(j);
       float inv;
       const float sc = sg ? q8_block_scale<true>(am[j], &inv) : q8_block_scale<false>(am[j], &inv);
-      if (in) q[j][i] = sg ? q8_encode_value<true>(v[j], sc, inv) : q8_encode_value<false>(v[j], sc, inv);
+      if (in) q[j][i] = sg ? q8_encode_value<true>(v[j], sc, inv, st.q8_add(1 + j))
+                           : q8_encode_value<false>(v[j], sc, inv, st.q8_add(1 + j));
       if (threadIdx.x == 0) s.qs[j][blk] = sc;
     }
   }
@@ -370,7 +371,8 @@ void cuda_optimizer_step_compact(OptKind kind, int dtype, int sdtype, bool sr, c
     if (sr) run_compact<bf, float, true, false>(kind, slots, n, grad_scale, found_inf, st);
     else run_compact<bf, float, false, false>(kind, slots, n, grad_scale, found_inf, st);
   } else if (dtype == 0 && sdtype == 4) {
-    run_compact<float, uint8_t, false, true>(kind, slots, n, grad_scale, found_inf, st);
+    if (sr) run_compact<float, uint8_t, true, true>(kind, slots, n, grad_scale, found_inf, st);
+    else run_compact<float, uint8_t, false, true>(kind, slots, n, grad_scale, found_inf, st);
   } else if (dtype == 3 && sdtype == 4) {
     if (sr) run_compact<bf, uint8_t, true, true>(kind, slots, n, grad_scale, found_inf, st);
     else run_compact<bf, uint8_t, false, true>(kind, slots, n, grad_scale, found_inf, st);

@@ -309,25 +309,38 @@ FASTNN_INLINE FASTNN_HD uint32_t hash32(uint32_t x) {
 
 // How the update stores a value: to nearest, or (Stochastic) bf16 values rounded stochastically with
 // 16 random bits each: state 0 and 1 from the element's first hash, the parameter and state 2 from
-// its second.
+// its second. q8_add: what an 8-bit code's encoding adds below the 20-bit shift (q8_encode_mag):
+// half a code step (nearest), or the state's 16 random bits in bits 4-19 plus 8, the missing
+// bits' mean (stochastic rounding between the two nearest codes).
+constexpr uint32_t kQ8HalfStep = 0x80000u;
 struct NearestStore {
   FASTNN_INLINE FASTNN_HD void at(int64_t) {}
   template <class IO, class T, class C> FASTNN_INLINE FASTNN_HD T store(C v, int) const {
     return IO::template st<T>(v);
   }
+  FASTNN_INLINE FASTNN_HD uint32_t q8_add(int) const { return kQ8HalfStep; }
 };
+// The element's hash input: key + i, whose top half folded in.
+FASTNN_INLINE FASTNN_HD uint32_t sr_counter(uint64_t key, int64_t i) {
+  return uint32_t(key) + uint32_t(i) + uint32_t(uint64_t(i) >> 32) * 0x9E3779B9u;
+}
+// The 16 random bits of store `which` (0 the parameter, 1 + s state s) of the element whose
+// counter is x: states 0 and 1 halves of hash32(x), the parameter and state 2 of the second hash.
+FASTNN_INLINE FASTNN_HD int sr_draw(int which) { return which == 0 ? 2 : which - 1; }
+FASTNN_INLINE FASTNN_HD uint32_t sr_hash(uint32_t x, uint64_t key, int which) {
+  return sr_draw(which) < 2 ? hash32(x) : hash32(x ^ uint32_t(key >> 32));
+}
+FASTNN_INLINE FASTNN_HD uint32_t sr_bits16(uint32_t h, int which) { return (sr_draw(which) & 1 ? h >> 16 : h) & 0xffffu; }
+FASTNN_INLINE FASTNN_HD uint32_t sr_q8_add(uint32_t bits16) { return (bits16 << 4) | 8u; }
 struct StochasticStore {
   uint64_t key;
   uint32_t x = 0;
-  FASTNN_INLINE FASTNN_HD void at(int64_t i) {
-    x = uint32_t(key) + uint32_t(i) + uint32_t(uint64_t(i) >> 32) * 0x9E3779B9u;
-  }
-  // which: 0 the parameter, 1 + s state s.
+  FASTNN_INLINE FASTNN_HD void at(int64_t i) { x = sr_counter(key, i); }
+  FASTNN_INLINE FASTNN_HD uint32_t bits16(int which) const { return sr_bits16(sr_hash(x, key, which), which); }
   template <class IO, class T, class C> FASTNN_INLINE FASTNN_HD T store(C v, int which) const {
-    const int d = which == 0 ? 2 : which - 1;
-    const uint32_t h = d < 2 ? hash32(x) : hash32(x ^ uint32_t(key >> 32));
-    return IO::template st_stochastic<T>(v, (d & 1 ? h >> 16 : h) & 0xffffu);
+    return IO::template st_stochastic<T>(v, bits16(which));
   }
+  FASTNN_INLINE FASTNN_HD uint32_t q8_add(int which) const { return sr_q8_add(bits16(which)); }
 };
 // The store of an update: stochastic (bf16 values, random bits keyed by key) or to nearest.
 template <bool SR> FASTNN_INLINE FASTNN_HD auto make_store(uint64_t key) {
@@ -417,19 +430,22 @@ template <bool Signed> FASTNN_INLINE FASTNN_HD float q8_decode(uint32_t c) {
 // the top code, with normal floats only: x' = x 2^(Emax-127) is exact where it is normal; below
 // (x < 2^(1-Emax)), fma(a, inv, 2^(1-Emax)) rounds the exact a inv to multiples of that constant's
 // ulp, which is x''s subnormal quantum scaled by 2^(127-Emax): the subnormal product's rounding.
-template <bool Signed> FASTNN_INLINE FASTNN_HD uint32_t q8_encode_mag(float a, float inv) {
+// add: kQ8HalfStep (to nearest) or a stochastic store's q8_add; x''s bits are clamped to the top
+// code's first, so no random add carries past it (to nearest, the same codes as clamping after).
+template <bool Signed> FASTNN_INLINE FASTNN_HD uint32_t q8_encode_mag(float a, float inv, uint32_t add = kQ8HalfStep) {
   using Q = Q8Code<Signed>;
   const float x = a * inv;
   const uint32_t normal = q8_bits(x) - ((127u - Q::kEmax) << 23);                    // x''s bits, x' normal
   const uint32_t sub = q8_bits(fma_(a, inv, Q::kNormalMin)) - q8_bits(Q::kNormalMin);  // x''s bits, subnormal
-  const uint32_t c = ((x < Q::kNormalMin ? sub : normal) + 0x80000u) >> 20;
-  return c < Q::kTop ? c : Q::kTop;
+  uint32_t xb = x < Q::kNormalMin ? sub : normal;
+  xb = xb < (Q::kTop << 20) ? xb : (Q::kTop << 20);
+  return (xb + add) >> 20;
 }
 
 // The code of value v whose magnitude is a (a inv relative to its block's scale).
-template <bool Signed> FASTNN_INLINE FASTNN_HD uint8_t q8_encode(float v, float a, float inv) {
+template <bool Signed> FASTNN_INLINE FASTNN_HD uint8_t q8_encode(float v, float a, float inv, uint32_t add = kQ8HalfStep) {
   if (!(v - v == 0.f)) return uint8_t(Q8Code<Signed>::kNan);  // NaN or inf
-  uint32_t c = q8_encode_mag<Signed>(a, inv);
+  uint32_t c = q8_encode_mag<Signed>(a, inv, add);
   if (Signed && v < 0.f && c != 0) c |= 0x80u;
   return uint8_t(c);
 }
@@ -469,10 +485,11 @@ template <bool Signed> FASTNN_INLINE FASTNN_HD float q8_block_scale(uint32_t ama
 }
 
 // The code of value v in a block of this scale (inv as q8_block_scale gives it).
-template <bool Signed> FASTNN_INLINE FASTNN_HD uint8_t q8_encode_value(float v, float scale, float inv) {
+template <bool Signed> FASTNN_INLINE FASTNN_HD uint8_t q8_encode_value(float v, float scale, float inv,
+                                                                      uint32_t add = kQ8HalfStep) {
   const float a = q8_float(q8_bits(v) & 0x7FFFFFFFu);  // |v|
-  if (inv != 0.f) return q8_encode<Signed>(v, a, inv);
-  return q8_encode<Signed>(v, scale != 0.f ? a / scale : 0.f, 1.f);  // x = a / scale rounded first
+  if (inv != 0.f) return q8_encode<Signed>(v, a, inv, add);
+  return q8_encode<Signed>(v, scale != 0.f ? a / scale : 0.f, 1.f, add);  // x = a / scale rounded first
 }
 
 // Encodes the n <= kQ8Block values of one block, whose largest finite magnitude has the bits
