@@ -2,7 +2,8 @@
 vectorizing the block maximum"):
 
     python benchmarks/optim_compact_extras.py          # Adam/AdamW/Adagrad 10M params: torch fused vs fastnn
-                                                       # float32 / bf16 / int8 state, and the 8-bit
+                                                       # float32 / bf16 (stochastic, its default, and
+                                                       # nearest) / int8 state, and the 8-bit
                                                        # optimizers of bitsandbytes and torchao where installed
     python benchmarks/optim_compact_extras.py --floor  # per-parameter cost in cache, one thread
     FASTNN_CUDA_COMPACT_STATE=1 python benchmarks/optim_compact_extras.py --device cuda --numel 100000000
@@ -54,6 +55,8 @@ def interleaved(rounds=9, numel=10_000_000, device="cpu"):
             "torch fused": lambda ps: getattr(torch.optim, kind)(ps, lr=1e-3, fused=True),
             "fastnn float32 state": lambda ps: getattr(fo, kind)(ps, lr=1e-3),
             "fastnn bf16 state": lambda ps: getattr(fo, kind)(ps, lr=1e-3, state_dtype=torch.bfloat16),
+            "fastnn bf16 state, nearest": lambda ps: getattr(fo, kind)(ps, lr=1e-3, state_dtype=torch.bfloat16,
+                                                                       stochastic_rounding=False),
             "fastnn int8 state": lambda ps: getattr(fo, kind)(ps, lr=1e-3, state_dtype="int8"),
         }
         opts = {n: _make(ps0, gs, b) for n, b in builds.items()}
