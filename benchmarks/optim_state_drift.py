@@ -11,9 +11,8 @@ for float32 state and each compact option, against float32's.
 """
 import torch
 
-import fastnn.optim as fo
+from fastnn.validate import second_moment_drift
 
-N, STEPS = 4096, 2000
 VARIANTS = {
     "float32 state": {},
     "int8, nearest (default)": dict(state_dtype="int8", min_8bit_size=0),
@@ -23,29 +22,10 @@ VARIANTS = {
 }
 
 
-def run(kw):
-    p = torch.nn.Parameter(torch.zeros(N))
-    o = fo.Adam([p], lr=1e-3, **kw)
-    for t in range(STEPS):
-        g = torch.full((N,), 0.01)
-        g[::256] = 1.0
-        if t == 0:
-            g[:] = 1.0
-        p.grad = g
-        o.step()
-    st = o.state[p]
-    v = st["exp_avg_sq"]
-    if v.dtype == torch.uint8:
-        v = fo._q8_dequantize(v, st["exp_avg_sq_scale"], False)
-    small = torch.ones(N, dtype=torch.bool)
-    small[::256] = False
-    return v.double()[small].mean().item(), -p.detach().double()[small].mean().item()
-
-
 def main():
-    ref_v, ref_moved = run({})
+    ref_v, ref_moved = second_moment_drift({})
     for name, kw in VARIANTS.items():
-        v, moved = run(kw)
+        v, moved = second_moment_drift(kw)
         print(f"{name:34s} second moment {v:.3e} ({v / ref_v:.2f}x float32), moved {moved:.4f} "
               f"({moved / ref_moved:.2f}x)")
 

@@ -538,6 +538,30 @@ def compact_state(args, out):
     return rows + compact_linear_regression(args)
 
 
+def second_moment_drift(opt_kwargs, steps=2000, n=4096):
+    """Adam (lr 1e-3) on n float32 parameters whose gradients are all 1 at the first step; afterwards one
+    element of each block of 256 keeps gradient 1 (its block's largest second moment, which grows), the
+    others get 0.01 (theirs should shrink by ~0.1% a step). Returns the mean second moment of those
+    others after `steps` steps and how far they moved: compact state rounded to nearest cannot follow
+    (benchmarks/optim_state_drift.py, tests/test_optim_compact.py)."""
+    p = nn.Parameter(torch.zeros(n))
+    opt = fastnn.optim.Adam([p], lr=1e-3, **opt_kwargs)
+    for t in range(steps):
+        g = torch.full((n,), 0.01)
+        g[::256] = 1.0
+        if t == 0:
+            g[:] = 1.0
+        p.grad = g
+        opt.step()
+    st = opt.state[p]
+    v = st["exp_avg_sq"]
+    if v.dtype == torch.uint8:
+        v = fastnn.optim._q8_dequantize(v, st["exp_avg_sq_scale"], False)
+    small = torch.ones(n, dtype=torch.bool)
+    small[::256] = False
+    return v.double()[small].mean().item(), -p.detach().double()[small].mean().item()
+
+
 def compact_linear_regression(args):
     """A linear model whose weights grow to O(1) under Adam 1e-3: from |w| ~ 0.25 on, one step is below
     half a bf16 ulp of the weight, so parameters rounded to nearest stop moving (the case stochastic
