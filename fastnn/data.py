@@ -284,11 +284,11 @@ def toy_data(seed=0, per_unit=100, noise=0.2):
     return x[:, None].astype(np.float32), y[:, None].astype(np.float32)
 
 
-LINEAR_DATA = "y = x w + 0.5 + N(0, 0.5^2), 16 standard normal features, w ~ U(-3, 3); 4096 train / 1024 test"
+WIDE_WEIGHTS_DATA = "y = x w + 0.5 + N(0, 0.5^2), 16 standard normal features, w ~ U(-3, 3); 4096 train / 1024 test"
 
 
-def linear_data(seed=0, n=4096, n_test=1024, features=16, noise=0.5):
-    """Linear regression data (LINEAR_DATA): ((x, y), (x_test, y_test)), float32."""
+def wide_weights_data(seed=0, n=4096, n_test=1024, features=16, noise=0.5):
+    """Linear regression data whose weights are O(1) (WIDE_WEIGHTS_DATA): ((x, y), (x_test, y_test)), float32."""
     rng = np.random.default_rng(seed)
     w = rng.uniform(-3, 3, features)
     x = rng.standard_normal((n + n_test, features))

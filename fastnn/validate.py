@@ -568,7 +568,7 @@ def compact_linear_regression(args):
     rounding is for). Its 17 parameters are all below min_8bit_size, so the 8-bit row sets it to 0.
     Run to convergence: at 120 epochs bf16 state rounded to nearest still lags (its second moment
     cannot decay by 0.1% a step, under half a bf16 ulp: benchmarks/RESULTS.md)."""
-    (x, y), (xv, yv) = fdata.linear_data(seed=0)
+    (x, y), (xv, yv) = fdata.wide_weights_data(seed=0)
     x, y, xv, yv = (_tensor(a, args.device) for a in (x, y, xv, yv))
     epochs = args.epochs or 300
 
@@ -579,7 +579,7 @@ def compact_linear_regression(args):
             return {f"{s}_mse": nn.functional.mse_loss(model(a.to(dtype)).float(), b).item()
                     for s, a, b in (("train", x, y), ("test", xv, yv))}
 
-    return _compact_rows("linear-regression", fdata.LINEAR_DATA, "MSE of the final model",
+    return _compact_rows("linear-regression", fdata.WIDE_WEIGHTS_DATA, "MSE of the final model",
                          lambda: nn.Linear(x.shape[1], 1), train, {}, int8_kw=dict(min_8bit_size=0))
 
 

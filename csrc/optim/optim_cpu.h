@@ -33,7 +33,7 @@ struct OptimCpuKernels {
   void (*step)(OptKind kind, DType dtype, DType sdtype, bool sr, const OptSlot* slots, int64_t nslots,
                const float* grad_scale);
   // Block-wise 8-bit state (optim_functors.h) of float32 or bf16 parameters; sr: bf16 parameters
-  // rounded stochastically.
+  // and the codes rounded stochastically.
   void (*step_q8)(OptKind kind, DType dtype, bool sr, const OptSlot* slots, int64_t nslots,
                   const float* grad_scale);
 };
