@@ -219,6 +219,7 @@ template <bool Signed> FASTNN_INLINE bool q8_any_subnormal_or_nan_code(const uin
 // Finite: the subnormal encoder on a block without NaN or inf).
 // SR: codes rounded stochastically, with the random adds at `add` (one per value; else unused).
 template <bool Signed, bool Sub, bool Finite = false, bool SR = false> struct Q8Codec {
+  static constexpr bool kSR = SR;
 #if FASTNN_VEC_BYTES == 64
   static FASTNN_INLINE __m512 dec(const uint8_t* q, __m512 s) { return Sub ? q8_decode16_sub<Signed>(q, s) : q8_decode16<Signed>(q, s); }
   static FASTNN_INLINE __m512i enc(__m512 v, __m512 iv, const uint32_t* add) {
@@ -249,21 +250,23 @@ template <class Q> FASTNN_INLINE int64_t q8_decode_vectors(const uint8_t* __rest
 #endif
   return j;
 }
+// add: Q's random adds (Q::kSR), else null and not offset.
 template <class Q> FASTNN_INLINE int64_t q8_encode_vectors(const float* __restrict v, int64_t n, uint8_t* __restrict out, float inv,
                                                          const uint32_t* __restrict add) {
   int64_t j = 0;
+  auto at = [add](int64_t k) { return Q::kSR ? add + k : add; };
 #if FASTNN_VEC_BYTES == 64
   const __m512 iv = _mm512_set1_ps(inv);
-  for (; j + 16 <= n; j += 16) _mm_storeu_si128((__m128i*)(out + j), _mm512_cvtusepi32_epi8(Q::enc(_mm512_loadu_ps(v + j), iv, add + j)));
+  for (; j + 16 <= n; j += 16) _mm_storeu_si128((__m128i*)(out + j), _mm512_cvtusepi32_epi8(Q::enc(_mm512_loadu_ps(v + j), iv, at(j))));
 #elif FASTNN_VEC_BYTES == 32
   const __m256 iv = _mm256_set1_ps(inv);
   for (; j + 32 <= n; j += 32)
     _mm256_storeu_si256((__m256i*)(out + j),
-                        q8_pack32(Q::enc(_mm256_loadu_ps(v + j), iv, add + j), Q::enc(_mm256_loadu_ps(v + j + 8), iv, add + j + 8),
-                                  Q::enc(_mm256_loadu_ps(v + j + 16), iv, add + j + 16),
-                                  Q::enc(_mm256_loadu_ps(v + j + 24), iv, add + j + 24)));
+                        q8_pack32(Q::enc(_mm256_loadu_ps(v + j), iv, at(j)), Q::enc(_mm256_loadu_ps(v + j + 8), iv, at(j + 8)),
+                                  Q::enc(_mm256_loadu_ps(v + j + 16), iv, at(j + 16)),
+                                  Q::enc(_mm256_loadu_ps(v + j + 24), iv, at(j + 24))));
 #else
-  (void)v, (void)n, (void)out, (void)inv, (void)add;
+  (void)v, (void)n, (void)out, (void)inv, (void)at;
 #endif
   return j;
 }
