@@ -553,10 +553,7 @@ def second_moment_drift(opt_kwargs, steps=2000, n=4096):
             g[:] = 1.0
         p.grad = g
         opt.step()
-    st = opt.state[p]
-    v = st["exp_avg_sq"]
-    if v.dtype == torch.uint8:
-        v = fastnn.optim._q8_dequantize(v, st["exp_avg_sq_scale"], False)
+    v = fastnn.optim.full_precision_state_dict(opt)["state"][0]["exp_avg_sq"]  # any storage, as float32
     small = torch.ones(n, dtype=torch.bool)
     small[::256] = False
     return v.double()[small].mean().item(), -p.detach().double()[small].mean().item()
