@@ -48,8 +48,18 @@ def extension():
                   + glob.glob(os.path.join(ROOT, "csrc", "**", "*.cu"), recursive=True))
     cuda_sources = rel(glob.glob(os.path.join(ROOT, "csrc", "**", "*_cuda*.cpp"), recursive=True)
                        + glob.glob(os.path.join(ROOT, "csrc", "**", "*.cu"), recursive=True))
-    use_cuda = want_cuda()
     define = []
+    # FASTNN_CPU_TABLES=base builds the portable CPU table alone: a quick build for GPU visits
+    # (benchmarks/gpu_check.sh), where the per-ISA tables are most of the compile time.
+    tables = os.environ.get("FASTNN_CPU_TABLES", "").strip()
+    if tables not in ("", "all", "base"):
+        sys.exit("FASTNN_CPU_TABLES must be 'all' or 'base', got %r" % tables)
+    if tables == "base":
+        isa_dir = os.path.join("csrc", "cpu_isa") + os.sep
+        sources = [s for s in sources if not s.startswith(isa_dir)
+                   or os.path.basename(s).startswith(("base", "cpu_isa"))]
+        cxx = cxx + ["-DFASTNN_CPU_BASE_ONLY=1"]
+    use_cuda = want_cuda()
     if use_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
         define.append(("FASTNN_WITH_CUDA", "1"))

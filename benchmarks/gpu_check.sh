@@ -10,6 +10,8 @@
 #           cuda     the other CUDA tests (linear_act, mlp, build)
 #           q8bench  optim_compact_extras.py on 100M parameters (torch fused vs fastnn compact)
 #           bench    python -m fastnn.bench $FASTNN_GPU_BENCH (default "optim mlp --quick")
+#           profile  Nsight Compute on the fused MLP (benchmarks/profile_mlp_gpu.py) -> $OUT/ncu_mlp.txt
+#           mlpcmp   benchmarks/mlp_gpu_compare.py: the fused MLP against eager, compile, per-layer
 #           extras   benchmarks/gpu_extras.py
 #           full     the whole suite with -n 8 (the CPU half is CI's; off by default)
 #   FASTNN_GPU_STAGES="compact cuda q8bench bench" (the default) picks and orders them.
@@ -28,12 +30,15 @@ export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-"9.0"}
 export MAX_JOBS=${MAX_JOBS:-16}
 export CXX=${FASTNN_CXX:-/usr/bin/g++}
 export CC=${FASTNN_CC:-/usr/bin/gcc}
+# The portable CPU table alone unless asked otherwise: the per-ISA tables are most of the build, and
+# the GPU stages do not need them (the CPU suite is CI's).
+export FASTNN_CPU_TABLES=${FASTNN_CPU_TABLES:-base}
 export PYTHONUNBUFFERED=1
 say() { echo "$*" | tee -a "$LOG"; }
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
-  echo "CXX=$CXX CC=$CC MAX_JOBS=$MAX_JOBS TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST"
+  echo "CXX=$CXX CC=$CC FASTNN_CPU_TABLES=$FASTNN_CPU_TABLES MAX_JOBS=$MAX_JOBS TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST"
 } 2>&1 | tee -a "$LOG"
 t0=$SECONDS
 if ! FASTNN_CUDA=1 python setup.py build_ext --inplace > "$OUT/build.log" 2>&1; then
@@ -71,6 +76,12 @@ for s in ${FASTNN_GPU_STAGES:-compact cuda q8bench bench}; do
                --device cuda --numel 100000000 ;;
     bench) stage bench python -m fastnn.bench ${FASTNN_GPU_BENCH:-optim mlp --quick} --device cuda --cuda-graphs \
              --no-plots --out "$OUT/bench" ;;
+    profile) stage profile env FASTNN_MLP_FUSED=1 PYTHONPATH=. ncu --clock-control none -k regex:mlp_ -c 2 \
+               --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+               --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+               --section MemoryWorkloadAnalysis_Tables --section SchedulerStats --section InstructionStats \
+               --log-file "$OUT/ncu_mlp.txt" python benchmarks/profile_mlp_gpu.py ${FASTNN_PROFILE_WIDTH:-64} ;;
+    mlpcmp) stage mlpcmp env PYTHONPATH=. python benchmarks/mlp_gpu_compare.py ${FASTNN_MLPCMP_ARGS:-} ;;
     extras) stage extras bash -c "cd benchmarks && PYTHONPATH=.. python gpu_extras.py" ;;
     full) stage full python -m pytest -q -x -n 8 -p no:cacheprovider tests ;;
     *) say "gpu_check: unknown stage '$s'"; status=1 ;;
