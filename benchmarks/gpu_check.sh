@@ -12,9 +12,11 @@
 #           bench    python -m fastnn.bench $FASTNN_GPU_BENCH (default "optim mlp --quick")
 #           profile  Nsight Compute on the fused MLP (benchmarks/profile_mlp_gpu.py) -> $OUT/ncu_mlp.txt
 #           mlpcmp   benchmarks/mlp_gpu_compare.py: the fused MLP against eager, compile, per-layer
+#           sanitize compute-sanitizer memcheck and racecheck on a small fused MLP (FASTNN_MLP_FUSED=2)
 #           extras   benchmarks/gpu_extras.py
 #           full     the whole suite with -n 8 (the CPU half is CI's; off by default)
-#   FASTNN_GPU_STAGES="compact cuda q8bench bench" (the default) picks and orders them.
+#   FASTNN_GPU_STAGES="compact cuda sanitize mlpcmp profile q8bench" (the default) picks and orders them;
+#   the order is what the open GPU work needs first (fused MLP v2 and the compact kernels unverified).
 #
 # Compiler: the system g++ unless FASTNN_CXX (and FASTNN_CC) name another. Some images set CXX to a
 # wrapper whose links pull libstdc++ pieces into _C.so; every C++ error message that formats an
@@ -68,7 +70,7 @@ stage() {
   say "== $name: exit $rc, $((SECONDS - t)) s"
   [ "$rc" = 0 ] || status=1
 }
-for s in ${FASTNN_GPU_STAGES:-compact cuda q8bench bench}; do
+for s in ${FASTNN_GPU_STAGES:-compact cuda sanitize mlpcmp profile q8bench}; do
   case $s in
     compact) stage compact python -m pytest -m cuda -q -p no:cacheprovider tests/test_optim_compact.py ;;
     cuda) stage cuda python -m pytest -m cuda -q -p no:cacheprovider tests/test_cuda.py tests/test_mlp_cuda.py tests/test_build.py ;;
@@ -76,11 +78,14 @@ for s in ${FASTNN_GPU_STAGES:-compact cuda q8bench bench}; do
                --device cuda --numel 100000000 ;;
     bench) stage bench python -m fastnn.bench ${FASTNN_GPU_BENCH:-optim mlp --quick} --device cuda --cuda-graphs \
              --no-plots --out "$OUT/bench" ;;
-    profile) stage profile env FASTNN_MLP_FUSED=1 PYTHONPATH=. ncu --clock-control none -k regex:mlp_ -c 2 \
+    profile) stage profile env FASTNN_MLP_FUSED=${FASTNN_PROFILE_VERSION:-2} PYTHONPATH=. ncu --clock-control none -k regex:mlp_ -c 2 \
                --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
                --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
                --section MemoryWorkloadAnalysis_Tables --section SchedulerStats --section InstructionStats \
                --log-file "$OUT/ncu_mlp.txt" python benchmarks/profile_mlp_gpu.py ${FASTNN_PROFILE_WIDTH:-64} ;;
+    sanitize) stage sanitize bash -c "FASTNN_MLP_FUSED=2 compute-sanitizer --tool memcheck --error-exitcode 3 \
+                python benchmarks/mlp_gpu_sanitize.py && FASTNN_MLP_FUSED=2 compute-sanitizer --tool racecheck \
+                --error-exitcode 3 python benchmarks/mlp_gpu_sanitize.py" ;;
     mlpcmp) stage mlpcmp env PYTHONPATH=. python benchmarks/mlp_gpu_compare.py ${FASTNN_MLPCMP_ARGS:-} ;;
     extras) stage extras bash -c "cd benchmarks && PYTHONPATH=.. python gpu_extras.py" ;;
     full) stage full python -m pytest -q -x -n 8 -p no:cacheprovider tests ;;

@@ -1,5 +1,6 @@
 """The fully fused MLP's targets (issue 19) in one table: eager torch, torch.compile, fastnn's
-per-layer path and fastnn's fused kernels (FASTNN_MLP_FUSED=1 forces them, =0 forbids them), for
+per-layer path and fastnn's fused kernels, version 1 and 2 (FASTNN_MLP_FUSED=1 / =2 force them, =0
+forbids them; ratios are version 2's), for
 fwd+bwd and inference, timed two ways in the same run: CUDA-graph replays (kernel time) and plain
 eager calls (what a Python training loop sees). Interleaved rounds, medians.
 
@@ -89,9 +90,9 @@ def timings(fns, graph, rounds, iters=10):
 def main():
     print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__}")
     rounds = 5 if QUICK else 9
-    print("| case | dtype | mode | timing | eager | compile | fastnn layers | fastnn fused | fused/eager | "
-          "fused/compile | fused/layers |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| case | dtype | mode | timing | eager | compile | fastnn layers | fused v1 | fused v2 | v2/eager | "
+          "v2/compile | v2/layers |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for label, sizes, act, batch, dtypes, with_compile in SHAPES:
         for dt in dtypes:
             torch.manual_seed(0)
@@ -111,13 +112,13 @@ def main():
                 return f
             for mode, wrap in (("fwd+bwd", train), ("inference", infer)):
                 fns = [wrap(eager), wrap(comp) if comp is not None else None,
-                       Forced("0", wrap(fused)), Forced("1", wrap(fused))]
+                       Forced("0", wrap(fused)), Forced("1", wrap(fused)), Forced("2", wrap(fused))]
                 live = [f for f in fns if f is not None]
                 for timing, graph in (("graph", True), ("eager calls", False)):
                     ts = iter(timings(live, graph, rounds))
                     t = [next(ts) if f is not None else None for f in fns]
                     us = ["%.1f" % (v * 1e6) if v is not None else "-" for v in t]
-                    r = [("%.2fx" % (b / t[3])) if b is not None else "-" for b in (t[0], t[1], t[2])]
+                    r = [("%.2fx" % (b / t[4])) if b is not None else "-" for b in (t[0], t[1], t[2])]
                     print(f"| {label} {'-'.join(map(str, sizes))} {act} b{batch} | "
                           f"{str(dt).replace('torch.', '')} | {mode} | {timing} | {' | '.join(us)} | "
                           f"{' | '.join(r)} |", flush=True)

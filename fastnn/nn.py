@@ -102,7 +102,7 @@ def _fused(x, run):
             return True
         return _C.mlp_path(x, [m.weight for m in run], [m.bias for m in run], [m.activation for m in run],
                            [m.negative_slope for m in run])[0] == "tiled"
-    if x.device.type != "cuda" or os.environ.get("FASTNN_MLP_FUSED") != "1" or torch.compiler.is_compiling():
+    if x.device.type != "cuda" or os.environ.get("FASTNN_MLP_FUSED") not in ("1", "2") or torch.compiler.is_compiling():
         return False
     if torch.is_autocast_enabled("cuda"):
         x = torch.empty((0, x.shape[-1]), dtype=torch.get_autocast_dtype("cuda"), device=x.device)

@@ -11,8 +11,8 @@ import fastnn
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _setup(env_value):
-    env = dict(os.environ, FASTNN_CUDA=env_value)
+def _setup(env_value, **extra):
+    env = dict(os.environ, FASTNN_CUDA=env_value, **extra)
     return subprocess.run([sys.executable, "setup.py", "--name"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
 
@@ -27,6 +27,12 @@ def test_forcing_cuda_with_cpu_torch_fails_loudly():
 def test_bad_switch_value_is_refused():
     r = _setup("yes")
     assert r.returncode != 0 and "FASTNN_CUDA must be 0, 1 or unset" in r.stderr + r.stdout
+
+
+def test_bad_cpu_tables_value_is_refused():
+    r = _setup("0", FASTNN_CPU_TABLES="avx2")
+    assert r.returncode != 0 and "FASTNN_CPU_TABLES must be 'all' or 'base'" in r.stderr + r.stdout
+    assert _setup("0", FASTNN_CPU_TABLES="base").returncode == 0
 
 
 def test_cpu_only_build_does_not_claim_cuda():

@@ -19,9 +19,16 @@ def _needs_capability_8(cuda_kernels):
         pytest.skip("the fused kernels need compute capability 8.0")
 
 
-@pytest.fixture(autouse=True)
-def _fused_kernels_on(monkeypatch):
-    monkeypatch.setenv("FASTNN_MLP_FUSED", "1")
+# Both versions of the fused kernels (csrc/mlp/mlp_cuda_kernels.cu): 1 (WMMA, fp32 staging) and 2
+# (weight-stationary mma.sync, epilogue on the accumulators).
+VERSION = "1"
+
+
+@pytest.fixture(autouse=True, params=["1", "2"])
+def _fused_kernels_on(request, monkeypatch):
+    global VERSION
+    VERSION = request.param
+    monkeypatch.setenv("FASTNN_MLP_FUSED", VERSION)
 
 
 def chain(k0, width, depth, nout, dtype, bias, act, last_act, seed):
@@ -75,7 +82,7 @@ def compare(k0, width, depth, nout, dtype, bias, act, last_act, batch, monkeypat
     monkeypatch.setenv("FASTNN_MLP_FUSED", "0")
     assert fastnn.mlp_path(x, ws)[0] == "layers"
     layers = run(x, ws, bs, acts, gout)
-    monkeypatch.setenv("FASTNN_MLP_FUSED", "1")
+    monkeypatch.setenv("FASTNN_MLP_FUSED", VERSION)
     # float64 reference of every output (autograd through the reference chain).
     xr = x.detach().double().requires_grad_()
     wr = [w.detach().double().requires_grad_() for w in ws]

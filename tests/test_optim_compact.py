@@ -814,6 +814,10 @@ def test_cuda_compact_same_bits_twice_and_grad_scaler_skip(mode, monkeypatch):
                 p.grad = g.cuda()
             o.step()
         runs.append(([p.detach().clone() for p in ps], copy.deepcopy(o.state_dict())))
+    # The steps did something (a kernel pair without an instance once left every parameter as it was).
+    start = [p.detach().cuda() for p in params(pdtype, shapes=[(300, 7), (4101,)])]
+    for a, b in zip(runs[0][0], start):
+        assert not torch.equal(a, b)
     for a, b in zip(runs[0][0], runs[1][0]):
         assert torch.equal(a, b)
     for i, st in runs[0][1]["state"].items():
@@ -835,8 +839,17 @@ def test_cuda_compact_same_bits_twice_and_grad_scaler_skip(mode, monkeypatch):
 
 @pytest.mark.cuda
 @pytest.mark.usefixtures("cuda_kernels")
-def test_cuda_compact_state_refused_unless_opted_in(monkeypatch):
+def test_cuda_bf16_sr_of_bf16_state_refused_unless_opted_in(monkeypatch):
+    """The one CUDA pair not yet verified on a GPU is refused, before anything changes; verified
+    compact state steps without the switch."""
     monkeypatch.delenv("FASTNN_CUDA_COMPACT_STATE", raising=False)
-    p = [torch.nn.Parameter(torch.randn(8, device="cuda"))]
-    with pytest.raises(ValueError, match="fastnn.optim.Adam: state_dtype .* not yet verified on CUDA"):
-        fastnn.optim.Adam(p, state_dtype="int8")
+    p = [torch.nn.Parameter(torch.randn(8, device="cuda", dtype=torch.bfloat16))]
+    with pytest.raises(ValueError, match="fastnn.optim.Adam: stochastic_rounding of bfloat16 parameters with "
+                                         "bfloat16 state is not yet verified on CUDA"):
+        fastnn.optim.Adam(p, stochastic_rounding=True, sr_seed=0)
+    q = [torch.nn.Parameter(torch.randn(5000, device="cuda"))]
+    o = fastnn.optim.Adam(q, state_dtype="int8")
+    q[0].grad = torch.randn_like(q[0])
+    before = q[0].detach().clone()
+    o.step()
+    assert o.state[q[0]]["exp_avg"].dtype == torch.uint8 and not torch.equal(before, q[0].detach())

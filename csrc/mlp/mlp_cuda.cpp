@@ -1,6 +1,6 @@
 // fastnn::mlp on CUDA. Two paths:
 //  - layer by layer through linear_act's kernels (cuBLAS + fused passes): the default;
-//  - the fully fused kernels (mlp_cuda_kernels.cu), opt-in with FASTNN_MLP_FUSED=1, where the
+//  - the fully fused kernels (mlp_cuda_kernels.cu), opt-in with FASTNN_MLP_FUSED=1 (or 2: version 2), where the
 //    chain fits them (fp16/bf16, compute capability >= 8.0, every width <= kMlpFusedMaxWidth, hidden
 //    widths multiples of 16). They are correct (tests/test_mlp_cuda.py) but measured slower than the
 //    per-layer path on an H100 at every size tried (benchmarks/RESULTS.md, GPU_NOTES.md), so the
@@ -22,11 +22,18 @@ namespace {
 
 using at::Tensor;
 
-std::string fused_reason(const Tensor& input, at::TensorList weights) {
+// FASTNN_MLP_FUSED: "1" the version-1 kernels, "2" version 2 (not yet run on a GPU); else 0 (off).
+int fused_version() {
   const char* env = std::getenv("FASTNN_MLP_FUSED");
-  if (!env || std::string(env) != "1")
-    return "the fully fused CUDA kernels are opt-in (FASTNN_MLP_FUSED=1): they measured slower than the "
-           "per-layer path on an H100 (benchmarks/RESULTS.md)";
+  if (!env) return 0;
+  const std::string v(env);
+  return v == "1" ? 1 : v == "2" ? 2 : 0;
+}
+
+std::string fused_reason(const Tensor& input, at::TensorList weights) {
+  if (fused_version() == 0)
+    return "the fully fused CUDA kernels are opt-in (FASTNN_MLP_FUSED=1, or =2 for version 2): version 1 "
+           "measured slower than the per-layer path on an H100 and an H200 (benchmarks/RESULTS.md)";
   const auto dt = input.scalar_type();
   if (dt != at::kHalf && dt != at::kBFloat16)
     return std::string("dtype ") + c10::toString(dt) +
@@ -89,7 +96,7 @@ std::tuple<Tensor, Tensor> forward_fused(const std::vector<MlpLayer>& layers, co
     for (size_t l = 0; l < ly.size(); ++l)
       ly[l].saved = (l + 1 == ly.size() && layers[l].saves_output) ? nullptr : views[l].data_ptr();
   }
-  cuda_mlp_fused_forward(half_code(input), x.data_ptr(), out.data_ptr(), ly.data(), int(ly.size()), M,
+  cuda_mlp_fused_forward(fused_version(), half_code(input), x.data_ptr(), out.data_ptr(), ly.data(), int(ly.size()), M,
                          max_width(input, weights), at::cuda::getCurrentCUDAStream().stream());
   return {out, arena};
 }
@@ -146,7 +153,7 @@ Grads mlp_backward_cuda(const Tensor& grad_output, const Tensor& input, at::Tens
     }
   }
   Tensor gi = input_grad ? at::empty({M, K0}, opts) : at::empty({0}, opts);
-  cuda_mlp_fused_backward(half_code(input), g.data_ptr(), input_grad ? gi.data_ptr() : nullptr, ly.data(), int(L), M,
+  cuda_mlp_fused_backward(fused_version(), half_code(input), g.data_ptr(), input_grad ? gi.data_ptr() : nullptr, ly.data(), int(L), M,
                           max_width(input, weights), at::cuda::getCurrentCUDAStream().stream());
   // Weight gradients: one cuBLAS GEMM per layer over the whole batch, dW_l = dz_l^T x_{l-1}; bias
   // gradients: the per-block sums added in block order (deterministic).

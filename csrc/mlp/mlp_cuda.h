@@ -29,13 +29,16 @@ struct MlpCudaLayer {
 // the bias partials: cuda_mlp_fused_blocks).
 int64_t cuda_mlp_fused_blocks(int64_t M, int max_width);
 
+// version: 1 the WMMA kernels with an fp32 staging tile (tested on an H100, slower than the per-layer
+// path), 2 weight-stationary mma.sync with the epilogue on the accumulators (benchmarks/GPU_NOTES.md;
+// not yet run on a GPU). Both take and write the same tensors, in 128-row tiles.
 // x: [M, layers[0].in]; out: [M, layers[L-1].out]. Saves layers' blocks where layers[l].saved.
-void cuda_mlp_fused_forward(int dtype, const void* x, void* out, const MlpCudaLayer* layers, int L, int64_t M,
-                            int max_width, void* stream);
+void cuda_mlp_fused_forward(int version, int dtype, const void* x, void* out, const MlpCudaLayer* layers, int L,
+                            int64_t M, int max_width, void* stream);
 
 // g: [M, layers[L-1].out]. Writes every layer's dz (and bias_partial), and gin ([M, layers[0].in])
 // unless null.
-void cuda_mlp_fused_backward(int dtype, const void* g, void* gin, const MlpCudaLayer* layers, int L, int64_t M,
-                             int max_width, void* stream);
+void cuda_mlp_fused_backward(int version, int dtype, const void* g, void* gin, const MlpCudaLayer* layers, int L,
+                             int64_t M, int max_width, void* stream);
 
 }  // namespace fastnn

@@ -17,6 +17,7 @@
 #include <mma.h>
 
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "../common/activations.h"
@@ -316,6 +317,376 @@ __global__ void __launch_bounds__(kThreads) mlp_backward_kernel(const __grid_con
 #endif
 }
 
+// ---- version 2 (issue 19): weight-stationary warps, mma.sync on the accumulator ----
+// v1's profile (benchmarks/GPU_NOTES.md) showed it bound by instruction count: ~42 thread
+// instructions per output element, nearly all in the fp32 staging epilogue, 2% tensor-core
+// instructions. v2 works on mma.sync m16n8k16 fragments, whose layout PTX documents:
+//  - a warp owns a 16-column slice of a layer's output and holds that slice of the weights in
+//    registers as B fragments for the whole layer (loaded once from L2), walking the block's row
+//    groups of 16 (P warps share a slice when the layer has fewer than 8 slices);
+//  - A fragments come from the activation tile in shared memory by ldmatrix, rows skewed by 16 bytes
+//    (8 row addresses of an ldmatrix fall in 8 different bank groups);
+//  - bias seeds the accumulator; activation, rounding and a packed 32-bit store per pair of elements
+//    act on the accumulator registers (no staging tile);
+//  - ping-pong activation buffers: one block barrier per layer; saved blocks and outputs leave shared
+//    memory by 16-byte coalesced stores after it, while the next layer computes.
+// Backward: the same tile goes down the chain: dz_q = dy_q * act'(saved_q) at the fragment positions
+// (saved read by the lane that needs it), dz_q to shared memory (the next step's A operand) and, after
+// the barrier, coalesced to global for the weight-gradient GEMMs; bias sums from the fragments
+// (shuffles over the lanes of a column, then P partials added in a fixed order). Deterministic.
+namespace v2 {
+
+template <int W> struct Smem2 {
+  static constexpr int LDA = W + 8;
+  static constexpr size_t buf_bytes = size_t(kRows) * LDA * 2;
+  static constexpr size_t fwd = 2 * buf_bytes;
+  static constexpr size_t bwd = fwd + size_t(2) * kWarps * W * 4;  // + ping-pong bias partials
+};
+
+// A layer of np (multiple of 16) columns over the 8 warps: S slices of 16 columns, P warps per slice;
+// warp (s, p) takes row groups p, p + P, ... of the block's 8 groups of 16 rows.
+struct Split {
+  int S, P, s, p;
+  bool active;
+};
+__device__ __forceinline__ Split split_of(int np, int warp) {
+  Split r;
+  r.S = np / 16;
+  r.P = r.S >= kWarps ? 1 : kWarps / r.S;
+  r.s = warp / r.P;
+  r.p = warp % r.P;
+  r.active = r.s < r.S;
+  return r;
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&a)[4], const void* p) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
+               : "r"(addr)
+               : "memory");
+}
+
+// c += A (16x16, row) * B (16x8, col), fp32 accumulation.
+template <class T> __device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                                            uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+// Two values rounded to T, packed as mma and memory see them (the lower column in the low half).
+template <class T> __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+  const T a = st<T>(lo), b = st<T>(hi);
+  uint16_t ua, ub;
+  memcpy(&ua, &a, 2);
+  memcpy(&ub, &b, 2);
+  return uint32_t(ua) | (uint32_t(ub) << 16);
+}
+template <class T> __device__ __forceinline__ float rounded(float v) { return ld(st<T>(v)); }
+
+// The warp's B fragments for output columns n0..n0+15: B(k, n) = src[n * sn + k * sk], zero where
+// k >= kdim or n >= ndim. b[kk][j][h]: k-step kk, 8-column tile j, register h (k + 8h), lane (g, t)
+// holding k = 16 kk + 8 h + 2 t (+1), n = n0 + 8 j + g.
+template <class T, int KT>
+__device__ __forceinline__ void load_b(uint32_t (&b)[KT][2][2], const T* w, int64_t sn, int64_t sk, int kdim,
+                                       int ndim, int n0, int lane) {
+  const unsigned short* src = reinterpret_cast<const unsigned short*>(w);
+  const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int kk = 0; kk < KT; ++kk)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int n = n0 + 8 * j + g, k = 16 * kk + 8 * h + 2 * t;
+        uint32_t lo = 0, hi = 0;
+        if (n < ndim && k < kdim) lo = __ldg(src + n * sn + k * sk);
+        if (n < ndim && k + 1 < kdim) hi = __ldg(src + n * sn + (k + 1) * sk);
+        b[kk][j][h] = lo | (hi << 16);
+      }
+}
+
+// acc[j] += rows 16 mg.. of the tile `a` (K = kp columns) times the warp's B fragments.
+template <class T, int W>
+__device__ __forceinline__ void warp_mma(float (&acc)[2][4], const T* a, int mg, int kp,
+                                         const uint32_t (&b)[W / 16][2][2], int lane) {
+  constexpr int LDA = Smem2<W>::LDA;
+#pragma unroll
+  for (int kk = 0; kk < W / 16; ++kk) {
+    if (16 * kk < kp) {
+      uint32_t f[4];
+      ldmatrix_x4(f, a + (16 * mg + (lane & 15)) * LDA + 16 * kk + (lane >> 4) * 8);
+      mma16816<T>(acc[0], f, b[kk][0][0], b[kk][0][1]);
+      mma16816<T>(acc[1], f, b[kk][1][0], b[kk][1][1]);
+    }
+  }
+}
+
+// Element (row, col) and (row, col + 1) of a [*, cols] matrix as floats (zero past cols); pair: one
+// 32-bit access (cols even, base 4-byte aligned).
+template <class T>
+__device__ __forceinline__ float2 load_pair(const T* base, int64_t row, int cols, int col, bool pair) {
+  float2 v = make_float2(0.f, 0.f);
+  if (col >= cols) return v;
+  const T* p = base + row * cols + col;
+  if (pair) {
+    const uint32_t u = __ldg(reinterpret_cast<const unsigned int*>(p));
+    T a, b;
+    const uint16_t ua = uint16_t(u), ub = uint16_t(u >> 16);
+    memcpy(&a, &ua, 2);
+    memcpy(&b, &ub, 2);
+    v.x = ld(a);
+    v.y = ld(b);
+  } else {
+    v.x = ld(p[0]);
+    if (col + 1 < cols) v.y = ld(p[1]);
+  }
+  return v;
+}
+template <class T>
+__device__ __forceinline__ void store_pair(T* base, int64_t row, int cols, int col, float v0, float v1, bool pair) {
+  if (col >= cols) return;
+  T* p = base + row * cols + col;
+  if (pair) {
+    *reinterpret_cast<uint32_t*>(p) = pack2<T>(v0, v1);
+  } else {
+    p[0] = st<T>(v0);
+    if (col + 1 < cols) p[1] = st<T>(v1);
+  }
+}
+__device__ __forceinline__ bool aligned4(const void* p) { return reinterpret_cast<uintptr_t>(p) % 4 == 0; }
+
+// The block's rows of a shared tile (row stride LDA) to a [M, cols] matrix: 16-byte stores when rows
+// start 16-byte aligned, else element by element.
+template <class T, int LDA>
+__device__ __forceinline__ void store_tile(T* dst, int64_t row0, int cols, const T* src, int rows_valid) {
+  if (cols % 8 == 0 && aligned16(dst)) {
+    const int groups = cols / 8;
+    for (int i = threadIdx.x; i < rows_valid * groups; i += kThreads) {
+      const int r = i / groups, c = (i % groups) * 8;
+      store_vec(dst + (row0 + r) * cols + c, load_vec(src + r * LDA + c));
+    }
+  } else {
+    for (int i = threadIdx.x; i < rows_valid * cols; i += kThreads) {
+      const int r = i / cols, c = i % cols;
+      dst[(row0 + r) * cols + c] = src[r * LDA + c];
+    }
+  }
+}
+
+// A block's two activation buffers, its lane's place in the mma fragments ((g, t): row g and
+// columns 2t, 2t + 1 of each 8-column tile) and its rows of the batch.
+template <class T, int W> struct Block2 {
+  T* cur;
+  T* nxt;
+  int warp, lane, g, t, rows_valid;
+  int64_t row0;
+  __device__ Block2(unsigned char* smem, int64_t M) {
+    cur = reinterpret_cast<T*>(smem);
+    nxt = cur + kRows * Smem2<W>::LDA;
+    warp = threadIdx.x / 32;
+    lane = threadIdx.x % 32;
+    g = lane >> 2;
+    t = lane & 3;
+    row0 = int64_t(blockIdx.x) * kRows;
+    rows_valid = M - row0 < kRows ? int(M - row0) : kRows;
+  }
+};
+
+template <class T, int W>
+__global__ void __launch_bounds__(kThreads) mlp_forward_kernel(const __grid_constant__ Chain ch, const T* __restrict__ x,
+                                                               T* __restrict__ out, int64_t M) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  constexpr int LDA = Smem2<W>::LDA, KT = W / 16;
+  extern __shared__ __align__(16) unsigned char smem[];
+  Block2<T, W> k(smem, M);
+  T *cur = k.cur, *nxt = k.nxt;
+  const int warp = k.warp, lane = k.lane, g = k.g, t = k.t, rows_valid = k.rows_valid;
+  const int64_t row0 = k.row0;
+  load_tile<T, LDA>(cur, x + row0 * ch.l[0].in, ch.l[0].in, rows_valid, kRows, ch.l[0].in, pad16(ch.l[0].in));
+  __syncthreads();
+  for (int l = 0; l < ch.n; ++l) {
+    const MlpCudaLayer& L = ch.l[l];
+    const int kp = pad16(L.in), np = pad16(L.out), out_w = L.out;
+    const Split sp = split_of(np, warp);
+    T* saved = static_cast<T*>(L.saved);
+    T* z_saved = saved && !L.saves_output ? saved : nullptr;  // pre-activations go from the fragments
+    const bool z_pair = z_saved && out_w % 2 == 0 && aligned4(z_saved);
+    if (sp.active) {
+      const int n0 = 16 * sp.s;
+      uint32_t b[KT][2][2];
+      load_b<T, KT>(b, static_cast<const T*>(L.w), L.in, 1, L.in, out_w, n0, lane);
+      float bias[2][2];
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int c = n0 + 8 * j + 2 * t + h;
+          bias[j][h] = (L.b && c < out_w) ? ld(static_cast<const T*>(L.b)[c]) : 0.f;
+        }
+      const float slope = L.slope;
+      dispatch_act(Act(L.act), [&](auto tag) {
+        constexpr Act A = decltype(tag)::value;
+        for (int mg = sp.p; mg < kRows / 16; mg += sp.P) {
+          float acc[2][4];
+#pragma unroll
+          for (int j = 0; j < 2; ++j) {
+            acc[j][0] = acc[j][2] = bias[j][0];
+            acc[j][1] = acc[j][3] = bias[j][1];
+          }
+          warp_mma<T, W>(acc, cur, mg, kp, b, lane);
+#pragma unroll
+          for (int j = 0; j < 2; ++j)
+#pragma unroll
+            for (int hr = 0; hr < 2; ++hr) {
+              const int r = 16 * mg + g + 8 * hr, c = n0 + 8 * j + 2 * t;
+              const float z0 = acc[j][2 * hr], z1 = acc[j][2 * hr + 1];
+              const float y0 = c < out_w ? act_value_for<A, T>(z0, slope) : 0.f;
+              const float y1 = c + 1 < out_w ? act_value_for<A, T>(z1, slope) : 0.f;
+              *reinterpret_cast<uint32_t*>(nxt + r * LDA + c) = pack2<T>(y0, y1);
+              if (z_saved && r < rows_valid) store_pair<T>(z_saved, row0 + r, out_w, c, z0, z1, z_pair);
+            }
+        }
+      });
+    }
+    __syncthreads();  // the layer's outputs are in nxt; nobody reads cur any more
+    if (l + 1 == ch.n) store_tile<T, LDA>(out, row0, out_w, nxt, rows_valid);
+    else if (saved && L.saves_output) store_tile<T, LDA>(saved, row0, out_w, nxt, rows_valid);
+    T* tmp = cur;
+    cur = nxt;
+    nxt = tmp;
+  }
+#endif
+}
+
+template <class T, int W>
+__global__ void __launch_bounds__(kThreads) mlp_backward_kernel(const __grid_constant__ Chain ch, const T* __restrict__ gout,
+                                                                T* __restrict__ gin, int64_t M) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  constexpr int LDA = Smem2<W>::LDA, KT = W / 16;
+  extern __shared__ __align__(16) unsigned char smem[];
+  Block2<T, W> k(smem, M);
+  T *cur = k.cur, *nxt = k.nxt;
+  float* sums = reinterpret_cast<float*>(smem + Smem2<W>::fwd);  // [2][kWarps][W]
+  const int warp = k.warp, lane = k.lane, g = k.g, t = k.t, rows_valid = k.rows_valid;
+  const int64_t row0 = k.row0;
+  const bool gout_pair = ch.l[ch.n - 1].out % 2 == 0 && aligned4(gout);
+  // Step q: dz_q = dy_q * act'(saved_q), dy_q from the incoming gradient (top layer) or dz_{q+1} @ W_{q+1}.
+  for (int q = ch.n - 1; q >= 0; --q) {
+    const MlpCudaLayer& L = ch.l[q];
+    const bool top = q + 1 == ch.n;
+    const int np = pad16(L.out), out_w = L.out;
+    const Split sp = split_of(np, warp);
+    const T* saved = static_cast<const T*>(L.saved);
+    const bool s_pair = out_w % 2 == 0 && aligned4(saved);
+    float* qsums = sums + (q & 1) * kWarps * W;
+    if (sp.active) {
+      const int n0 = 16 * sp.s;
+      uint32_t b[KT][2][2];
+      int kpu = 0;
+      if (!top) {  // B(k, n) = W_{q+1}[k][n]: k over its outputs, n over its inputs (= this layer's outputs)
+        const MlpCudaLayer& U = ch.l[q + 1];
+        load_b<T, KT>(b, static_cast<const T*>(U.w), 1, U.in, U.out, U.in, n0, lane);
+        kpu = pad16(U.out);
+      }
+      float colsum[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+      const float slope = L.slope;
+      dispatch_act(Act(L.act), [&](auto tag) {
+        constexpr Act A = decltype(tag)::value;
+        for (int mg = sp.p; mg < kRows / 16; mg += sp.P) {
+          float s[2][4], dy[2][4];
+#pragma unroll
+          for (int j = 0; j < 2; ++j)
+#pragma unroll
+            for (int hr = 0; hr < 2; ++hr) {
+              const int r = 16 * mg + g + 8 * hr, c = n0 + 8 * j + 2 * t;
+              const bool valid = r < rows_valid;
+              const float2 sv = valid ? load_pair<T>(saved, row0 + r, out_w, c, s_pair) : make_float2(0.f, 0.f);
+              s[j][2 * hr] = sv.x;
+              s[j][2 * hr + 1] = sv.y;
+              const float2 gv = (top && valid) ? load_pair<T>(gout, row0 + r, out_w, c, gout_pair) : make_float2(0.f, 0.f);
+              dy[j][2 * hr] = gv.x;
+              dy[j][2 * hr + 1] = gv.y;
+            }
+          if (!top) warp_mma<T, W>(dy, cur, mg, kpu, b, lane);
+#pragma unroll
+          for (int j = 0; j < 2; ++j)
+#pragma unroll
+            for (int hr = 0; hr < 2; ++hr) {
+              const int r = 16 * mg + g + 8 * hr, c = n0 + 8 * j + 2 * t;
+              const bool valid = r < rows_valid;
+              const float d0 = valid && c < out_w ? rounded<T>(dy[j][2 * hr] * ActFn<A>::grad(s[j][2 * hr], slope)) : 0.f;
+              const float d1 =
+                  valid && c + 1 < out_w ? rounded<T>(dy[j][2 * hr + 1] * ActFn<A>::grad(s[j][2 * hr + 1], slope)) : 0.f;
+              *reinterpret_cast<uint32_t*>(nxt + r * LDA + c) = pack2<T>(d0, d1);
+              colsum[j][0] += d0;
+              colsum[j][1] += d1;
+            }
+        }
+      });
+      // Column sums over the warp's rows: the 8 lanes of a column (g = 0..7), a fixed tree.
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          float v = colsum[j][h];
+          v += __shfl_xor_sync(0xffffffffu, v, 4);
+          v += __shfl_xor_sync(0xffffffffu, v, 8);
+          v += __shfl_xor_sync(0xffffffffu, v, 16);
+          if (g == 0) qsums[sp.p * W + n0 + 8 * j + 2 * t + h] = v;
+        }
+    }
+    __syncthreads();  // dz_q complete in nxt, its partial sums in qsums
+    store_tile<T, LDA>(static_cast<T*>(L.dz), row0, out_w, nxt, rows_valid);
+    if (L.bias_partial) {
+      const int P = split_of(np, 0).P;
+      for (int c = threadIdx.x; c < out_w; c += kThreads) {
+        float v = 0.f;
+        for (int p = 0; p < P; ++p) v += qsums[p * W + c];
+        L.bias_partial[int64_t(blockIdx.x) * out_w + c] = v;
+      }
+    }
+    T* tmp = cur;
+    cur = nxt;
+    nxt = tmp;
+  }
+  if (!gin) return;
+  // The input's gradient: dz_0 @ W_0.
+  const MlpCudaLayer& L0 = ch.l[0];
+  const Split sp = split_of(pad16(L0.in), warp);
+  if (sp.active) {
+    const int n0 = 16 * sp.s;
+    uint32_t b[KT][2][2];
+    load_b<T, KT>(b, static_cast<const T*>(L0.w), 1, L0.in, L0.out, L0.in, n0, lane);
+    for (int mg = sp.p; mg < kRows / 16; mg += sp.P) {
+      float dy[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+      warp_mma<T, W>(dy, cur, mg, pad16(L0.out), b, lane);
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr) {
+          const int r = 16 * mg + g + 8 * hr, c = n0 + 8 * j + 2 * t;
+          *reinterpret_cast<uint32_t*>(nxt + r * LDA + c) = pack2<T>(dy[j][2 * hr], dy[j][2 * hr + 1]);
+        }
+    }
+  }
+  __syncthreads();
+  store_tile<T, LDA>(gin, row0, L0.in, nxt, rows_valid);
+#endif
+}
+
+}  // namespace v2
+
 template <class F>
 void dispatch_width(int max_width, F&& f) {
   if (max_width <= 16) f(std::integral_constant<int, 16>{});
@@ -348,10 +719,10 @@ int64_t cuda_mlp_fused_blocks(int64_t M, int) { return (M + kRows - 1) / kRows; 
 
 namespace {
 
-// Either direction: the (dtype, width) instance over ceil(M / kRows) blocks; both kernels take
-// (chain, the tile's source, its destination, M).
-void launch(bool backward, int dtype, const void* src, void* dst, const MlpCudaLayer* layers, int L, int64_t M,
-            int max_width, void* stream) {
+// Either direction: the (version, dtype, width) instance over ceil(M / kRows) blocks; every kernel
+// takes (chain, the tile's source, its destination, M).
+void launch(bool backward, int version, int dtype, const void* src, void* dst, const MlpCudaLayer* layers, int L,
+            int64_t M, int max_width, void* stream) {
   if (M == 0) return;
   const Chain ch = make_chain(layers, L);
   dispatch_half(dtype, [&](auto tag) {
@@ -359,8 +730,13 @@ void launch(bool backward, int dtype, const void* src, void* dst, const MlpCudaL
     dispatch_width(max_width, [&](auto w) {
       constexpr int W = decltype(w)::value;
       auto kernel = backward ? mlp_backward_kernel<T, W> : mlp_forward_kernel<T, W>;
-      allow_smem(kernel, Smem<W>::total);
-      kernel<<<unsigned(cuda_mlp_fused_blocks(M, W)), kThreads, Smem<W>::total, static_cast<cudaStream_t>(stream)>>>(
+      size_t bytes = Smem<W>::total;
+      if (version == 2) {
+        kernel = backward ? v2::mlp_backward_kernel<T, W> : v2::mlp_forward_kernel<T, W>;
+        bytes = backward ? v2::Smem2<W>::bwd : v2::Smem2<W>::fwd;
+      }
+      allow_smem(kernel, bytes);
+      kernel<<<unsigned(cuda_mlp_fused_blocks(M, W)), kThreads, bytes, static_cast<cudaStream_t>(stream)>>>(
           ch, static_cast<const T*>(src), static_cast<T*>(dst), M);
     });
   });
@@ -368,14 +744,14 @@ void launch(bool backward, int dtype, const void* src, void* dst, const MlpCudaL
 
 }  // namespace
 
-void cuda_mlp_fused_forward(int dtype, const void* x, void* out, const MlpCudaLayer* layers, int L, int64_t M,
-                            int max_width, void* stream) {
-  launch(false, dtype, x, out, layers, L, M, max_width, stream);
+void cuda_mlp_fused_forward(int version, int dtype, const void* x, void* out, const MlpCudaLayer* layers, int L,
+                            int64_t M, int max_width, void* stream) {
+  launch(false, version, dtype, x, out, layers, L, M, max_width, stream);
 }
 
-void cuda_mlp_fused_backward(int dtype, const void* g, void* gin, const MlpCudaLayer* layers, int L, int64_t M,
-                             int max_width, void* stream) {
-  launch(true, dtype, g, gin, layers, L, M, max_width, stream);
+void cuda_mlp_fused_backward(int version, int dtype, const void* g, void* gin, const MlpCudaLayer* layers, int L,
+                             int64_t M, int max_width, void* stream) {
+  launch(true, version, dtype, g, gin, layers, L, M, max_width, stream);
 }
 
 }  // namespace fastnn

@@ -200,9 +200,6 @@ void validate_rows(const char* op, bool has_step, const std::vector<Row>& rows,
                       r.q[s].scalar_type(), " of ", r.q[s].numel());
         }
       }
-      TORCH_CHECK(*sd == pd || device.is_cpu() || cuda_compact_state_enabled(), op,
-                  ": state_dtype other than the parameter's dtype is not yet verified on CUDA in this version "
-                  "(parameter ", i, " is on ", device, "; FASTNN_CUDA_COMPACT_STATE=1 runs the unverified kernels)");
     }
     if (has_step) {
       const bool host = r.step.defined() && r.step.device().is_cpu() &&
@@ -300,9 +297,6 @@ void execute(const char* op, OptKind kind, std::vector<Row>& rows, const c10::op
     if (sd == kQ8)
       for (int s = 0; s < 3; ++s) slot.qscale[s] = r.use[s] ? r.q[s].data_ptr<float>() : nullptr;
     const bool sr = hp.sr && (pd == 3 || sd == 3 || sd == kQ8);  // bf16 stores and 8-bit codes
-    TORCH_CHECK(!hp.sr || !cuda || cuda_compact_state_enabled(), op,
-                ": stochastic_rounding is not yet verified on CUDA in this version (FASTNN_CUDA_COMPACT_STATE=1 runs "
-                "the unverified kernels)");
     if (sr) slot.sr_key = optim_rules::sr_tensor_key(hp.sr_seed, hp.sr_step, uint64_t(r.index));
     slots[{pd, sd, sr}].push_back(slot);
   }
@@ -345,6 +339,14 @@ bool run_step(OptKind kind, std::vector<Row>& rows, const std::vector<GroupHP>& 
   for (Row& r : rows) set_usage(kind, hps[r.group], r);
   const bool has_step = kind != OptKind::SGD;
   validate_rows(op, has_step, rows, grad_scale, found_inf);
+  for (const Row& r : rows) {  // before any step count moves
+    bool bf16_state = r.p.scalar_type() == at::kBFloat16;
+    for (int s = 0; s < 3; ++s)
+      if (r.use[s] && r.s[s].defined()) bf16_state = bf16_state && r.s[s].scalar_type() == at::kBFloat16;
+    TORCH_CHECK(!hps[r.group].sr || !r.p.is_cuda() || !bf16_state || cuda_compact_state_enabled(), op,
+                ": stochastic rounding of bfloat16 parameters with bfloat16 state is not yet verified on CUDA in "
+                "this version (FASTNN_CUDA_COMPACT_STATE=1 runs the unverified kernel)");
+  }
   const bool inf_given = found_inf.has_value() && found_inf->defined();
   // Step counts on the device (capturable) are handled there: incremented now, and decremented
   // again by found_inf after the kernel (which skips every update when found_inf is set), with no

@@ -18,8 +18,9 @@ using CudaOptimizerExec = void (*)(int /*OptKind*/ kind, int dtype, int sdtype, 
                                    const std::vector<OptSlot>& slots, const c10::optional<at::Tensor>& grad_scale,
                                    const c10::optional<at::Tensor>& found_inf);
 
-// Compact state and stochastic rounding on CUDA are built and compiled but not yet run on a GPU:
-// refused unless FASTNN_CUDA_COMPACT_STATE=1 (the CUDA tests set it to check them).
+// Stochastic rounding of bf16 parameters with bf16 state on CUDA (its kernel instance was missing
+// until the H200 run of 2026-12-04 found it) is refused unless FASTNN_CUDA_COMPACT_STATE=1 until a
+// GPU run verifies it; the other compact-state kernels passed there.
 bool cuda_compact_state_enabled();
 extern CudaOptimizerExec g_cuda_optimizer_exec;
 

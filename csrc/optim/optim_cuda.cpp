@@ -28,7 +28,11 @@ void run_cuda(int kind, int dtype, int sdtype, bool sr, const std::vector<OptSlo
   if (sdtype == dtype && !sr)
     cuda_optimizer_step(OptKind(kind), dtype, slots.data(), int64_t(slots.size()), gs, fi, stream);
   else
-    cuda_optimizer_step_compact(OptKind(kind), dtype, sdtype, sr, slots.data(), int64_t(slots.size()), gs, fi, stream);
+    TORCH_CHECK(
+        cuda_optimizer_step_compact(OptKind(kind), dtype, sdtype, sr, slots.data(), int64_t(slots.size()), gs, fi,
+                                    stream),
+        "fastnn.optim: no CUDA kernel for parameter dtype code ", dtype, " with state dtype code ", sdtype,
+        sr ? " rounded stochastically" : "", " (nothing was updated)");
 }
 
 struct Register {

@@ -359,7 +359,7 @@ void cuda_optimizer_step(OptKind kind, int dtype, const OptSlot* slots, int64_t 
   });
 }
 
-void cuda_optimizer_step_compact(OptKind kind, int dtype, int sdtype, bool sr, const OptSlot* slots, int64_t n,
+bool cuda_optimizer_step_compact(OptKind kind, int dtype, int sdtype, bool sr, const OptSlot* slots, int64_t n,
                                  const float* grad_scale, const float* found_inf, void* stream) {
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   using bf = __nv_bfloat16;
@@ -376,7 +376,13 @@ void cuda_optimizer_step_compact(OptKind kind, int dtype, int sdtype, bool sr, c
   } else if (dtype == 3 && sdtype == 4) {
     if (sr) run_compact<bf, uint8_t, true, true>(kind, slots, n, grad_scale, found_inf, st);
     else run_compact<bf, uint8_t, false, true>(kind, slots, n, grad_scale, found_inf, st);
+  } else if (dtype == 3 && sdtype == 3 && sr) {
+    // bf16 parameters and state rounded stochastically (to nearest they take the plain kernel)
+    run_compact<bf, bf, true, false>(kind, slots, n, grad_scale, found_inf, st);
+  } else {
+    return false;  // no kernel for this pair: the caller raises rather than skip the step
   }
+  return true;
 }
 
 }  // namespace fastnn
