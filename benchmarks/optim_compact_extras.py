@@ -6,7 +6,9 @@ vectorizing the block maximum"):
                                                        # nearest) / int8 state, and the 8-bit
                                                        # optimizers of bitsandbytes and torchao where installed
     python benchmarks/optim_compact_extras.py --floor  # per-parameter cost in cache, one thread
-    FASTNN_CUDA_COMPACT_STATE=1 python benchmarks/optim_compact_extras.py --device cuda --numel 100000000
+    python benchmarks/optim_compact_extras.py --device cuda --numel 100000000
+                                                       # on CUDA also the version-2 compact kernels
+                                                       # (FASTNN_CUDA_COMPACT_KERNELS=2) side by side
 
 Interleaved rounds of two steps each, medians; ratio = torch fused / variant.
 """
@@ -43,6 +45,21 @@ def _anchor(kind, name):
     return lambda ps: cls(ps, lr=1e-3)
 
 
+class _KernelsV2:
+    """An optimizer whose steps run with FASTNN_CUDA_COMPACT_KERNELS=2 (the vectorized CUDA kernels)."""
+
+    def __init__(self, opt):
+        self.opt = opt
+
+    def step(self):
+        import os
+        os.environ["FASTNN_CUDA_COMPACT_KERNELS"] = "2"
+        try:
+            self.opt.step()
+        finally:
+            del os.environ["FASTNN_CUDA_COMPACT_KERNELS"]
+
+
 def _sync(device):
     if device == "cuda":
         torch.cuda.synchronize()
@@ -63,6 +80,9 @@ def interleaved(rounds=9, numel=10_000_000, device="cpu"):
             "fastnn int8 state": lambda ps: getattr(fo, kind)(ps, lr=1e-3, state_dtype="int8"),
         }
         opts = {n: _make(ps0, gs, b) for n, b in builds.items()}
+        if device == "cuda":
+            for n in ("fastnn bf16 state", "fastnn bf16 state, nearest", "fastnn int8 state"):
+                opts[n + " (v2 kernels)"] = _KernelsV2(_make(ps0, gs, builds[n]))
         for a in ("bitsandbytes", "torchao") if kind != "Adagrad" else ():
             try:
                 opts[a] = _make(ps0, gs, _anchor(kind, a))

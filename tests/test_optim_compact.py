@@ -757,6 +757,22 @@ CUDA_MODES = {
 }
 
 
+@pytest.fixture(params=["1", "2"])
+def compact_kernels(request, monkeypatch):
+    """Both versions of the CUDA compact kernels: 1 (element-wise) and 2 (vectorized, one warp per
+    8-bit block; FASTNN_CUDA_COMPACT_KERNELS=2)."""
+    monkeypatch.setenv("FASTNN_CUDA_COMPACT_KERNELS", request.param)
+    return request.param
+
+
+def _misaligned_copy(p):
+    """p on CUDA as a view 4 bytes past a 16-byte boundary: version 2 takes its element-wise path."""
+    buf = torch.empty(p.numel() + 1, device="cuda", dtype=p.dtype)
+    v = buf[1:].view(p.shape)
+    v.copy_(p.detach())
+    return torch.nn.Parameter(v)
+
+
 def _decoded(opt, p):
     full = fastnn.optim.full_precision_state_dict(opt)["state"]
     i = next(j for j, q in enumerate(opt.param_groups[0]["params"]) if q is p)
@@ -767,14 +783,15 @@ def _decoded(opt, p):
 @pytest.mark.usefixtures("cuda_kernels")
 @pytest.mark.parametrize("name", list(KINDS))
 @pytest.mark.parametrize("mode", list(CUDA_MODES))
-def test_cuda_compact_step_matches_cpu(name, mode, monkeypatch):
+def test_cuda_compact_step_matches_cpu(name, mode, compact_kernels, monkeypatch):
     """Ten steps, each from the CPU optimizer's state and parameters: the CUDA step agrees with the
-    CPU's (parameters to float32 rounding, decoded state within a code step)."""
+    CPU's (parameters to float32 rounding, decoded state within a code step). One parameter sits
+    off a 16-byte boundary (the element-wise path of version 2)."""
     monkeypatch.setenv("FASTNN_CUDA_COMPACT_STATE", "1")
     pdtype, kw = CUDA_MODES[mode]
-    shapes = [(300, 7), (33,), (4096 + 5,), (1,)]
+    shapes = [(300, 7), (33,), (4096 + 5,), (1,), (2 * 256 + 9,)]
     cpu = params(pdtype, shapes=shapes)
-    dev = [torch.nn.Parameter(p.detach().cuda()) for p in cpu]
+    dev = [torch.nn.Parameter(p.detach().cuda()) for p in cpu[:-1]] + [_misaligned_copy(cpu[-1])]
     oc = getattr(fastnn.optim, name)(cpu, **KINDS[name], **kw)
     od = getattr(fastnn.optim, name)(dev, **KINDS[name], **kw)
     tol = dict(rtol=1e-5, atol=1e-6) if pdtype == torch.float32 else dict(rtol=2 ** -7, atol=1e-6)
@@ -802,7 +819,7 @@ def test_cuda_compact_step_matches_cpu(name, mode, monkeypatch):
 @pytest.mark.cuda
 @pytest.mark.usefixtures("cuda_kernels")
 @pytest.mark.parametrize("mode", list(CUDA_MODES))
-def test_cuda_compact_same_bits_twice_and_grad_scaler_skip(mode, monkeypatch):
+def test_cuda_compact_same_bits_twice_and_grad_scaler_skip(mode, compact_kernels, monkeypatch):
     monkeypatch.setenv("FASTNN_CUDA_COMPACT_STATE", "1")
     pdtype, kw = CUDA_MODES[mode]
     runs = []
