@@ -1,5 +1,7 @@
-"""One fused-MLP forward+backward (32-64x4-16 relu, bf16, batch 2^18) for Nsight Compute:
-  ncu -k regex:mlp_ --section SpeedOfLight --section Occupancy --section WarpStateStats python profile_mlp_gpu.py"""
+"""One fused-MLP forward+backward (32-64x4-16 relu, bf16, batch 2^18) for Nsight Compute; the kernel
+version is FASTNN_MLP_FUSED's (1 or 2). gpu_check.sh's `profile` stage runs it with the sections that
+benchmarks/GPU_NOTES.md reads:
+  FASTNN_MLP_FUSED=2 ncu --clock-control none -k regex:mlp_ -c 2 --section SpeedOfLight ... python profile_mlp_gpu.py"""
 import sys
 
 import torch
