@@ -1,12 +1,12 @@
 """Whole train steps in one CUDA graph (called by gpu_extras.py): torch, fastnn (per-layer path) and
 fastnn with the fully fused MLP kernels (FASTNN_MLP_FUSED=1)."""
 import copy
-import os
 
 import torch
 from torch import nn
 
 import fastnn
+from fastnn.bench.timing import with_env
 
 ACT = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU}
 
@@ -18,24 +18,6 @@ def model(sizes, act, dtype):
         if i < len(sizes) - 2:
             layers.append(ACT[act]())
     return nn.Sequential(*layers).to("cuda", dtype)
-
-
-class Path:
-    def __init__(self, value):
-        self.value = value
-
-    def __enter__(self):
-        os.environ["FASTNN_MLP_FUSED"] = self.value
-
-    def __exit__(self, *a):
-        del os.environ["FASTNN_MLP_FUSED"]
-
-
-def with_path(value, fn):
-    def run():
-        with Path(value):
-            fn()
-    return run
 
 
 def train_steps(interleaved):
@@ -64,7 +46,7 @@ def train_steps(interleaved):
             return step
         ts = make(copy.deepcopy(base), torch.optim.Adam)
         fs = make(fastnn.nn.fuse(copy.deepcopy(base)), fastnn.optim.Adam)
-        ff = with_path("1", make(fastnn.nn.fuse(copy.deepcopy(base)), fastnn.optim.Adam))
+        ff = with_env(make(fastnn.nn.fuse(copy.deepcopy(base)), fastnn.optim.Adam), "FASTNN_MLP_FUSED", "1")
         tt, tf, tff = interleaved([ts, fs, ff], graph=True)
         print(f"| {label} | {tt * 1e6:.1f} us | {tf * 1e6:.1f} us | {tt / tf:.2f}x | {tff * 1e6:.1f} us |",
               flush=True)

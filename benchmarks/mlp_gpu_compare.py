@@ -7,19 +7,16 @@ eager calls (what a Python training loop sees). Interleaved rounds, medians.
   python benchmarks/mlp_gpu_compare.py [--quick] [--no-compile]
 """
 import copy
-import os
-import statistics
 import sys
 
 import torch
-from torch import nn
 
 import fastnn
-from fastnn.bench.timing import cuda_graph
+from fastnn.bench.timing import with_env
+from gpu_extras import interleaved  # graph replays or eager calls, interleaved rounds, medians
+from gpu_train_step import model
 
-QUICK = "--quick" in sys.argv
 COMPILE = "--no-compile" not in sys.argv
-ACT = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU}
 
 # (label, sizes, activation, batch, dtypes, with torch.compile)
 SHAPES = [
@@ -33,63 +30,8 @@ SHAPES = [
 ]
 
 
-def model(sizes, act, dtype):
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(ACT[act]())
-    return nn.Sequential(*layers).to("cuda", dtype)
-
-
-class Forced:
-    """FASTNN_MLP_FUSED set to `value` around each call (and its capture)."""
-
-    def __init__(self, value, fn):
-        self.value, self.fn = value, fn
-
-    def __call__(self):
-        old = os.environ.get("FASTNN_MLP_FUSED")
-        os.environ["FASTNN_MLP_FUSED"] = self.value
-        try:
-            self.fn()
-        finally:
-            if old is None:
-                del os.environ["FASTNN_MLP_FUSED"]
-            else:
-                os.environ["FASTNN_MLP_FUSED"] = old
-
-
-def event_time(fn, iters):
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    for _ in range(iters):
-        fn()
-    b.record()
-    torch.cuda.synchronize()
-    return a.elapsed_time(b) / 1e3 / iters
-
-
-def timings(fns, graph, rounds, iters=10):
-    """Median seconds per call of each fn; graph=True replays a graph of `iters` calls."""
-    calls = []
-    for f in fns:
-        for _ in range(3):
-            f()
-        g = cuda_graph(f, iters) if graph else None
-        calls.append((g.replay, 1.0 / iters) if g is not None else (f, 1.0))
-    torch.cuda.synchronize()
-    samples = [[] for _ in fns]
-    for _ in range(rounds):
-        for i, (f, scale) in enumerate(calls):
-            n = 2 if scale < 1 else iters
-            samples[i].append(event_time(f, n) * scale)
-    return [statistics.median(s) for s in samples]
-
-
 def main():
     print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__}")
-    rounds = 5 if QUICK else 9
     print("| case | dtype | mode | timing | eager | compile | fastnn layers | fused v1 | fused v2 | v2/eager | "
           "v2/compile | v2/layers |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -111,11 +53,11 @@ def main():
                         m(x)
                 return f
             for mode, wrap in (("fwd+bwd", train), ("inference", infer)):
-                fns = [wrap(eager), wrap(comp) if comp is not None else None,
-                       Forced("0", wrap(fused)), Forced("1", wrap(fused)), Forced("2", wrap(fused))]
+                fns = [wrap(eager), wrap(comp) if comp is not None else None] + [
+                    with_env(wrap(fused), "FASTNN_MLP_FUSED", v) for v in ("0", "1", "2")]
                 live = [f for f in fns if f is not None]
                 for timing, graph in (("graph", True), ("eager calls", False)):
-                    ts = iter(timings(live, graph, rounds))
+                    ts = iter(interleaved(live, graph=graph))
                     t = [next(ts) if f is not None else None for f in fns]
                     us = ["%.1f" % (v * 1e6) if v is not None else "-" for v in t]
                     r = [("%.2fx" % (b / t[4])) if b is not None else "-" for b in (t[0], t[1], t[2])]

@@ -15,10 +15,12 @@ Interleaved rounds of two steps each, medians; ratio = torch fused / variant.
 import argparse
 import statistics
 import time
+from types import SimpleNamespace
 
 import torch
 
 import fastnn.optim as fo
+from fastnn.bench.timing import with_env
 
 
 def _params(n_total=10_000_000, k=20, device="cpu"):
@@ -45,21 +47,6 @@ def _anchor(kind, name):
     return lambda ps: cls(ps, lr=1e-3)
 
 
-class _KernelsV2:
-    """An optimizer whose steps run with FASTNN_CUDA_COMPACT_KERNELS=2 (the vectorized CUDA kernels)."""
-
-    def __init__(self, opt):
-        self.opt = opt
-
-    def step(self):
-        import os
-        os.environ["FASTNN_CUDA_COMPACT_KERNELS"] = "2"
-        try:
-            self.opt.step()
-        finally:
-            del os.environ["FASTNN_CUDA_COMPACT_KERNELS"]
-
-
 def _sync(device):
     if device == "cuda":
         torch.cuda.synchronize()
@@ -82,7 +69,8 @@ def interleaved(rounds=9, numel=10_000_000, device="cpu"):
         opts = {n: _make(ps0, gs, b) for n, b in builds.items()}
         if device == "cuda":
             for n in ("fastnn bf16 state", "fastnn bf16 state, nearest", "fastnn int8 state"):
-                opts[n + " (v2 kernels)"] = _KernelsV2(_make(ps0, gs, builds[n]))
+                o = _make(ps0, gs, builds[n])
+                opts[n + " (v2 kernels)"] = SimpleNamespace(step=with_env(o.step, "FASTNN_CUDA_COMPACT_KERNELS", "2"))
         for a in ("bitsandbytes", "torchao") if kind != "Adagrad" else ():
             try:
                 opts[a] = _make(ps0, gs, _anchor(kind, a))

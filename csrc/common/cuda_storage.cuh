@@ -59,7 +59,10 @@ template <class T> __device__ __forceinline__ Vec<T> load_vec(const T* p) {
 template <class T> __device__ __forceinline__ void store_vec(T* p, const Vec<T>& v) {
   *reinterpret_cast<uint4*>(p) = *reinterpret_cast<const uint4*>(&v);
 }
-__host__ __device__ __forceinline__ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+__host__ __device__ __forceinline__ bool aligned_to(const void* p, uintptr_t bytes) {
+  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
+}
+__host__ __device__ __forceinline__ bool aligned16(const void* p) { return aligned_to(p, 16); }
 
 // Storage codes shared with the torch-side wrappers.
 enum class CudaDType : int { F32 = 0, F64 = 1, F16 = 2, BF16 = 3 };

@@ -11,6 +11,13 @@
 #include <unistd.h>
 #endif
 
+// The per-ISA tables are linked in (x86-64, unless setup.py's FASTNN_CPU_TABLES=base left them out).
+#if defined(__x86_64__) && !defined(FASTNN_CPU_BASE_ONLY)
+#define FASTNN_X86_TABLES 1
+#else
+#define FASTNN_X86_TABLES 0
+#endif
+
 namespace fastnn {
 namespace {
 
@@ -45,9 +52,7 @@ bool amx_usable() {
 }
 
 bool supported(int isa) {
-#if defined(FASTNN_CPU_BASE_ONLY)
-  if (isa != kBase) return false;  // a build with the portable table alone (setup.py, FASTNN_CPU_TABLES=base)
-#elif defined(__x86_64__) || defined(__i386__)
+#if FASTNN_X86_TABLES
   __builtin_cpu_init();
   if (isa == kAmxBf16Emulated) return supported(kAvx512Bf16);
   if (isa == kAmxBf16) return supported(kAvx512Bf16) && amx_usable();
@@ -91,7 +96,7 @@ std::atomic<int>& active() {
 
 const LinearActCpuKernels& linear_act_cpu_kernels() {
   switch (active().load(std::memory_order_relaxed)) {
-#if defined(__x86_64__) && !defined(FASTNN_CPU_BASE_ONLY)
+#if FASTNN_X86_TABLES
     case kAmxBf16:
     case kAmxBf16Emulated:
     case kAvx512Bf16: return linear_act_kernels_avx512_bf16();
@@ -104,7 +109,7 @@ const LinearActCpuKernels& linear_act_cpu_kernels() {
 
 const OptimCpuKernels& optim_cpu_kernels() {
   switch (active().load(std::memory_order_relaxed)) {
-#if defined(__x86_64__) && !defined(FASTNN_CPU_BASE_ONLY)
+#if FASTNN_X86_TABLES
     case kAmxBf16:
     case kAmxBf16Emulated:
     case kAvx512Bf16: return optim_kernels_avx512_bf16();
@@ -117,7 +122,7 @@ const OptimCpuKernels& optim_cpu_kernels() {
 
 const MlpCpuKernels& mlp_cpu_kernels() {
   switch (active().load(std::memory_order_relaxed)) {
-#if defined(__x86_64__) && !defined(FASTNN_CPU_BASE_ONLY)
+#if FASTNN_X86_TABLES
     case kAmxBf16: return mlp_kernels_amx_bf16();
     case kAmxBf16Emulated: return mlp_kernels_amx_bf16_emulated();
     case kAvx512Bf16: return mlp_kernels_avx512_bf16();

@@ -464,7 +464,6 @@ __device__ __forceinline__ void store_pair(T* base, int64_t row, int cols, int c
     if (col + 1 < cols) p[1] = st<T>(v1);
   }
 }
-__device__ __forceinline__ bool aligned4(const void* p) { return reinterpret_cast<uintptr_t>(p) % 4 == 0; }
 
 // The block's rows of a shared tile (row stride LDA) to a [M, cols] matrix: 16-byte stores when rows
 // start 16-byte aligned, else element by element.
@@ -509,7 +508,8 @@ __global__ void __launch_bounds__(kThreads) mlp_forward_kernel(const __grid_cons
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   constexpr int LDA = Smem2<W>::LDA, KT = W / 16;
   extern __shared__ __align__(16) unsigned char smem[];
-  Block2<T, W> k(smem, M);
+  // Plain locals, not a structured binding: the lambdas below capture them (C++17).
+  const Block2<T, W> k(smem, M);
   T *cur = k.cur, *nxt = k.nxt;
   const int warp = k.warp, lane = k.lane, g = k.g, t = k.t, rows_valid = k.rows_valid;
   const int64_t row0 = k.row0;
@@ -521,7 +521,7 @@ __global__ void __launch_bounds__(kThreads) mlp_forward_kernel(const __grid_cons
     const Split sp = split_of(np, warp);
     T* saved = static_cast<T*>(L.saved);
     T* z_saved = saved && !L.saves_output ? saved : nullptr;  // pre-activations go from the fragments
-    const bool z_pair = z_saved && out_w % 2 == 0 && aligned4(z_saved);
+    const bool z_pair = z_saved && out_w % 2 == 0 && aligned_to(z_saved, 4);
     if (sp.active) {
       const int n0 = 16 * sp.s;
       uint32_t b[KT][2][2];
@@ -575,12 +575,13 @@ __global__ void __launch_bounds__(kThreads) mlp_backward_kernel(const __grid_con
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   constexpr int LDA = Smem2<W>::LDA, KT = W / 16;
   extern __shared__ __align__(16) unsigned char smem[];
-  Block2<T, W> k(smem, M);
+  // Plain locals, not a structured binding: the lambdas below capture them (C++17).
+  const Block2<T, W> k(smem, M);
   T *cur = k.cur, *nxt = k.nxt;
-  float* sums = reinterpret_cast<float*>(smem + Smem2<W>::fwd);  // [2][kWarps][W]
   const int warp = k.warp, lane = k.lane, g = k.g, t = k.t, rows_valid = k.rows_valid;
   const int64_t row0 = k.row0;
-  const bool gout_pair = ch.l[ch.n - 1].out % 2 == 0 && aligned4(gout);
+  float* sums = reinterpret_cast<float*>(smem + Smem2<W>::fwd);  // [2][kWarps][W]
+  const bool gout_pair = ch.l[ch.n - 1].out % 2 == 0 && aligned_to(gout, 4);
   // Step q: dz_q = dy_q * act'(saved_q), dy_q from the incoming gradient (top layer) or dz_{q+1} @ W_{q+1}.
   for (int q = ch.n - 1; q >= 0; --q) {
     const MlpCudaLayer& L = ch.l[q];
@@ -588,7 +589,7 @@ __global__ void __launch_bounds__(kThreads) mlp_backward_kernel(const __grid_con
     const int np = pad16(L.out), out_w = L.out;
     const Split sp = split_of(np, warp);
     const T* saved = static_cast<const T*>(L.saved);
-    const bool s_pair = out_w % 2 == 0 && aligned4(saved);
+    const bool s_pair = out_w % 2 == 0 && aligned_to(saved, 4);
     float* qsums = sums + (q & 1) * kWarps * W;
     if (sp.active) {
       const int n0 = 16 * sp.s;

@@ -340,10 +340,11 @@ bool run_step(OptKind kind, std::vector<Row>& rows, const std::vector<GroupHP>& 
   const bool has_step = kind != OptKind::SGD;
   validate_rows(op, has_step, rows, grad_scale, found_inf);
   for (const Row& r : rows) {  // before any step count moves
-    bool bf16_state = r.p.scalar_type() == at::kBFloat16;
+    if (!hps[r.group].sr || !r.p.is_cuda() || r.p.scalar_type() != at::kBFloat16) continue;
+    bool bf16_state = true;
     for (int s = 0; s < 3; ++s)
       if (r.use[s] && r.s[s].defined()) bf16_state = bf16_state && r.s[s].scalar_type() == at::kBFloat16;
-    TORCH_CHECK(!hps[r.group].sr || !r.p.is_cuda() || !bf16_state || cuda_compact_state_enabled(), op,
+    TORCH_CHECK(!bf16_state || cuda_compact_state_enabled(), op,
                 ": stochastic rounding of bfloat16 parameters with bfloat16 state is not yet verified on CUDA in "
                 "this version (FASTNN_CUDA_COMPACT_STATE=1 runs the unverified kernel)");
   }

@@ -516,9 +516,8 @@ bool compact_kernels_v2() {
 // Whether a slot's tensors allow version 2's vector accesses: 16-byte aligned parameter, gradient and
 // compact state (8-bit codes: 8-byte aligned).
 bool vector_ok(const OptSlot& o, bool q8) {
-  auto al = [](const void* q, uintptr_t a) { return !q || reinterpret_cast<uintptr_t>(q) % a == 0; };
-  bool ok = al(o.param, 16) && al(o.grad, 16);
-  for (int j = 0; j < 3; ++j) ok = ok && al(o.state[j], q8 ? 8 : 16);
+  bool ok = aligned16(o.param) && aligned16(o.grad);
+  for (int j = 0; j < 3; ++j) ok = ok && (!o.state[j] || aligned_to(o.state[j], q8 ? 8 : 16));
   return ok;
 }
 

@@ -9,6 +9,8 @@ from torch import nn
 
 import fastnn
 
+from .timing import with_env
+
 ACT_MODULES = {"identity": nn.Identity, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU,
                "silu": nn.SiLU, "softplus": nn.Softplus}
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16,
@@ -74,25 +76,6 @@ def _sequential(sizes, act, dtype, device, last_act=False):
     return nn.Sequential(*layers).to(device, dtype)
 
 
-class _Env:
-    """FASTNN_MLP_FUSED=1 around a call: the fully fused CUDA MLP kernels (opt-in)."""
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    def __call__(self):
-        import os
-        old = os.environ.get("FASTNN_MLP_FUSED")
-        os.environ["FASTNN_MLP_FUSED"] = "1"
-        try:
-            self.fn()
-        finally:
-            if old is None:
-                del os.environ["FASTNN_MLP_FUSED"]
-            else:
-                os.environ["FASTNN_MLP_FUSED"] = old
-
-
 def _train_variants(eager, fused, x, g, compile_modes, autocast=False):
     """fwd+bwd of each implementation of the same module (under bf16 autocast when asked)."""
     def run(m):
@@ -113,7 +96,7 @@ def _train_variants(eager, fused, x, g, compile_modes, autocast=False):
             torch.compile(copy.deepcopy(eager), mode=None if mode == "default" else mode))
     v["fastnn"] = run(fused)
     if x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and len(fused) > 1:
-        v["fastnn-fused-kernels"] = _Env(run(fused))
+        v["fastnn-fused-kernels"] = with_env(run(fused), "FASTNN_MLP_FUSED", "1")
     return v
 
 

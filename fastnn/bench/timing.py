@@ -11,6 +11,25 @@ def blocked(fn, min_run_time):
     return list(t.blocked_autorange(min_run_time=min_run_time).times)
 
 
+def with_env(fn, name, value):
+    """fn called with the environment variable name=value, restored after: variants that differ by a
+    switch the kernels read at call time (FASTNN_MLP_FUSED, FASTNN_CUDA_COMPACT_KERNELS), also while a
+    CUDA graph captures them."""
+    import os
+
+    def call(*args, **kwargs):
+        old = os.environ.get(name)
+        os.environ[name] = value
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if old is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = old
+    return call
+
+
 def cuda_graph(fn, calls=10):
     """fn repeated `calls` times in one CUDA graph, replayed as one call (host launch overhead out of
     the timing); None when fn cannot be captured."""
