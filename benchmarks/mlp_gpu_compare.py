@@ -35,6 +35,7 @@ def main():
     print("| case | dtype | mode | timing | eager | compile | fastnn layers | fused v1 | fused v2 | v2/eager | "
           "v2/compile | v2/layers |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    choices = []  # what the unforced op measured and chose for each case (fastnn.mlp_path)
     for label, sizes, act, batch, dtypes, with_compile in SHAPES:
         for dt in dtypes:
             torch.manual_seed(0)
@@ -52,6 +53,10 @@ def main():
                     with torch.no_grad():
                         m(x)
                 return f
+            lin = [m for m in eager if isinstance(m, torch.nn.Linear)]
+            choice = fastnn.mlp_path(x, [m.weight for m in lin], [m.bias for m in lin],
+                                     [act] * (len(lin) - 1) + ["identity"])
+            choices.append(f"{label} {str(dt).replace('torch.', '')}: {choice[0]} ({choice[1]})")
             for mode, wrap in (("fwd+bwd", train), ("inference", infer)):
                 fns = [wrap(eager), wrap(comp) if comp is not None else None] + [
                     with_env(wrap(fused), "FASTNN_MLP_FUSED", v) for v in ("0", "1", "2")]
@@ -64,6 +69,9 @@ def main():
                     print(f"| {label} {'-'.join(map(str, sizes))} {act} b{batch} | "
                           f"{str(dt).replace('torch.', '')} | {mode} | {timing} | {' | '.join(us)} | "
                           f"{' | '.join(r)} |", flush=True)
+    print("\nThe unforced op's measured choice per case (FASTNN_MLP_FUSED unset):")
+    for c in choices:
+        print("-", c)
     return 0
 
 

@@ -8,7 +8,7 @@
 
 #include "common/act_names.h"
 #include "cpu_isa/cpu_isa.h"
-#include "common/cpu_path.h"
+#include "common/path_choice.h"
 #include "linear_act/linear_act_common.h"
 #include "mlp/mlp_common.h"
 #include "optim/optim.h"
@@ -109,8 +109,8 @@ PYBIND11_MODULE(_C, m) {
         "Which kernels fastnn.linear_act runs for this input and layer, and why: (path, reason)");
   m.def("set_cpu_path", &fastnn::set_cpu_path, "Force CPU paths ('tiled', 'layers', 'direct', 'gemm', comma-separated) or 'auto'");
   m.def("get_cpu_path", &fastnn::get_cpu_path, "The forced CPU paths, or 'auto'");
-  m.def("cpu_path_choices", &fastnn::cpu_path_choices, "Every CPU path chosen in this process: (key, path, reason)");
-  m.def("clear_cpu_path_choices", &fastnn::clear_cpu_path_choices, "Forget this process's CPU path choices");
+  m.def("cpu_path_choices", &fastnn::cpu_path_choices, "Every path chosen in this process (CPU, and CUDA where measured): (key, path, reason)");
+  m.def("clear_cpu_path_choices", &fastnn::clear_cpu_path_choices, "Forget this process's path choices");
   m.def("cpu_path_cache_file", &fastnn::cpu_path_cache_file, "The on-disk cache of CPU path choices ('' if off)");
   m.def("q8_quantize", &fastnn::q8_quantize, pybind11::arg("values"), pybind11::arg("signed"),
         "8-bit optimizer state: (uint8 codes, float32 scale per block of 256) of float values");

@@ -28,7 +28,8 @@ def get_cpu_path():
 
 
 def cpu_path_choices():
-    """Every CPU path chosen in this process so far: [(op and shape class, path, reason)]."""
+    """Every path chosen in this process so far, on the CPU and (fastnn.mlp's fused-or-layers) on CUDA
+    devices: [(op and shape class, path, reason)]."""
     return [tuple(c) for c in _C.cpu_path_choices()]
 
 __version__ = "0.1.0"

@@ -35,10 +35,10 @@ def mlp_path(input, weights, biases=None, activations="identity", negative_slope
     """Which kernels ``fastnn.mlp(input, weights, biases, activations, ...)`` runs, and why:
     ``(path, reason)`` with path ``"tiled"`` (CPU, cache-blocked through all layers), ``"fused"``
     (CUDA, the whole chain in one kernel on tensor cores) or ``"layers"`` (layer by layer through
-    linear_act's kernels). On the CPU the first call for a shape class (widths, dtype, activations,
-    batch rounded up to a power of two) times both paths on this machine and keeps the faster (the
-    reason gives the times); fastnn.set_cpu_path forces one. Under autocast, pass the input in the
-    autocast dtype."""
+    linear_act's kernels). The first call for a shape class (widths, dtype, activations, batch
+    rounded up to a power of two; on CUDA the GPU model) times both paths on this machine or GPU and
+    keeps the faster (the reason gives the times); fastnn.set_cpu_path forces one on the CPU,
+    FASTNN_MLP_FUSED (0, 1, 2) on CUDA. Under autocast, pass the input in the autocast dtype."""
     n = len(weights)
     biases = [None] * n if biases is None else list(biases)
     activations = [activations] * n if isinstance(activations, str) else list(activations)

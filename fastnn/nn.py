@@ -1,6 +1,5 @@
 """Drop-in modules: fastnn.nn.Linear, fastnn.nn.MLP, fastnn.nn.FusedSequential and fastnn.nn.fuse."""
 import copy
-import os
 
 import torch
 from torch import nn
@@ -96,17 +95,23 @@ def _fused(x, run):
     A run that every layer would keep one tensor for anyway (relu, tanh, ... all save their outputs)
     goes through the op only where it runs tiled; a run with a layer whose backward reads its
     pre-activation (gelu, silu, ...) always does: the op keeps one activation-sized tensor per layer
-    where separate layers keep two. Under torch.compile or autocast the op decides at run time."""
+    where separate layers keep two. Under torch.compile or autocast the op decides at run time.
+    CUDA: through the op where its fused kernels run (measured on the device, or forced by
+    FASTNN_MLP_FUSED), and always under autocast (fp16/bf16, where they can)."""
     if x.device.type == "cpu":
         if torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu") or any(_saves_z(m) for m in run):
             return True
-        return _C.mlp_path(x, [m.weight for m in run], [m.bias for m in run], [m.activation for m in run],
-                           [m.negative_slope for m in run])[0] == "tiled"
-    if x.device.type != "cuda" or os.environ.get("FASTNN_MLP_FUSED") not in ("1", "2") or torch.compiler.is_compiling():
+        return _path(x, run) == "tiled"
+    if x.device.type != "cuda" or torch.compiler.is_compiling():
         return False
     if torch.is_autocast_enabled("cuda"):
-        x = torch.empty((0, x.shape[-1]), dtype=torch.get_autocast_dtype("cuda"), device=x.device)
-    return _C.mlp_path(x, [m.weight for m in run])[0] != "layers"
+        return True
+    return x.dtype in (torch.float16, torch.bfloat16) and _path(x, run) == "fused"
+
+
+def _path(x, run):
+    return _C.mlp_path(x, [m.weight for m in run], [m.bias for m in run], [m.activation for m in run],
+                       [m.negative_slope for m in run])[0]
 
 
 def _run_layers(x, run):

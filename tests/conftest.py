@@ -5,7 +5,7 @@ import tempfile
 import pytest
 import torch
 
-# The CPU path choices this run measures go to a cache of its own, not the user's (csrc/common/cpu_path.h).
+# The CPU path choices this run measures go to a cache of its own, not the user's (csrc/common/path_choice.h).
 os.environ.setdefault("FASTNN_CACHE_DIR", tempfile.mkdtemp(prefix="fastnn-test-cache-"))
 
 import fastnn  # noqa: E402

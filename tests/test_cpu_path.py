@@ -1,4 +1,4 @@
-"""The CPU path choice (csrc/common/cpu_path.h): measured once per shape class on this machine, kept for
+"""The CPU path choice (csrc/common/path_choice.h): measured once per shape class on this machine, kept for
 the process and on disk, forced by fastnn.set_cpu_path / FASTNN_CPU_PATH, a fixed rule under
 torch.use_deterministic_algorithms(True)."""
 import os

@@ -1,5 +1,6 @@
-"""CUDA: the fully fused MLP kernels (fp16/bf16 on tensor cores, opt-in with FASTNN_MLP_FUSED=1),
-against a float64 reference and the per-layer path (skipped without a GPU)."""
+"""CUDA: the fully fused MLP kernels (fp16/bf16 on tensor cores; each version forced with
+FASTNN_MLP_FUSED=1 or 2) against a float64 reference and the per-layer path, and the measured choice
+between the two paths (skipped without a GPU)."""
 import itertools
 import math
 
@@ -154,16 +155,69 @@ def test_fused_mlp_empty_batch():
 def test_mlp_path_reasons(monkeypatch):
     x = torch.randn(4, 32, device=DEV, dtype=torch.bfloat16)
     w = lambda o, i, dt=torch.bfloat16: torch.randn(o, i, device=DEV, dtype=dt)  # noqa: E731
-    assert fastnn.mlp_path(x, [w(64, 32), w(10, 64)])[0] == "fused"
+    path, why = fastnn.mlp_path(x, [w(64, 32), w(10, 64)])
+    assert path == "fused" and f"FASTNN_MLP_FUSED={VERSION}" in why
     path, why = fastnn.mlp_path(x.float(), [w(64, 32, torch.float32), w(10, 64, torch.float32)])
     assert path == "layers" and "dtype" in why
     path, why = fastnn.mlp_path(x, [w(256, 32), w(10, 256)])
     assert path == "layers" and "256" in why
     path, why = fastnn.mlp_path(x, [w(40, 32), w(10, 40)])
     assert path == "layers" and "multiple of 16" in why
+    monkeypatch.setenv("FASTNN_MLP_FUSED", "0")
+    assert fastnn.mlp_path(x, [w(64, 32), w(10, 64)]) == ("layers", "forced by FASTNN_MLP_FUSED=0")
+    monkeypatch.setenv("FASTNN_MLP_FUSED", "3")
+    with pytest.raises(ValueError, match="fastnn.mlp: FASTNN_MLP_FUSED must be"):
+        fastnn.mlp(x, [w(64, 32), w(10, 64)])
+
+
+def _unforced_chain(monkeypatch, width, seed):
+    """A chain of its own shape class with the path left to the measurement (no force switch)."""
     monkeypatch.delenv("FASTNN_MLP_FUSED")
-    path, why = fastnn.mlp_path(x, [w(64, 32), w(10, 64)])
-    assert path == "layers" and "FASTNN_MLP_FUSED=1" in why
+    fastnn._C.clear_cpu_path_choices()
+    ws, bs, acts = chain(24, width, 3, 5, torch.bfloat16, True, "tanh", "identity", seed)
+    return ws, bs, acts
+
+
+def test_measured_path_is_kept_and_runs_as_forced(monkeypatch):
+    ws, bs, acts = _unforced_chain(monkeypatch, 48, 1)
+    x = torch.randn(3000, 24, device=DEV, dtype=torch.bfloat16)
+    g = torch.randn(3000, 5, device=DEV, dtype=torch.bfloat16)
+    path, why = fastnn.mlp_path(x, ws, bs, acts)
+    assert path in ("fused", "layers") and "measured on this device" in why and "cuda: " in why, why
+    assert fastnn.mlp_path(x, ws, bs, acts)[0] == path
+    auto = run(x, ws, bs, acts, g)
+    monkeypatch.setenv("FASTNN_MLP_FUSED", "1" if path == "fused" else "0")
+    forced = run(x, ws, bs, acts, g)
+    for a, f in zip(auto, forced):
+        assert torch.equal(a, f)
+
+
+def test_fixed_rule_in_deterministic_mode_and_under_graph_capture(monkeypatch):
+    ws, bs, acts = _unforced_chain(monkeypatch, 80, 2)
+    x = torch.randn(256, 24, device=DEV, dtype=torch.bfloat16)
+    torch.use_deterministic_algorithms(True)
+    try:
+        path, why = fastnn.mlp_path(x, ws, bs, acts)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert path == "layers" and "use_deterministic_algorithms" in why
+    # First seen while a graph is captured: nothing can be timed, the fixed rule is kept for later calls.
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        monkeypatch.setenv("FASTNN_MLP_FUSED", "0")
+        with torch.no_grad():
+            fastnn.mlp(x, ws, bs, acts)  # warm-up of the per-layer kernels (cuBLAS handles) off the graph
+        monkeypatch.delenv("FASTNN_MLP_FUSED")
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        y = fastnn.mlp(x, ws, bs, acts)
+    graph.replay()
+    path, why = fastnn.mlp_path(x, ws, bs, acts)
+    assert path == "layers" and "could not be timed" in why, why
+    with torch.no_grad():  # the same path eagerly (cuBLAS may pick other kernels on the capture stream)
+        torch.testing.assert_close(fastnn.mlp(x, ws, bs, acts), y, rtol=2e-2, atol=2e-2)
 
 
 def test_fuse_uses_fused_kernels_under_autocast():

@@ -8,7 +8,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
-#include "../common/cpu_path.h"
+#include "../common/path_choice.h"
 #include "../cpu_isa/cpu_isa.h"
 #include "linear_act_common.h"
 
@@ -30,7 +30,7 @@ std::tuple<Tensor, Tensor, Tensor> backward_path(const Tensor& grad_output, cons
                                                  const Tensor& saved, bool has_bias, Act act, double slope,
                                                  std::array<bool, 2> mask, bool direct);
 
-// kDirect or kGemm: measured once per shape class on this machine (csrc/common/cpu_path.h), the fixed
+// kDirect or kGemm: measured once per shape class on this machine (csrc/common/path_choice.h), the fixed
 // rule for empty batches and in deterministic mode. why, when given, receives the reason.
 int linear_act_cpu_path(const Tensor& input, const Tensor& weight, bool has_bias, Act act, double slope,
                         std::string* why = nullptr) {
@@ -39,7 +39,7 @@ int linear_act_cpu_path(const Tensor& input, const Tensor& weight, bool has_bias
     if (why) *why = "in_features > " + std::to_string(kDirectCandidateMaxK) + ": the one-pass kernels are not a candidate";
     return kGemm;
   }
-  CpuPathQuery q;
+  PathQuery q;
   q.op = kLinearActOp;
   q.paths = {"direct", "gemm"};
   q.fixed_path = K <= kDirectMaxK ? kDirect : kGemm;
@@ -53,7 +53,7 @@ int linear_act_cpu_path(const Tensor& input, const Tensor& weight, bool has_bias
   c10::optional<Tensor> b;
   q.run = [&](int p, int64_t rows) {
     if (!x.defined()) {
-      at::Generator gen = cpu_path_generator();
+      at::Generator gen = path_generator();
       x = at::randn({rows, K}, gen, input.options());
       g = at::randn({rows, N}, gen, input.options());
       if (has_bias) b = at::zeros({N}, input.options());
@@ -62,7 +62,7 @@ int linear_act_cpu_path(const Tensor& input, const Tensor& weight, bool has_bias
     backward_path(g, x, weight, act_saves_output(act, slope) ? y : z, has_bias, act, slope, {false, true},
                   p == kDirect);
   };
-  return choose_cpu_path(q, why);
+  return choose_path(q, why);
 }
 
 std::tuple<Tensor, Tensor> linear_act_forward_cpu(const Tensor& input, const Tensor& weight,

@@ -113,7 +113,7 @@ inline LinearActBackwardArgs prepare_linear_act_backward(const at::Tensor& grad_
 }
 
 // Which kernels linear_act runs for this input and layer on its device, and why: ("direct" | "gemm",
-// reason). On the CPU this may measure (once per shape class, csrc/common/cpu_path.h).
+// reason). On the CPU this may measure (once per shape class, csrc/common/path_choice.h).
 std::tuple<std::string, std::string> linear_act_path(const at::Tensor& input, const at::Tensor& weight,
                                                      const c10::optional<at::Tensor>& bias,
                                                      const std::string& activation, double slope);

@@ -11,7 +11,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
-#include "../common/cpu_path.h"
+#include "../common/path_choice.h"
 #include "../cpu_isa/cpu_isa.h"
 #include "mlp_common.h"
 
@@ -241,8 +241,34 @@ Grads backward_tiled(std::vector<MlpLayer> layers, const Tensor& grad_output, co
 
 enum { kTiled = 0, kLayers = 1 };
 
+}  // namespace
+
+std::string mlp_shape_class(at::TensorList weights, const std::vector<MlpLayer>& layers) {
+  std::string s = std::to_string(weights[0].size(1));
+  for (size_t l = 0; l < layers.size(); ++l)
+    s += "-" + std::to_string(weights[l].size(0)) + ":" + activation_names()[int(layers[l].act)] +
+         (layers[l].saves_output ? "" : "/z") + (layers[l].has_bias ? "+b" : "");
+  return s;
+}
+
+MlpCalibration mlp_calibration(const Tensor& input, at::TensorList weights, const std::vector<MlpLayer>& layers,
+                               int64_t rows) {
+  MlpCalibration d;
+  at::Generator gen = path_generator();
+  const auto cpu = input.options().device(at::kCPU);
+  d.x = at::randn({rows, weights[0].size(1)}, gen, cpu).to(input.device());
+  d.g = at::randn({rows, weights.back().size(0)}, gen, cpu).to(input.device());
+  for (const MlpLayer& ly : layers) {
+    d.names.push_back(activation_names()[int(ly.act)]);
+    d.slopes.push_back(ly.slope);
+  }
+  return d;
+}
+
+namespace {
+
 // kTiled or kLayers for a CPU chain (checked layers): measured once per shape class on this machine
-// (csrc/common/cpu_path.h), the fixed rule for empty batches and in deterministic mode. why, when
+// (csrc/common/path_choice.h), the fixed rule for empty batches and in deterministic mode. why, when
 // given, receives the reason.
 int mlp_cpu_path(const Tensor& input, at::TensorList weights, const Biases& biases,
                  const std::vector<MlpLayer>& layers, std::string* why = nullptr) {
@@ -260,7 +286,7 @@ int mlp_cpu_path(const Tensor& input, at::TensorList weights, const Biases& bias
     return kLayers;
   }
   const bool narrow = width <= kMlpTiledMaxWidth;
-  CpuPathQuery q;
+  PathQuery q;
   q.op = kMlpOp;
   q.paths = {"tiled", "layers"};
   q.fixed_path = narrow ? kTiled : kLayers;
@@ -268,34 +294,21 @@ int mlp_cpu_path(const Tensor& input, at::TensorList weights, const Biases& bias
   static_assert(kMlpTiledMaxWidth == 256, "the fixed rule's reason names the width");
   q.dtype = c10::toString(input.scalar_type());
   q.batch = linear_rows(input);
-  q.shape = std::to_string(weights[0].size(1));
-  for (size_t l = 0; l < layers.size(); ++l)
-    q.shape += "-" + std::to_string(weights[l].size(0)) + ":" + activation_names()[int(layers[l].act)] +
-               (layers[l].saves_output ? "" : "/z") + (layers[l].has_bias ? "+b" : "");
+  q.shape = mlp_shape_class(weights, layers);
   // Both directions on calibration data (made at the first run, not on cached look-ups), each path
   // exactly as the op runs it; no input gradient: a network's input rarely needs one.
-  Tensor x, g;
-  std::vector<std::string> names;
-  std::vector<double> slopes;
+  MlpCalibration d;  // made at the first run
   q.run = [&](int p, int64_t rows) {
-    if (!x.defined()) {
-      at::Generator gen = cpu_path_generator();
-      x = at::randn({rows, weights[0].size(1)}, gen, input.options());
-      g = at::randn({rows, weights.back().size(0)}, gen, input.options());
-      for (const MlpLayer& ly : layers) {
-        names.push_back(activation_names()[int(ly.act)]);
-        slopes.push_back(ly.slope);
-      }
-    }
+    if (!d.x.defined()) d = mlp_calibration(input, weights, layers, rows);
     if (p == kTiled) {
-      auto [y, arena] = forward_tiled(layers, x, weights, biases);
-      backward_tiled(layers, g, x, weights, biases, arena, y, false);
+      auto [y, arena] = forward_tiled(layers, d.x, weights, biases);
+      backward_tiled(layers, d.g, d.x, weights, biases, arena, y, false);
     } else {
-      auto [y, arena] = forward_layers(layers, x, weights, biases, names, slopes);
-      backward_layers(layers, g, x, weights, arena, y, names, slopes, false);
+      auto [y, arena] = forward_layers(layers, d.x, weights, biases, d.names, d.slopes);
+      backward_layers(layers, d.g, d.x, weights, arena, y, d.names, d.slopes, false);
     }
   };
-  return choose_cpu_path(q, why);
+  return choose_path(q, why);
 }
 
 std::tuple<Tensor, Tensor> mlp_forward_cpu(const Tensor& input, at::TensorList weights, const Biases& biases,
@@ -449,32 +462,27 @@ Tensor mlp_autocast(const Tensor& input, at::TensorList weights, const Biases& b
 
 }  // namespace
 
-MlpCudaFusedReason g_mlp_cuda_fused_reason = nullptr;
+MlpCudaPath g_mlp_cuda_path = nullptr;
 
 std::tuple<std::string, std::string> mlp_path(const Tensor& input, at::TensorList weights, const Biases& biases,
                                               const std::vector<std::string>& activations, at::ArrayRef<double> slopes) {
   TORCH_CHECK_VALUE(!weights.empty(), kMlpOp, ": needs at least one layer (weights is empty)");
-  if (input.is_cuda()) {
-    if (!g_mlp_cuda_fused_reason) return {"layers", "fastnn was built without CUDA kernels"};
-    std::string why = g_mlp_cuda_fused_reason(input, weights);
-    if (why.empty()) return {"fused", "the fully fused CUDA kernels (tensor cores) apply"};
-    return {"layers", why};
-  }
-  if (input.device().is_cpu()) {
-    // Under autocast the caller passes the input in the autocast dtype; the weights follow it.
-    std::vector<Tensor> w;
-    for (const Tensor& t : weights) w.push_back(t.scalar_type() == input.scalar_type() ? t : t.to(input.scalar_type()));
-    Biases b;
-    for (size_t l = 0; l < biases.size(); ++l)
-      b.push_back(defined_at(biases, l) && biases.get(l)->scalar_type() != input.scalar_type()
-                      ? c10::optional<Tensor>(biases.get(l)->to(input.scalar_type()))
-                      : biases.get(l));
-    const auto layers = check_mlp_args(input, w, b, activations, slopes);
-    std::string why;
-    const int path = mlp_cpu_path(input, w, b, layers, &why);
-    return {path == kTiled ? "tiled" : "layers", why};
-  }
-  return {"layers", "no fused kernels for device " + input.device().str()};
+  if (!input.device().is_cpu() && !input.is_cuda())
+    return {"layers", "no fused kernels for device " + input.device().str()};
+  if (input.is_cuda() && !g_mlp_cuda_path) return {"layers", "fastnn was built without CUDA kernels"};
+  // Under autocast the caller passes the input in the autocast dtype; the weights follow it.
+  std::vector<Tensor> w;
+  for (const Tensor& t : weights) w.push_back(t.scalar_type() == input.scalar_type() ? t : t.to(input.scalar_type()));
+  Biases b;
+  for (size_t l = 0; l < biases.size(); ++l)
+    b.push_back(defined_at(biases, l) && biases.get(l)->scalar_type() != input.scalar_type()
+                    ? c10::optional<Tensor>(biases.get(l)->to(input.scalar_type()))
+                    : biases.get(l));
+  const auto layers = check_mlp_args(input, w, b, activations, slopes);
+  if (input.is_cuda()) return g_mlp_cuda_path(input, w, b, layers);
+  std::string why;
+  const int path = mlp_cpu_path(input, w, b, layers, &why);
+  return {path == kTiled ? "tiled" : "layers", why};
 }
 
 TORCH_LIBRARY_IMPL(fastnn, CPU, m) {

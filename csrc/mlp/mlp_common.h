@@ -10,7 +10,7 @@ constexpr const char* kMlpOp = "fastnn.mlp";
 
 // CPU chains run tile by tile through the whole chain (mlp_cpu_kernels.h, "tiled") or layer by
 // layer through linear_act's kernels ("layers"), whichever measured faster on this machine for the
-// chain's shape class (csrc/common/cpu_path.h). The fixed rule (deterministic mode, empty batches):
+// chain's shape class (csrc/common/path_choice.h). The fixed rule (deterministic mode, empty batches):
 // tiled when every width is at most kMlpTiledMaxWidth.
 constexpr int64_t kMlpTiledMaxWidth = 256;
 // Beyond these the tiled kernels are not even measured: each tile would re-read weights that no
@@ -86,13 +86,28 @@ Grads backward_layers(const std::vector<MlpLayer>& layers, const at::Tensor& gra
 // fastnn::activation through the dispatcher (the output a z-saving layer's backward recomputes).
 at::Tensor mlp_activation(const at::Tensor& z, c10::string_view activation, double slope);
 
-// Which path a chain takes on its device, and why: ("tiled" | "fused" | "layers", reason). On the
-// CPU this may measure (once per shape class); biases/activations/slopes default to none/identity.
+// Which path a chain takes on its device, and why: ("tiled" | "fused" | "layers", reason). This may
+// measure (once per shape class); biases/activations/slopes default to none/identity.
 std::tuple<std::string, std::string> mlp_path(const at::Tensor& input, at::TensorList weights, const Biases& biases,
                                               const std::vector<std::string>& activations,
                                               at::ArrayRef<double> slopes);
-// Set by mlp_cuda.cpp in CUDA builds: why the fused CUDA kernels do not apply ("" when they do).
-using MlpCudaFusedReason = std::string (*)(const at::Tensor& input, at::TensorList weights);
-extern MlpCudaFusedReason g_mlp_cuda_fused_reason;
+// A chain's shape class for its path choice: input width, then each layer's width, activation, saved
+// block (z or output) and bias.
+std::string mlp_shape_class(at::TensorList weights, const std::vector<MlpLayer>& layers);
+// Calibration data of a chain's path choice: input and output gradient of `rows` rows from the fixed-seed
+// generator (made on the CPU, moved to the input's device), and the layers' activations and slopes as
+// the per-layer path takes them.
+struct MlpCalibration {
+  at::Tensor x, g;
+  std::vector<std::string> names;
+  std::vector<double> slopes;
+};
+MlpCalibration mlp_calibration(const at::Tensor& input, at::TensorList weights, const std::vector<MlpLayer>& layers,
+                               int64_t rows);
+// Set by mlp_cuda.cpp in CUDA builds: the path a CUDA chain (checked layers) takes, and why.
+using MlpCudaPath = std::tuple<std::string, std::string> (*)(const at::Tensor& input, at::TensorList weights,
+                                                             const Biases& biases,
+                                                             const std::vector<MlpLayer>& layers);
+extern MlpCudaPath g_mlp_cuda_path;
 
 }  // namespace fastnn

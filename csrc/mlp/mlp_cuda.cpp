@@ -1,19 +1,23 @@
 // fastnn::mlp on CUDA. Two paths:
-//  - layer by layer through linear_act's kernels (cuBLAS + fused passes): the default;
-//  - the fully fused kernels (mlp_cuda_kernels.cu), opt-in with FASTNN_MLP_FUSED=1 (or 2: version 2), where the
-//    chain fits them (fp16/bf16, compute capability >= 8.0, every width <= kMlpFusedMaxWidth, hidden
-//    widths multiples of 16). They are correct (tests/test_mlp_cuda.py) but measured slower than the
-//    per-layer path on an H100 at every size tried (benchmarks/RESULTS.md, GPU_NOTES.md), so the
-//    dispatcher does not pick them until they win.
+//  - "layers": layer by layer through linear_act's kernels (cuBLAS GEMMs and fused passes);
+//  - "fused": the fully fused kernels (mlp_cuda_kernels.cu), where the chain fits them (fp16/bf16,
+//    compute capability >= 8.0, every width <= kMlpFusedMaxWidth, hidden widths multiples of 16).
+// Where a chain fits, the path is measured on the device once per shape class (both paths' forward and
+// backward on calibration data, csrc/common/path_choice.h) and the faster is kept, in the process and on
+// disk; the fixed rule (deterministic mode, empty batches, a CUDA graph captured before any measurement)
+// is the per-layer path. FASTNN_MLP_FUSED forces a path for benchmarking: "0" the per-layer path, "1" or
+// "2" that version of the fused kernels.
 // fastnn.mlp_path(input, weights) says which path runs, and why.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include <cstdlib>
 #include <string>
 
+#include "../common/path_choice.h"
 #include "mlp_common.h"
 #include "mlp_cuda.h"
 
@@ -22,18 +26,34 @@ namespace {
 
 using at::Tensor;
 
-// FASTNN_MLP_FUSED: "1" the version-1 kernels, "2" version 2 (not yet run on a GPU); else 0 (off).
-int fused_version() {
+// The fused kernels' version the measured choice runs: 1, the one verified on an H100 and an H200
+// (version 2 joins once a GPU has run its tests; until then only FASTNN_MLP_FUSED=2 runs it).
+constexpr int kMeasuredFusedVersion = 1;
+// Batches beyond this are timed (and keyed) at this many rows: both paths are throughput-bound there.
+constexpr int64_t kMaxBatchClass = int64_t(1) << 16;
+
+enum { kFused = 0, kLayers = 1 };
+
+struct Choice {
+  bool fused;
+  int version;  // of the fused kernels
+};
+
+// FASTNN_MLP_FUSED: unset, "" or "auto": measured; "0": the per-layer path; "1" / "2": that version of
+// the fused kernels (where the chain fits them). Returns -1 when not forced.
+int forced_version() {
   const char* env = std::getenv("FASTNN_MLP_FUSED");
-  if (!env) return 0;
+  if (!env || !*env) return -1;
   const std::string v(env);
-  return v == "1" ? 1 : v == "2" ? 2 : 0;
+  if (v == "auto") return -1;
+  TORCH_CHECK_VALUE(v == "0" || v == "1" || v == "2", kMlpOp,
+                    ": FASTNN_MLP_FUSED must be 0 (the per-layer path), 1 or 2 (that version of the fused kernels) "
+                    "or auto (measured), got '", v, "'");
+  return v[0] - '0';
 }
 
-std::string fused_reason(const Tensor& input, at::TensorList weights) {
-  if (fused_version() == 0)
-    return "the fully fused CUDA kernels are opt-in (FASTNN_MLP_FUSED=1, or =2 for version 2): version 1 "
-           "measured slower than the per-layer path on an H100 and an H200 (benchmarks/RESULTS.md)";
+// Why the chain does not fit the fused kernels ("" when it does).
+std::string fit_reason(const Tensor& input, at::TensorList weights) {
   const auto dt = input.scalar_type();
   if (dt != at::kHalf && dt != at::kBFloat16)
     return std::string("dtype ") + c10::toString(dt) +
@@ -54,6 +74,13 @@ std::string fused_reason(const Tensor& input, at::TensorList weights) {
              std::to_string(kMlpFusedAlign);
   }
   return "";
+}
+
+// The device in a path choice's key: a choice measured on one GPU model (or MIG slice) is not another's.
+std::string device_description(const Tensor& t) {
+  const auto* prop = at::cuda::getDeviceProperties(t.device().index());
+  return std::string("cuda: ") + prop->name + ", sm_" + std::to_string(prop->major) + std::to_string(prop->minor) +
+         ", " + std::to_string(prop->multiProcessorCount) + " SMs";
 }
 
 int half_code(const Tensor& t) { return t.scalar_type() == at::kHalf ? 2 : 3; }
@@ -81,7 +108,7 @@ std::vector<MlpCudaLayer> kernel_layers(const std::vector<MlpLayer>& layers, at:
   return ly;
 }
 
-std::tuple<Tensor, Tensor> forward_fused(const std::vector<MlpLayer>& layers, const Tensor& input,
+std::tuple<Tensor, Tensor> forward_fused(int version, const std::vector<MlpLayer>& layers, const Tensor& input,
                                          at::TensorList weights, const Biases& biases, bool training) {
   c10::cuda::CUDAGuard guard(input.device());
   const int64_t M = linear_rows(input), K0 = weights[0].size(1), NL = weights[weights.size() - 1].size(0);
@@ -96,34 +123,14 @@ std::tuple<Tensor, Tensor> forward_fused(const std::vector<MlpLayer>& layers, co
     for (size_t l = 0; l < ly.size(); ++l)
       ly[l].saved = (l + 1 == ly.size() && layers[l].saves_output) ? nullptr : views[l].data_ptr();
   }
-  cuda_mlp_fused_forward(fused_version(), half_code(input), x.data_ptr(), out.data_ptr(), ly.data(), int(ly.size()), M,
+  cuda_mlp_fused_forward(version, half_code(input), x.data_ptr(), out.data_ptr(), ly.data(), int(ly.size()), M,
                          max_width(input, weights), at::cuda::getCurrentCUDAStream().stream());
   return {out, arena};
 }
 
-std::tuple<Tensor, Tensor> mlp_forward_cuda(const Tensor& input, at::TensorList weights, const Biases& biases,
-                                            const std::vector<std::string>& activations,
-                                            at::ArrayRef<double> slopes) {
-  auto layers = check_mlp_args(input, weights, biases, activations, slopes);
-  if (!fused_reason(input, weights).empty())
-    return forward_layers(layers, input, weights, biases, activations, slopes);
-  return forward_fused(layers, input, weights, biases, /*training=*/true);
-}
-
-Tensor mlp_output_only_cuda(const Tensor& input, at::TensorList weights, const Biases& biases,
-                            const std::vector<std::string>& activations, at::ArrayRef<double> slopes) {
-  auto layers = check_mlp_args(input, weights, biases, activations, slopes);
-  if (!fused_reason(input, weights).empty())
-    return std::get<0>(forward_layers(layers, input, weights, biases, activations, slopes));
-  return std::get<0>(forward_fused(layers, input, weights, biases, /*training=*/false));
-}
-
-Grads mlp_backward_cuda(const Tensor& grad_output, const Tensor& input, at::TensorList weights, const Biases& biases,
-                        const Tensor& arena, const Tensor& output, const std::vector<std::string>& activations,
-                        at::ArrayRef<double> slopes, bool input_grad) {
-  auto layers = check_mlp_args(input, weights, biases, activations, slopes);
-  if (!fused_reason(input, weights).empty())
-    return backward_layers(layers, grad_output, input, weights, arena, output, activations, slopes, input_grad);
+Grads backward_fused(int version, const std::vector<MlpLayer>& layers, const Tensor& grad_output, const Tensor& input,
+                     at::TensorList weights, const Biases& biases, const Tensor& arena, const Tensor& output,
+                     const std::vector<std::string>& activations, at::ArrayRef<double> slopes, bool input_grad) {
   c10::cuda::CUDAGuard guard(input.device());
   const size_t L = layers.size();
   const int64_t M = linear_rows(input), K0 = weights[0].size(1), NL = weights[L - 1].size(0);
@@ -153,7 +160,7 @@ Grads mlp_backward_cuda(const Tensor& grad_output, const Tensor& input, at::Tens
     }
   }
   Tensor gi = input_grad ? at::empty({M, K0}, opts) : at::empty({0}, opts);
-  cuda_mlp_fused_backward(fused_version(), half_code(input), g.data_ptr(), input_grad ? gi.data_ptr() : nullptr, ly.data(), int(L), M,
+  cuda_mlp_fused_backward(version, half_code(input), g.data_ptr(), input_grad ? gi.data_ptr() : nullptr, ly.data(), int(L), M,
                           max_width(input, weights), at::cuda::getCurrentCUDAStream().stream());
   // Weight gradients: one cuBLAS GEMM per layer over the whole batch, dW_l = dz_l^T x_{l-1}; bias
   // gradients: the per-block sums added in block order (deterministic).
@@ -171,9 +178,89 @@ Grads mlp_backward_cuda(const Tensor& grad_output, const Tensor& input, at::Tens
   return {input_grad ? gi.view(input.sizes()) : gi, gw, gb};
 }
 
+// The path of a checked CUDA chain: not fitting the fused kernels, forced, or measured (see the top).
+Choice mlp_cuda_choice(const Tensor& input, at::TensorList weights, const Biases& biases,
+                       const std::vector<MlpLayer>& layers, std::string* why) {
+  if (std::string r = fit_reason(input, weights); !r.empty()) {
+    if (why) *why = std::move(r);
+    return {false, 0};
+  }
+  if (const int v = forced_version(); v >= 0) {
+    if (why)
+      *why = v == 0 ? "forced by FASTNN_MLP_FUSED=0" : "forced by FASTNN_MLP_FUSED=" + std::to_string(v) +
+                                                          " (version " + std::to_string(v) + " of the fused kernels)";
+    return {v > 0, v};
+  }
+  PathQuery q;
+  q.op = kMlpOp;
+  q.paths = {"fused", "layers"};
+  q.fixed_path = kLayers;
+  q.fixed_reason = "the per-layer path (cuBLAS GEMMs and fused passes)";
+  q.dtype = c10::toString(input.scalar_type());
+  q.batch = linear_rows(input);
+  q.shape = mlp_shape_class(weights, layers) + " fused-v" + std::to_string(kMeasuredFusedVersion);
+  q.device = device_description(input);
+  const c10::cuda::CUDAStream stream = at::cuda::getCurrentCUDAStream(input.device().index());
+  q.sync = [stream] { stream.synchronize(); };
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  C10_CUDA_CHECK(cudaStreamIsCapturing(stream.stream(), &capture));
+  q.can_measure = capture == cudaStreamCaptureStatusNone;
+  q.max_batch_class = kMaxBatchClass;
+  // Both directions on calibration data (made at the first run, not on cached look-ups), each path as the
+  // op runs it; no input gradient.
+  MlpCalibration d;  // made at the first run
+  q.run = [&](int p, int64_t rows) {
+    if (!d.x.defined()) d = mlp_calibration(input, weights, layers, rows);
+    if (p == kFused) {
+      auto [y, arena] = forward_fused(kMeasuredFusedVersion, layers, d.x, weights, biases, /*training=*/true);
+      backward_fused(kMeasuredFusedVersion, layers, d.g, d.x, weights, biases, arena, y, d.names, d.slopes, false);
+    } else {
+      auto [y, arena] = forward_layers(layers, d.x, weights, biases, d.names, d.slopes);
+      backward_layers(layers, d.g, d.x, weights, arena, y, d.names, d.slopes, false);
+    }
+  };
+  const int p = choose_path(q, why);
+  return {p == kFused, p == kFused ? kMeasuredFusedVersion : 0};
+}
+
+std::tuple<std::string, std::string> mlp_cuda_path(const Tensor& input, at::TensorList weights, const Biases& biases,
+                                                   const std::vector<MlpLayer>& layers) {
+  std::string why;
+  const Choice c = mlp_cuda_choice(input, weights, biases, layers, &why);
+  return {c.fused ? "fused" : "layers", why};
+}
+
+std::tuple<Tensor, Tensor> mlp_forward_cuda(const Tensor& input, at::TensorList weights, const Biases& biases,
+                                            const std::vector<std::string>& activations,
+                                            at::ArrayRef<double> slopes) {
+  auto layers = check_mlp_args(input, weights, biases, activations, slopes);
+  const Choice c = mlp_cuda_choice(input, weights, biases, layers, nullptr);
+  if (!c.fused) return forward_layers(layers, input, weights, biases, activations, slopes);
+  return forward_fused(c.version, layers, input, weights, biases, /*training=*/true);
+}
+
+Tensor mlp_output_only_cuda(const Tensor& input, at::TensorList weights, const Biases& biases,
+                            const std::vector<std::string>& activations, at::ArrayRef<double> slopes) {
+  auto layers = check_mlp_args(input, weights, biases, activations, slopes);
+  const Choice c = mlp_cuda_choice(input, weights, biases, layers, nullptr);
+  if (!c.fused) return std::get<0>(forward_layers(layers, input, weights, biases, activations, slopes));
+  return std::get<0>(forward_fused(c.version, layers, input, weights, biases, /*training=*/false));
+}
+
+Grads mlp_backward_cuda(const Tensor& grad_output, const Tensor& input, at::TensorList weights, const Biases& biases,
+                        const Tensor& arena, const Tensor& output, const std::vector<std::string>& activations,
+                        at::ArrayRef<double> slopes, bool input_grad) {
+  auto layers = check_mlp_args(input, weights, biases, activations, slopes);
+  const Choice c = mlp_cuda_choice(input, weights, biases, layers, nullptr);
+  if (!c.fused)
+    return backward_layers(layers, grad_output, input, weights, arena, output, activations, slopes, input_grad);
+  return backward_fused(c.version, layers, grad_output, input, weights, biases, arena, output, activations, slopes,
+                        input_grad);
+}
+
 struct Register {
-  Register() { g_mlp_cuda_fused_reason = &fused_reason; }
-} register_fused_reason;
+  Register() { g_mlp_cuda_path = &mlp_cuda_path; }
+} register_cuda_path;
 
 }  // namespace
 

@@ -1,4 +1,4 @@
-#include "cpu_path.h"
+#include "path_choice.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
@@ -30,7 +30,6 @@ namespace {
 // slower path of a 340 vs 450 us pair in 1 of 4 fresh processes on a shared 2-core Zen 4.)
 constexpr int kRounds = 7;
 constexpr double kMinRoundSeconds = 4e-3;
-constexpr int64_t kMaxBatchClass = 4096;
 
 std::vector<std::string> split(const std::string& s, char sep);
 
@@ -154,9 +153,14 @@ double seconds_now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Times every path at `rows` rows and returns the fastest, with the times as its reason.
-Choice measure(const CpuPathQuery& q, int64_t rows) {
+// Times every path at `rows` rows and returns the fastest, with the times as its reason. On a device the
+// calls of a round are queued back to back and the round ends when the device has finished them (the
+// time per call is then the device's or the host's, whichever bounds a training loop).
+Choice measure(const PathQuery& q, int64_t rows) {
   const int n = int(q.paths.size());
+  auto sync = [&] {
+    if (q.sync) q.sync();
+  };
   // Calibration data needs no autograd and must not record anything.
   at::NoGradGuard no_grad;
   c10::impl::ExcludeDispatchKeyGuard no_autograd(c10::autograd_dispatch_keyset);
@@ -165,6 +169,7 @@ Choice measure(const CpuPathQuery& q, int64_t rows) {
   for (int r = 0; r < kRounds; ++r)
     for (int p = 0; p < n; ++p) {
       q.run(p, rows);
+      sync();
       int calls = 0;
       const double t0 = seconds_now();
       double t = t0;
@@ -173,6 +178,10 @@ Choice measure(const CpuPathQuery& q, int64_t rows) {
         ++calls;
         t = seconds_now();
       } while (t - t0 < kMinRoundSeconds);
+      if (q.sync) {
+        sync();
+        t = seconds_now();
+      }
       per_call[p].push_back((t - t0) / calls);
     }
   std::vector<double> med(n);
@@ -185,23 +194,26 @@ Choice measure(const CpuPathQuery& q, int64_t rows) {
   std::ostringstream why;
   why.setf(std::ios::fixed);
   why.precision(1);
-  why << "measured on this machine: ";
+  why << "measured on this " << (q.device.empty() ? "machine" : "device") << ": ";
   for (int p = 0; p < n; ++p) why << (p ? " vs " : "") << q.paths[p] << " " << med[p] * 1e6 << " us";
-  why << " per fwd+bwd (" << at::get_num_threads() << " threads)";
+  if (q.device.empty())
+    why << " per fwd+bwd (" << at::get_num_threads() << " threads)";
+  else
+    why << " per fwd+bwd at " << rows << " rows (" << q.device << ")";
   return {best, q.paths[best], why.str()};
 }
 
 }  // namespace
 
-int64_t cpu_batch_class(int64_t M) {
+int64_t path_batch_class(int64_t M, int64_t max_class) {
   int64_t c = 1;
-  while (c < M && c < kMaxBatchClass) c <<= 1;
+  while (c < M && c < max_class) c <<= 1;
   return c;
 }
 
-at::Generator cpu_path_generator() { return at::make_generator<at::CPUGeneratorImpl>(0x5eed); }
+at::Generator path_generator() { return at::make_generator<at::CPUGeneratorImpl>(0x5eed); }
 
-int choose_cpu_path(const CpuPathQuery& q, std::string* why) {
+int choose_path(const PathQuery& q, std::string* why) {
   auto answer = [&](int p, const std::string& reason) {
     if (why) *why = reason;
     return p;
@@ -209,7 +221,7 @@ int choose_cpu_path(const CpuPathQuery& q, std::string* why) {
   State& s = state();
   std::lock_guard<std::recursive_mutex> lock(s.mu);
   if (!s.env_error.empty()) throw std::invalid_argument(s.env_error);
-  for (const std::string& f : s.forced)
+  for (const std::string& f : q.device.empty() ? s.forced : std::vector<std::string>{})
     for (size_t p = 0; p < q.paths.size(); ++p)
       if (f == q.paths[p])
         return why ? answer(int(p), "forced by fastnn.set_cpu_path / FASTNN_CPU_PATH ('" + f + "')") : int(p);
@@ -220,9 +232,9 @@ int choose_cpu_path(const CpuPathQuery& q, std::string* why) {
                : q.fixed_path;
   // Not keyed by the thread count: a choice holds for every thread count, so results stay the same
   // bits whatever the thread count (the measurement's thread count is in its reason).
-  const int64_t rows = cpu_batch_class(q.batch);
-  const std::string key =
-      std::string(q.op) + "|" + q.dtype + " b" + std::to_string(rows) + " " + q.shape + "|isa=" + cpu_isa();
+  const int64_t rows = path_batch_class(q.batch, q.max_batch_class);
+  const std::string key = std::string(q.op) + "|" + q.dtype + " b" + std::to_string(rows) + " " + q.shape +
+                          (q.device.empty() ? "|isa=" + cpu_isa() : "|" + q.device);
   auto it = s.choices.find(key);
   if (it == s.choices.end()) {
     load_disk(s);
@@ -230,6 +242,11 @@ int choose_cpu_path(const CpuPathQuery& q, std::string* why) {
     Choice c;
     if (d != s.disk.end() && d->second.first >= 0 && d->second.first < int(q.paths.size())) {
       c = {d->second.first, q.paths[d->second.first], d->second.second + " (kept in " + cpu_path_cache_file() + ")"};
+    } else if (!q.can_measure) {
+      // Kept for this process only (not on disk): a later process measures.
+      c = {q.fixed_path, q.paths[q.fixed_path],
+           std::string("first seen while the device could not be timed (a CUDA graph being captured): the "
+                       "fixed rule, ") + q.fixed_reason};
     } else {
       c = measure(q, rows);
       save_disk(key, c);
