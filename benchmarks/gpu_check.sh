@@ -12,10 +12,12 @@
 #           bench    python -m fastnn.bench $FASTNN_GPU_BENCH (default "optim mlp --quick")
 #           profile  Nsight Compute on the fused MLP (benchmarks/profile_mlp_gpu.py) -> $OUT/ncu_mlp.txt
 #           mlpcmp   benchmarks/mlp_gpu_compare.py: the fused MLP against eager, compile, per-layer
+#           mlpdebug benchmarks/mlp_gpu_debug.py: both fused versions on integer data (exact), the
+#                    (row%16, col%16) pattern of any wrong output: where a layout fault is
 #           sanitize compute-sanitizer memcheck and racecheck on a small fused MLP (FASTNN_MLP_FUSED=2)
 #           extras   benchmarks/gpu_extras.py
 #           full     the whole suite with -n 8 (the CPU half is CI's; off by default)
-#   FASTNN_GPU_STAGES="compact cuda sanitize mlpcmp profile q8bench" (the default) picks and orders them;
+#   FASTNN_GPU_STAGES="compact cuda mlpdebug sanitize mlpcmp profile q8bench" (the default) picks and orders them;
 #   the order is what the open GPU work needs first (fused MLP v2 and the compact kernels unverified).
 #
 # Compiler: the system g++ unless FASTNN_CXX (and FASTNN_CC) name another. Some images set CXX to a
@@ -36,6 +38,8 @@ export CC=${FASTNN_CC:-/usr/bin/gcc}
 # the GPU stages do not need them (the CPU suite is CI's).
 export FASTNN_CPU_TABLES=${FASTNN_CPU_TABLES:-base}
 export PYTHONUNBUFFERED=1
+# The in-place build is imported by every stage's scripts, wherever they live.
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 say() { echo "$*" | tee -a "$LOG"; }
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
@@ -70,7 +74,7 @@ stage() {
   say "== $name: exit $rc, $((SECONDS - t)) s"
   [ "$rc" = 0 ] || status=1
 }
-for s in ${FASTNN_GPU_STAGES:-compact cuda sanitize mlpcmp profile q8bench}; do
+for s in ${FASTNN_GPU_STAGES:-compact cuda mlpdebug sanitize mlpcmp profile q8bench}; do
   case $s in
     compact) stage compact python -m pytest -m cuda -q -p no:cacheprovider tests/test_optim_compact.py ;;
     cuda) stage cuda python -m pytest -m cuda -q -p no:cacheprovider tests/test_cuda.py tests/test_mlp_cuda.py tests/test_build.py ;;
@@ -86,6 +90,7 @@ for s in ${FASTNN_GPU_STAGES:-compact cuda sanitize mlpcmp profile q8bench}; do
     sanitize) stage sanitize bash -c "FASTNN_MLP_FUSED=2 compute-sanitizer --tool memcheck --error-exitcode 3 \
                 python benchmarks/mlp_gpu_sanitize.py && FASTNN_MLP_FUSED=2 compute-sanitizer --tool racecheck \
                 --error-exitcode 3 python benchmarks/mlp_gpu_sanitize.py" ;;
+    mlpdebug) stage mlpdebug python benchmarks/mlp_gpu_debug.py ;;
     mlpcmp) stage mlpcmp env PYTHONPATH=. python benchmarks/mlp_gpu_compare.py ${FASTNN_MLPCMP_ARGS:-} ;;
     extras) stage extras bash -c "cd benchmarks && PYTHONPATH=.. python gpu_extras.py" ;;
     full) stage full python -m pytest -q -x -n 8 -p no:cacheprovider tests ;;

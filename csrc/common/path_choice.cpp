@@ -221,7 +221,8 @@ int choose_path(const PathQuery& q, std::string* why) {
   State& s = state();
   std::lock_guard<std::recursive_mutex> lock(s.mu);
   if (!s.env_error.empty()) throw std::invalid_argument(s.env_error);
-  for (const std::string& f : q.device.empty() ? s.forced : std::vector<std::string>{})
+  static const std::vector<std::string> kNone;
+  for (const std::string& f : q.device.empty() ? s.forced : kNone)  // set_cpu_path forces CPU paths only
     for (size_t p = 0; p < q.paths.size(); ++p)
       if (f == q.paths[p])
         return why ? answer(int(p), "forced by fastnn.set_cpu_path / FASTNN_CPU_PATH ('" + f + "')") : int(p);
