@@ -15,11 +15,11 @@ import torch
 import fastnn
 
 
-def integer_chain(k0, width, depth, nout, bias, seed):
+def integer_chain(k0, width, depth, nout, bias, seed, dtype):
     g = torch.Generator().manual_seed(seed)
     sizes = [k0] + [width] * (depth - 1) + [nout]
-    ws = [torch.randint(-1, 2, (o, i), generator=g).to("cuda", torch.bfloat16) for i, o in zip(sizes[:-1], sizes[1:])]
-    bs = [torch.randint(-2, 3, (o,), generator=g).to("cuda", torch.bfloat16) if bias else None for o in sizes[1:]]
+    ws = [torch.randint(-1, 2, (o, i), generator=g).to("cuda", dtype) for i, o in zip(sizes[:-1], sizes[1:])]
+    bs = [torch.randint(-2, 3, (o,), generator=g).to("cuda", dtype) if bias else None for o in sizes[1:]]
     return ws, bs
 
 
@@ -34,18 +34,19 @@ def pattern(got, ref, limit=4):
             f"(row%16, col%16) classes {classes[:12]}{'...' if len(classes) > 12 else ''}; first: {first}")
 
 
-def check(version, k0, width, depth, nout, act, bias, batch, seed):
+def check(version, k0, width, depth, nout, act, bias, batch, seed, dtype=torch.bfloat16):
     os.environ["FASTNN_MLP_FUSED"] = version
-    ws, bs = integer_chain(k0, width, depth, nout, bias, seed)
+    ws, bs = integer_chain(k0, width, depth, nout, bias, seed, dtype)
     acts = [act] * (depth - 1) + ["identity"]
     g = torch.Generator().manual_seed(seed + 1)
-    x = torch.randint(-2, 3, (batch, k0), generator=g).to("cuda", torch.bfloat16).requires_grad_()
-    gout = torch.randint(-1, 2, (batch, nout), generator=g).to("cuda", torch.bfloat16)
+    x = torch.randint(-2, 3, (batch, k0), generator=g).to("cuda", dtype).requires_grad_()
+    gout = torch.randint(-1, 2, (batch, nout), generator=g).to("cuda", dtype)
     out = fastnn.mlp(x, ws, bs, acts)
     (gx,) = torch.autograd.grad(out, [x], gout)
-    # float64 reference rounded to bf16 where the kernels round (each layer's output, each dz, the
-    # input gradient); every sum is an integer below 2^24, exact in fp32 and float64.
-    rnd = lambda t: t.to(torch.bfloat16).double()  # noqa: E731
+    # float64 reference rounded to the dtype where the kernels round (each layer's output, each dz, the
+    # input gradient); every sum is an integer below 2^24, exact in fp32 and float64 (and below fp16's
+    # largest value in the fp16 cases).
+    rnd = lambda t: t.to(dtype).double()  # noqa: E731
     h, hs = x.detach().double(), []
     for w, b, a in zip(ws, bs, acts):
         z = h @ w.double().T + (0 if b is None else b.double())
@@ -56,7 +57,8 @@ def check(version, k0, width, depth, nout, act, bias, batch, seed):
         d = rnd(d * (z > 0) if a == "relu" else d)  # relu's derivative at 0 is 0, as in the kernels' table
         d = d @ w.double()
     d = rnd(d)
-    name = f"v{version} {'-'.join(map(str, [k0] + [width] * (depth - 1) + [nout]))} {act} bias={bias} b{batch}"
+    sizes = "-".join(map(str, [k0] + [width] * (depth - 1) + [nout]))
+    name = f"v{version} {str(dtype)[6:]} {sizes} {act} bias={bias} b{batch}"
     fails = [(what, p) for what, p in (("out", pattern(out.detach(), h)), ("grad_x", pattern(gx, d))) if p]
     print(("FAIL " if fails else "ok   ") + name + "".join(f"\n       {w}: {p}" for w, p in fails), flush=True)
     return not fails
@@ -74,6 +76,7 @@ def main():
                 ok &= check(v, width, width, depth, width, "identity", False, 128, width + depth)
             ok &= check(v, 5, width, 3, 3, "relu", True, 131, width)  # padded input/output, partial tile
             ok &= check(v, width, width, 2, width, "relu", True, 1000, 2 * width)
+            ok &= check(v, width, width, 2, width, "relu", True, 333, 3 * width, torch.float16)
     print("mlp_gpu_debug:", "every case exact" if ok else "FAULTS above")
     return 0 if ok else 1
 
