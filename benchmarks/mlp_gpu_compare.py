@@ -1,8 +1,9 @@
 """The fully fused MLP's targets (issue 19) in one table: eager torch, torch.compile, fastnn's
-per-layer path and fastnn's fused kernels, version 1 and 2 (FASTNN_MLP_FUSED=1 / =2 force them, =0
-forbids them; ratios are version 2's), for
+per-layer path on its GEMMs and fastnn's fused kernels, version 1 and 2 (FASTNN_MLP_FUSED=1 / =2 force
+them, =0 forbids them; ratios are version 2's), for
 fwd+bwd and inference, timed two ways in the same run: CUDA-graph replays (kernel time) and plain
-eager calls (what a Python training loop sees). Interleaved rounds, medians.
+eager calls (what a Python training loop sees). Interleaved rounds, medians. Then single layers:
+linear_act on its GEMMs and on the fused kernels' one-layer case (FASTNN_LINEAR_ACT_FUSED).
 
   python benchmarks/mlp_gpu_compare.py [--quick] [--no-compile]
 """
@@ -58,8 +59,10 @@ def main():
                                      [act] * (len(lin) - 1) + ["identity"])
             choices.append(f"{label} {str(dt).replace('torch.', '')}: {choice[0]} ({choice[1]})")
             for mode, wrap in (("fwd+bwd", train), ("inference", infer)):
-                fns = [wrap(eager), wrap(comp) if comp is not None else None] + [
-                    with_env(wrap(fused), "FASTNN_MLP_FUSED", v) for v in ("0", "1", "2")]
+                # "fastnn layers" is the per-layer path with every layer on its GEMMs (issue 19's "today").
+                layers = with_env(with_env(wrap(fused), "FASTNN_LINEAR_ACT_FUSED", "0"), "FASTNN_MLP_FUSED", "0")
+                fns = [wrap(eager), wrap(comp) if comp is not None else None, layers] + [
+                    with_env(wrap(fused), "FASTNN_MLP_FUSED", v) for v in ("1", "2")]
                 live = [f for f in fns if f is not None]
                 for timing, graph in (("graph", True), ("eager calls", False)):
                     ts = iter(interleaved(live, graph=graph))
@@ -72,7 +75,59 @@ def main():
     print("\nThe unforced op's measured choice per case (FASTNN_MLP_FUSED unset):")
     for c in choices:
         print("-", c)
+    single_layers()
     return 0
+
+
+# Issue 19 item 4, linear_act's one-layer case: (label, batch, in, out, activation), bf16.
+LAYERS = [
+    ("issue's layer", 1 << 16, 128, 128, "gelu"),
+    ("64 tanh", 1 << 16, 64, 64, "tanh"),
+    ("32 relu", 1 << 18, 32, 32, "relu"),
+    ("16 -> 128 silu", 1 << 18, 16, 128, "silu"),
+    ("128 -> 8 identity", 1 << 16, 128, 8, "identity"),
+]
+
+
+def single_layers():
+    """One Linear + activation: eager torch against fastnn.linear_act on its GEMMs and on each version of the
+    fused kernels (FASTNN_LINEAR_ACT_FUSED=0 / 1 / 2), and the unforced op's measured choice."""
+    print("\n| layer | mode | timing | eager | fastnn gemm | fused v1 | fused v2 | gemm/eager | v2/eager | v2/gemm |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    choices = []
+    for label, batch, k, n, act in LAYERS:
+        dt = torch.bfloat16
+        torch.manual_seed(0)
+        eager = model([k, n], "relu", dt)[0]  # one nn.Linear
+        lin = fastnn.nn.Linear(k, n, activation=act).to("cuda", dt)
+        with torch.no_grad():
+            lin.weight.copy_(eager.weight)
+            lin.bias.copy_(eager.bias)
+        fn = {"gelu": torch.nn.functional.gelu, "tanh": torch.tanh, "relu": torch.relu,
+              "silu": torch.nn.functional.silu, "identity": lambda z: z}[act]
+        x = torch.randn(batch, k, device="cuda", dtype=dt)
+        g = torch.randn(batch, n, device="cuda", dtype=dt)
+        choice = fastnn.linear_act_path(x, lin.weight, lin.bias, act)
+        choices.append(f"{label}: {choice[0]} ({choice[1]})")
+        for mode in ("fwd+bwd", "inference"):
+            def call(f):
+                if mode == "fwd+bwd":
+                    return lambda: f(x).backward(g)
+
+                def infer():
+                    with torch.no_grad():
+                        f(x)
+                return infer
+            fns = [call(lambda t: fn(eager(t)))] + [with_env(call(lin), "FASTNN_LINEAR_ACT_FUSED", v)
+                                                   for v in ("0", "1", "2")]
+            for timing, graph in (("graph", True), ("eager calls", False)):
+                t = interleaved(fns, graph=graph)
+                us = " | ".join("%.1f" % (v * 1e6) for v in t)
+                print(f"| {label} b{batch} {k}->{n} {act} | {mode} | {timing} | {us} | {t[0] / t[1]:.2f}x | "
+                      f"{t[0] / t[3]:.2f}x | {t[1] / t[3]:.2f}x |", flush=True)
+    print("\nThe unforced linear_act's measured choice per layer (FASTNN_LINEAR_ACT_FUSED unset):")
+    for c in choices:
+        print("-", c)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """CUDA: the fully fused MLP kernels (fp16/bf16 on tensor cores; each version forced with
 FASTNN_MLP_FUSED=1 or 2) against a float64 reference and the per-layer path, and the measured choice
-between the two paths (skipped without a GPU)."""
+between the two paths; then the same kernels' one-layer case under linear_act (FASTNN_LINEAR_ACT_FUSED)
+against its GEMM path (skipped without a GPU)."""
 import itertools
 import math
 
@@ -81,8 +82,10 @@ def compare(k0, width, depth, nout, dtype, bias, act, last_act, batch, monkeypat
     assert fastnn.mlp_path(x, ws)[0] == "fused", fastnn.mlp_path(x, ws)
     fused = run(x, ws, bs, acts, gout)
     monkeypatch.setenv("FASTNN_MLP_FUSED", "0")
+    monkeypatch.setenv("FASTNN_LINEAR_ACT_FUSED", "0")  # every layer on its GEMMs
     assert fastnn.mlp_path(x, ws)[0] == "layers"
     layers = run(x, ws, bs, acts, gout)
+    monkeypatch.delenv("FASTNN_LINEAR_ACT_FUSED")
     monkeypatch.setenv("FASTNN_MLP_FUSED", VERSION)
     # float64 reference of every output (autograd through the reference chain).
     xr = x.detach().double().requires_grad_()
@@ -231,3 +234,101 @@ def test_fuse_uses_fused_kernels_under_autocast():
         out = fused(x)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), ref.float(), rtol=0.05, atol=0.05)
+
+
+# ---- linear_act's one-layer case of the fused kernels (csrc/linear_act/linear_act_cuda.cpp) ----
+
+def layer_grads(x, w, b, act, gout):
+    poison_allocator()
+    xx = x.detach().clone().requires_grad_()
+    out = fastnn.linear_act(xx, w, b, act, 0.01)
+    params = [xx, w] + ([b] if b is not None else [])
+    return [out.detach()] + list(torch.autograd.grad(out, params, gout))
+
+
+def compare_layer(x, w, b, act, monkeypatch):
+    """linear_act forced onto the fused kernels against the GEMM path and float64, as compare() does."""
+    gout = torch.randn(*x.shape[:-1], w.shape[0], device=DEV, dtype=x.dtype)
+    monkeypatch.setenv("FASTNN_LINEAR_ACT_FUSED", VERSION)
+    assert fastnn.linear_act_path(x, w, b, act)[0] == "fused", fastnn.linear_act_path(x, w, b, act)
+    fused = layer_grads(x, w, b, act, gout)
+    monkeypatch.setenv("FASTNN_LINEAR_ACT_FUSED", "0")
+    assert fastnn.linear_act_path(x, w, b, act)[0] == "gemm"
+    gemm = layer_grads(x, w, b, act, gout)
+    xr, wr = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    br = [b.detach().double().requires_grad_()] if b is not None else []
+    out = reference(xr, [wr], [br[0] if br else None], [act])
+    ref = [out.detach()] + list(torch.autograd.grad(out, [xr, wr] + br, gout.double()))
+    eps = torch.finfo(x.dtype).eps
+    for name, f, l, r in zip(["out", "grad_x", "grad_w", "grad_b"], fused, gemm, ref):
+        assert f.shape == r.shape, name
+        assert torch.isfinite(f).all(), f"{name}: non-finite values (an element not written?)"
+        if r.norm() == 0:
+            assert f.double().norm() == 0, name
+            continue
+        ef, el = rel(f, r), rel(l, r)
+        assert ef <= 2 * el + 4 * eps, f"{name}: fused {ef:.2e} vs GEMM path {el:.2e} from float64"
+
+
+LAYER_SHAPES = [((1,), 5, 3), ((7,), 128, 128), ((1000,), 33, 100), ((333,), 16, 17), ((3, 111), 64, 1),
+                ((65536 + 5,), 128, 128), ((2, 9), 1, 64), ((130,), 96, 80), ((50,), 127, 7)]
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_linear_act_one_layer_fused(act, monkeypatch):
+    i = ACTS.index(act)
+    for j, (lead, k, n) in enumerate(LAYER_SHAPES):
+        dtype = (torch.float16, torch.bfloat16)[(i + j) % 2]
+        g = torch.Generator(device="cpu").manual_seed(10 * i + j)
+        x = torch.randn(*lead, k, generator=g).to(DEV, dtype)
+        w = (torch.randn(n, k, generator=g) / math.sqrt(k)).to(DEV, dtype).requires_grad_()
+        b = (0.1 * torch.randn(n, generator=g)).to(DEV, dtype).requires_grad_() if (i + j) % 3 else None
+        compare_layer(x, w, b, act, monkeypatch)
+
+
+def test_linear_act_one_layer_fused_strided_input(monkeypatch):
+    x = torch.randn(48, 300, device=DEV, dtype=torch.bfloat16).t()  # (300, 48), strided
+    w = torch.randn(40, 48, device=DEV, dtype=torch.bfloat16).requires_grad_()
+    b = torch.randn(40, device=DEV, dtype=torch.bfloat16).requires_grad_()
+    compare_layer(x, w, b, "gelu", monkeypatch)
+
+
+def test_linear_act_path_reasons_on_cuda(monkeypatch):
+    x = torch.randn(4, 32, device=DEV, dtype=torch.bfloat16)
+    w = lambda o, i, dt=torch.bfloat16: torch.randn(o, i, device=DEV, dtype=dt)  # noqa: E731
+    monkeypatch.setenv("FASTNN_LINEAR_ACT_FUSED", VERSION)
+    path, why = fastnn.linear_act_path(x, w(64, 32), None, "tanh")
+    assert path == "fused" and f"FASTNN_LINEAR_ACT_FUSED={VERSION}" in why
+    path, why = fastnn.linear_act_path(x.float(), w(64, 32, torch.float32), None, "tanh")
+    assert path == "gemm" and "dtype" in why
+    path, why = fastnn.linear_act_path(x, w(129, 32), None, "tanh")
+    assert path == "gemm" and "129" in why
+    monkeypatch.setenv("FASTNN_LINEAR_ACT_FUSED", "0")
+    assert fastnn.linear_act_path(x, w(64, 32))[0] == "gemm"
+    monkeypatch.setenv("FASTNN_LINEAR_ACT_FUSED", "7")
+    with pytest.raises(ValueError, match="fastnn.linear_act: FASTNN_LINEAR_ACT_FUSED must be"):
+        fastnn.linear_act(x, w(64, 32), None, "tanh")
+
+
+def test_linear_act_measured_path_is_kept_and_runs_as_forced(monkeypatch):
+    monkeypatch.delenv("FASTNN_LINEAR_ACT_FUSED", raising=False)
+    fastnn._C.clear_cpu_path_choices()
+    x = torch.randn(4000, 112, device=DEV, dtype=torch.bfloat16)
+    w = torch.randn(48, 112, device=DEV, dtype=torch.bfloat16).requires_grad_()
+    b = torch.randn(48, device=DEV, dtype=torch.bfloat16).requires_grad_()
+    g = torch.randn(4000, 48, device=DEV, dtype=torch.bfloat16)
+    path, why = fastnn.linear_act_path(x, w, b, "silu")
+    assert path in ("fused", "gemm") and "measured on this device" in why and "cuda: " in why, why
+    assert fastnn.linear_act_path(x, w, b, "silu")[0] == path
+    auto = layer_grads(x, w, b, "silu", g)
+    monkeypatch.setenv("FASTNN_LINEAR_ACT_FUSED", "1" if path == "fused" else "0")
+    forced = layer_grads(x, w, b, "silu", g)
+    for a, f in zip(auto, forced):
+        assert torch.equal(a, f)
+    torch.use_deterministic_algorithms(True)
+    try:
+        monkeypatch.delenv("FASTNN_LINEAR_ACT_FUSED")
+        path, why = fastnn.linear_act_path(x[:, :100], w[:, :100], b, "silu")
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert path == "gemm" and "use_deterministic_algorithms" in why

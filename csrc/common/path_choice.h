@@ -23,6 +23,7 @@
 #include <vector>
 
 #include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
 
 namespace fastnn {
 
@@ -44,6 +45,11 @@ struct PathQuery {
   bool can_measure = true;
   int64_t max_batch_class = 4096;  // batches beyond it are timed (and keyed) at this many rows
 };
+
+// CUDA builds (path_choice_cuda.cpp): q measures on t's device: the GPU model and SM count enter the key,
+// a round is timed up to when the current stream has finished it, and nothing is timed while that stream
+// is capturing a CUDA graph (the fixed rule is taken and kept).
+void measure_on_cuda(PathQuery& q, const at::Tensor& t);
 
 // The path index for q: forced, the fixed rule (empty batch, deterministic mode, nothing timeable),
 // cached, or measured now and cached. why, when given, receives the reason (e.g. "measured on this

@@ -47,8 +47,7 @@ int linear_act_cpu_path(const Tensor& input, const Tensor& weight, bool has_bias
   static_assert(kDirectMaxK == 16, "the fixed rule's reason names the bound");
   q.dtype = c10::toString(input.scalar_type());
   q.batch = linear_rows(input);
-  q.shape = std::to_string(K) + "-" + std::to_string(N) + ":" + activation_names()[int(act)] +
-            (act_saves_output(act, slope) ? "" : "/z") + (has_bias ? "+b" : "");
+  q.shape = linear_act_shape_class(K, N, act, slope, has_bias);
   Tensor x, g;  // calibration data, made at the first run
   c10::optional<Tensor> b;
   q.run = [&](int p, int64_t rows) {
@@ -161,13 +160,18 @@ std::tuple<Tensor, Tensor, Tensor> backward_path(const Tensor& grad_output, cons
 
 }  // namespace
 
+LinearActCudaPath g_linear_act_cuda_path = nullptr;
+
 std::tuple<std::string, std::string> linear_act_path(const Tensor& input, const Tensor& weight,
                                                      const c10::optional<Tensor>& bias, const std::string& activation,
                                                      double slope) {
-  if (!input.device().is_cpu()) return {"gemm", "on " + input.device().str() + " every shape runs a GEMM + fused passes"};
+  if (!input.device().is_cpu() && !(input.is_cuda() && g_linear_act_cuda_path))
+    return {"gemm", "on " + input.device().str() + " every shape runs a GEMM + fused passes"};
+  // Under autocast the caller passes the input in the autocast dtype; the weight follows it.
   const Tensor w = weight.scalar_type() == input.scalar_type() ? weight : weight.to(input.scalar_type());
   check_linear_act_args(input, w, {});
   const Act act = parse_activation(kLinearActOp, activation);
+  if (input.is_cuda()) return g_linear_act_cuda_path(input, w, bias.has_value() && bias->defined(), act, slope);
   std::string why;
   const int path = linear_act_cpu_path(input, w, bias.has_value() && bias->defined(), act, slope, &why);
   return {path == kDirect ? "direct" : "gemm", why};

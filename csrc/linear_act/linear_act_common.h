@@ -112,11 +112,22 @@ inline LinearActBackwardArgs prepare_linear_act_backward(const at::Tensor& grad_
   return a;
 }
 
-// Which kernels linear_act runs for this input and layer on its device, and why: ("direct" | "gemm",
-// reason). On the CPU this may measure (once per shape class, csrc/common/path_choice.h).
+// A layer's shape class for its path choice (csrc/common/path_choice.h): widths, activation, saved block
+// (z or output), bias.
+inline std::string linear_act_shape_class(int64_t K, int64_t N, Act act, double slope, bool has_bias) {
+  return std::to_string(K) + "-" + std::to_string(N) + ":" + activation_names()[int(act)] +
+         (act_saves_output(act, slope) ? "" : "/z") + (has_bias ? "+b" : "");
+}
+
+// Which kernels linear_act runs for this input and layer on its device, and why: ("direct" | "gemm" on
+// the CPU, "fused" | "gemm" on CUDA; reason). This may measure (once per shape class).
 std::tuple<std::string, std::string> linear_act_path(const at::Tensor& input, const at::Tensor& weight,
                                                      const c10::optional<at::Tensor>& bias,
                                                      const std::string& activation, double slope);
+// Set by linear_act_cuda.cpp in CUDA builds: the path a CUDA layer (checked arguments) takes, and why.
+using LinearActCudaPath = std::tuple<std::string, std::string> (*)(const at::Tensor& input, const at::Tensor& weight,
+                                                                   bool has_bias, Act act, double slope);
+extern LinearActCudaPath g_linear_act_cuda_path;
 
 // fastnn::linear_act for a backend: its linear_act_forward without the saved tensor.
 template <std::tuple<at::Tensor, at::Tensor> (*Forward)(const at::Tensor&, const at::Tensor&,

@@ -104,6 +104,22 @@ struct MlpCalibration {
 };
 MlpCalibration mlp_calibration(const at::Tensor& input, at::TensorList weights, const std::vector<MlpLayer>& layers,
                                int64_t rows);
+// CUDA builds (mlp_cuda.cpp): the fully fused kernels, for fastnn.mlp and for linear_act's one-layer case
+// (linear_act_cuda.cpp).
+// The force switch of an op's fused-kernel path (FASTNN_MLP_FUSED, FASTNN_LINEAR_ACT_FUSED): unset, ""
+// or "auto": -1 (measured); "0": the op's other path (`off` names it); "1" / "2": that version of the fused
+// kernels where the layers fit them. Anything else is a ValueError naming op.
+int fused_version_forced_by(const char* env_name, const char* op, const char* off);
+// Why the chain does not fit the fused kernels ("" when it does).
+std::string mlp_fused_fit_reason(const at::Tensor& input, at::TensorList weights);
+// Both directions as mlp_forward / mlp_backward return them (training: keep the saved blocks).
+std::tuple<at::Tensor, at::Tensor> mlp_fused_forward(int version, const std::vector<MlpLayer>& layers,
+                                                     const at::Tensor& input, at::TensorList weights,
+                                                     const Biases& biases, bool training);
+Grads mlp_fused_backward(int version, const std::vector<MlpLayer>& layers, const at::Tensor& grad_output,
+                         const at::Tensor& input, at::TensorList weights, const Biases& biases,
+                         const at::Tensor& arena, const at::Tensor& output, const std::vector<std::string>& activations,
+                         at::ArrayRef<double> slopes, bool input_grad);
 // Set by mlp_cuda.cpp in CUDA builds: the path a CUDA chain (checked layers) takes, and why.
 using MlpCudaPath = std::tuple<std::string, std::string> (*)(const at::Tensor& input, at::TensorList weights,
                                                              const Biases& biases,

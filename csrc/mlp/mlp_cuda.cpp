@@ -26,9 +26,6 @@ namespace {
 
 using at::Tensor;
 
-// The fused kernels' version the measured choice runs: 1, the one verified on an H100 and an H200
-// (version 2 joins once a GPU has run its tests; until then only FASTNN_MLP_FUSED=2 runs it).
-constexpr int kMeasuredFusedVersion = 1;
 // Batches beyond this are timed (and keyed) at this many rows: both paths are throughput-bound there.
 constexpr int64_t kMaxBatchClass = int64_t(1) << 16;
 
@@ -39,21 +36,19 @@ struct Choice {
   int version;  // of the fused kernels
 };
 
-// FASTNN_MLP_FUSED: unset, "" or "auto": measured; "0": the per-layer path; "1" / "2": that version of
-// the fused kernels (where the chain fits them). Returns -1 when not forced.
-int forced_version() {
-  const char* env = std::getenv("FASTNN_MLP_FUSED");
+}  // namespace
+
+int fused_version_forced_by(const char* env_name, const char* op, const char* off) {
+  const char* env = std::getenv(env_name);
   if (!env || !*env) return -1;
   const std::string v(env);
   if (v == "auto") return -1;
-  TORCH_CHECK_VALUE(v == "0" || v == "1" || v == "2", kMlpOp,
-                    ": FASTNN_MLP_FUSED must be 0 (the per-layer path), 1 or 2 (that version of the fused kernels) "
-                    "or auto (measured), got '", v, "'");
+  TORCH_CHECK_VALUE(v == "0" || v == "1" || v == "2", op, ": ", env_name, " must be 0 (", off,
+                    "), 1 or 2 (that version of the fused kernels) or auto (measured), got '", v, "'");
   return v[0] - '0';
 }
 
-// Why the chain does not fit the fused kernels ("" when it does).
-std::string fit_reason(const Tensor& input, at::TensorList weights) {
+std::string mlp_fused_fit_reason(const Tensor& input, at::TensorList weights) {
   const auto dt = input.scalar_type();
   if (dt != at::kHalf && dt != at::kBFloat16)
     return std::string("dtype ") + c10::toString(dt) +
@@ -63,10 +58,12 @@ std::string fit_reason(const Tensor& input, at::TensorList weights) {
                               std::to_string(prop->minor) + " < 8.0";
   if (int64_t(weights.size()) > kMlpFusedMaxLayers)
     return std::to_string(weights.size()) + " layers > " + std::to_string(kMlpFusedMaxLayers);
+  if (input.size(-1) == 0) return "input width 0";
   if (input.size(-1) > kMlpFusedMaxWidth)
     return "input width " + std::to_string(input.size(-1)) + " > " + std::to_string(kMlpFusedMaxWidth);
   for (size_t l = 0; l < weights.size(); ++l) {
     const int64_t n = weights[l].size(0);
+    if (n == 0) return "layer " + std::to_string(l) + " width 0";
     if (n > kMlpFusedMaxWidth)
       return "layer " + std::to_string(l) + " width " + std::to_string(n) + " > " + std::to_string(kMlpFusedMaxWidth);
     if (l + 1 < weights.size() && n % kMlpFusedAlign)
@@ -76,12 +73,7 @@ std::string fit_reason(const Tensor& input, at::TensorList weights) {
   return "";
 }
 
-// The device in a path choice's key: a choice measured on one GPU model (or MIG slice) is not another's.
-std::string device_description(const Tensor& t) {
-  const auto* prop = at::cuda::getDeviceProperties(t.device().index());
-  return std::string("cuda: ") + prop->name + ", sm_" + std::to_string(prop->major) + std::to_string(prop->minor) +
-         ", " + std::to_string(prop->multiProcessorCount) + " SMs";
-}
+namespace {
 
 int half_code(const Tensor& t) { return t.scalar_type() == at::kHalf ? 2 : 3; }
 
@@ -98,7 +90,8 @@ std::vector<MlpCudaLayer> kernel_layers(const std::vector<MlpLayer>& layers, at:
   for (size_t l = 0; l < layers.size(); ++l) {
     const Tensor w = keep.emplace_back(weights[l].contiguous());
     ly[l].w = w.data_ptr();
-    ly[l].b = layers[l].has_bias ? keep.emplace_back(biases.get(l)->contiguous()).data_ptr() : nullptr;
+    // Backward reads no bias (only whether there is one): a caller may leave it out there.
+    ly[l].b = defined_at(biases, l) ? keep.emplace_back(biases.get(l)->contiguous()).data_ptr() : nullptr;
     ly[l].in = int(w.size(1));
     ly[l].out = int(w.size(0));
     ly[l].act = int(layers[l].act);
@@ -108,8 +101,10 @@ std::vector<MlpCudaLayer> kernel_layers(const std::vector<MlpLayer>& layers, at:
   return ly;
 }
 
-std::tuple<Tensor, Tensor> forward_fused(int version, const std::vector<MlpLayer>& layers, const Tensor& input,
-                                         at::TensorList weights, const Biases& biases, bool training) {
+}  // namespace
+
+std::tuple<Tensor, Tensor> mlp_fused_forward(int version, const std::vector<MlpLayer>& layers, const Tensor& input,
+                                             at::TensorList weights, const Biases& biases, bool training) {
   c10::cuda::CUDAGuard guard(input.device());
   const int64_t M = linear_rows(input), K0 = weights[0].size(1), NL = weights[weights.size() - 1].size(0);
   const auto opts = input.options();
@@ -128,9 +123,10 @@ std::tuple<Tensor, Tensor> forward_fused(int version, const std::vector<MlpLayer
   return {out, arena};
 }
 
-Grads backward_fused(int version, const std::vector<MlpLayer>& layers, const Tensor& grad_output, const Tensor& input,
-                     at::TensorList weights, const Biases& biases, const Tensor& arena, const Tensor& output,
-                     const std::vector<std::string>& activations, at::ArrayRef<double> slopes, bool input_grad) {
+Grads mlp_fused_backward(int version, const std::vector<MlpLayer>& layers, const Tensor& grad_output,
+                         const Tensor& input, at::TensorList weights, const Biases& biases, const Tensor& arena,
+                         const Tensor& output, const std::vector<std::string>& activations, at::ArrayRef<double> slopes,
+                         bool input_grad) {
   c10::cuda::CUDAGuard guard(input.device());
   const size_t L = layers.size();
   const int64_t M = linear_rows(input), K0 = weights[0].size(1), NL = weights[L - 1].size(0);
@@ -160,8 +156,8 @@ Grads backward_fused(int version, const std::vector<MlpLayer>& layers, const Ten
     }
   }
   Tensor gi = input_grad ? at::empty({M, K0}, opts) : at::empty({0}, opts);
-  cuda_mlp_fused_backward(version, half_code(input), g.data_ptr(), input_grad ? gi.data_ptr() : nullptr, ly.data(), int(L), M,
-                          max_width(input, weights), at::cuda::getCurrentCUDAStream().stream());
+  cuda_mlp_fused_backward(version, half_code(input), g.data_ptr(), input_grad ? gi.data_ptr() : nullptr, ly.data(),
+                          int(L), M, max_width(input, weights), at::cuda::getCurrentCUDAStream().stream());
   // Weight gradients: one cuBLAS GEMM per layer over the whole batch, dW_l = dz_l^T x_{l-1}; bias
   // gradients: the per-block sums added in block order (deterministic).
   std::vector<Tensor> gw(L), gb(L);
@@ -178,14 +174,16 @@ Grads backward_fused(int version, const std::vector<MlpLayer>& layers, const Ten
   return {input_grad ? gi.view(input.sizes()) : gi, gw, gb};
 }
 
+namespace {
+
 // The path of a checked CUDA chain: not fitting the fused kernels, forced, or measured (see the top).
 Choice mlp_cuda_choice(const Tensor& input, at::TensorList weights, const Biases& biases,
                        const std::vector<MlpLayer>& layers, std::string* why) {
-  if (std::string r = fit_reason(input, weights); !r.empty()) {
+  if (std::string r = mlp_fused_fit_reason(input, weights); !r.empty()) {
     if (why) *why = std::move(r);
     return {false, 0};
   }
-  if (const int v = forced_version(); v >= 0) {
+  if (const int v = fused_version_forced_by("FASTNN_MLP_FUSED", kMlpOp, "the per-layer path"); v >= 0) {
     if (why)
       *why = v == 0 ? "forced by FASTNN_MLP_FUSED=0" : "forced by FASTNN_MLP_FUSED=" + std::to_string(v) +
                                                           " (version " + std::to_string(v) + " of the fused kernels)";
@@ -198,13 +196,8 @@ Choice mlp_cuda_choice(const Tensor& input, at::TensorList weights, const Biases
   q.fixed_reason = "the per-layer path (cuBLAS GEMMs and fused passes)";
   q.dtype = c10::toString(input.scalar_type());
   q.batch = linear_rows(input);
-  q.shape = mlp_shape_class(weights, layers) + " fused-v" + std::to_string(kMeasuredFusedVersion);
-  q.device = device_description(input);
-  const c10::cuda::CUDAStream stream = at::cuda::getCurrentCUDAStream(input.device().index());
-  q.sync = [stream] { stream.synchronize(); };
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  C10_CUDA_CHECK(cudaStreamIsCapturing(stream.stream(), &capture));
-  q.can_measure = capture == cudaStreamCaptureStatusNone;
+  q.shape = mlp_shape_class(weights, layers) + " fused-v" + std::to_string(kMlpMeasuredFusedVersion);
+  measure_on_cuda(q, input);
   q.max_batch_class = kMaxBatchClass;
   // Both directions on calibration data (made at the first run, not on cached look-ups), each path as the
   // op runs it; no input gradient.
@@ -212,15 +205,15 @@ Choice mlp_cuda_choice(const Tensor& input, at::TensorList weights, const Biases
   q.run = [&](int p, int64_t rows) {
     if (!d.x.defined()) d = mlp_calibration(input, weights, layers, rows);
     if (p == kFused) {
-      auto [y, arena] = forward_fused(kMeasuredFusedVersion, layers, d.x, weights, biases, /*training=*/true);
-      backward_fused(kMeasuredFusedVersion, layers, d.g, d.x, weights, biases, arena, y, d.names, d.slopes, false);
+      auto [y, arena] = mlp_fused_forward(kMlpMeasuredFusedVersion, layers, d.x, weights, biases, /*training=*/true);
+      mlp_fused_backward(kMlpMeasuredFusedVersion, layers, d.g, d.x, weights, biases, arena, y, d.names, d.slopes, false);
     } else {
       auto [y, arena] = forward_layers(layers, d.x, weights, biases, d.names, d.slopes);
       backward_layers(layers, d.g, d.x, weights, arena, y, d.names, d.slopes, false);
     }
   };
   const int p = choose_path(q, why);
-  return {p == kFused, p == kFused ? kMeasuredFusedVersion : 0};
+  return {p == kFused, p == kFused ? kMlpMeasuredFusedVersion : 0};
 }
 
 std::tuple<std::string, std::string> mlp_cuda_path(const Tensor& input, at::TensorList weights, const Biases& biases,
@@ -236,7 +229,7 @@ std::tuple<Tensor, Tensor> mlp_forward_cuda(const Tensor& input, at::TensorList 
   auto layers = check_mlp_args(input, weights, biases, activations, slopes);
   const Choice c = mlp_cuda_choice(input, weights, biases, layers, nullptr);
   if (!c.fused) return forward_layers(layers, input, weights, biases, activations, slopes);
-  return forward_fused(c.version, layers, input, weights, biases, /*training=*/true);
+  return mlp_fused_forward(c.version, layers, input, weights, biases, /*training=*/true);
 }
 
 Tensor mlp_output_only_cuda(const Tensor& input, at::TensorList weights, const Biases& biases,
@@ -244,7 +237,7 @@ Tensor mlp_output_only_cuda(const Tensor& input, at::TensorList weights, const B
   auto layers = check_mlp_args(input, weights, biases, activations, slopes);
   const Choice c = mlp_cuda_choice(input, weights, biases, layers, nullptr);
   if (!c.fused) return std::get<0>(forward_layers(layers, input, weights, biases, activations, slopes));
-  return std::get<0>(forward_fused(c.version, layers, input, weights, biases, /*training=*/false));
+  return std::get<0>(mlp_fused_forward(c.version, layers, input, weights, biases, /*training=*/false));
 }
 
 Grads mlp_backward_cuda(const Tensor& grad_output, const Tensor& input, at::TensorList weights, const Biases& biases,
@@ -254,7 +247,7 @@ Grads mlp_backward_cuda(const Tensor& grad_output, const Tensor& input, at::Tens
   const Choice c = mlp_cuda_choice(input, weights, biases, layers, nullptr);
   if (!c.fused)
     return backward_layers(layers, grad_output, input, weights, arena, output, activations, slopes, input_grad);
-  return backward_fused(c.version, layers, grad_output, input, weights, biases, arena, output, activations, slopes,
+  return mlp_fused_backward(c.version, layers, grad_output, input, weights, biases, arena, output, activations, slopes,
                         input_grad);
 }
 

@@ -12,6 +12,10 @@ namespace fastnn {
 constexpr int kMlpFusedMaxWidth = 128;
 constexpr int kMlpFusedAlign = 16;
 constexpr int kMlpFusedMaxLayers = 16;
+// The version of the fused kernels a measured path choice runs (fastnn.mlp, and linear_act's one-layer
+// case): 1, verified on an H100 and an H200; version 2 joins once a GPU has run its tests (until then only
+// FASTNN_MLP_FUSED=2 runs it).
+constexpr int kMlpMeasuredFusedVersion = 1;
 
 struct MlpCudaLayer {
   const void* w;  // [out, in], contiguous
