@@ -95,17 +95,21 @@ def compare(k0, width, depth, nout, dtype, bias, act, last_act, batch, monkeypat
     out = reference(xr, wr, [next(it) if b is not None else None for b in bs], acts)
     ref = [out.detach()] + list(torch.autograd.grad(out, [xr] + wr + br, gout.double()))
     names = ["out", "grad_x"] + [f"grad_w{i}" for i in range(len(ws))] + [f"grad_b{i}" for i in range(len(br))]
+    check_fused(names, fused, layers, ref, dtype, "per-layer")
+
+
+def check_fused(names, fused, other, ref, dtype, other_name):
+    """Every fused result written, and not much further from float64 than the other path's: both round to
+    the same dtype at the same places (GEMM inputs, each layer's output)."""
     eps = torch.finfo(dtype).eps
-    for name, f, l, r in zip(names, fused, layers, ref):
+    for name, f, o, r in zip(names, fused, other, ref):
         assert f.shape == r.shape, name
         assert torch.isfinite(f).all(), f"{name}: non-finite values (an element not written?)"
         if r.norm() == 0:
             assert f.double().norm() == 0, name
             continue
-        # Both paths round to the same dtype at the same places (GEMM inputs, each layer's output);
-        # the fused one may not be much further from float64 than the per-layer one.
-        ef, el = rel(f, r), rel(l, r)
-        assert ef <= 2 * el + 4 * eps, f"{name}: fused {ef:.2e} vs per-layer {el:.2e} from float64"
+        ef, eo = rel(f, r), rel(o, r)
+        assert ef <= 2 * eo + 4 * eps, f"{name}: fused {ef:.2e} vs {other_name} {eo:.2e} from float64"
 
 
 SWEEP = [(w, d) for w, d in itertools.product([16, 32, 64, 128], [1, 2, 3, 4, 5, 6])]
@@ -167,7 +171,7 @@ def test_mlp_path_reasons(monkeypatch):
     path, why = fastnn.mlp_path(x, [w(40, 32), w(10, 40)])
     assert path == "layers" and "multiple of 16" in why
     monkeypatch.setenv("FASTNN_MLP_FUSED", "0")
-    assert fastnn.mlp_path(x, [w(64, 32), w(10, 64)]) == ("layers", "forced by FASTNN_MLP_FUSED=0")
+    assert fastnn.mlp_path(x, [w(64, 32), w(10, 64)]) == ("layers", "forced by FASTNN_MLP_FUSED=0 (the per-layer path)")
     monkeypatch.setenv("FASTNN_MLP_FUSED", "3")
     with pytest.raises(ValueError, match="fastnn.mlp: FASTNN_MLP_FUSED must be"):
         fastnn.mlp(x, [w(64, 32), w(10, 64)])
@@ -259,15 +263,7 @@ def compare_layer(x, w, b, act, monkeypatch):
     br = [b.detach().double().requires_grad_()] if b is not None else []
     out = reference(xr, [wr], [br[0] if br else None], [act])
     ref = [out.detach()] + list(torch.autograd.grad(out, [xr, wr] + br, gout.double()))
-    eps = torch.finfo(x.dtype).eps
-    for name, f, l, r in zip(["out", "grad_x", "grad_w", "grad_b"], fused, gemm, ref):
-        assert f.shape == r.shape, name
-        assert torch.isfinite(f).all(), f"{name}: non-finite values (an element not written?)"
-        if r.norm() == 0:
-            assert f.double().norm() == 0, name
-            continue
-        ef, el = rel(f, r), rel(l, r)
-        assert ef <= 2 * el + 4 * eps, f"{name}: fused {ef:.2e} vs GEMM path {el:.2e} from float64"
+    check_fused(["out", "grad_x", "grad_w", "grad_b"], fused, gemm, ref, x.dtype, "GEMM path")
 
 
 LAYER_SHAPES = [((1,), 5, 3), ((7,), 128, 128), ((1000,), 33, 100), ((333,), 16, 17), ((3, 111), 64, 1),

@@ -40,9 +40,7 @@ void check_cuda(const Tensor& t, const char* what) {
   TORCH_CHECK(t.is_cuda(), kLinearActOp, ": ", what, " must be a CUDA tensor, got one on ", t.device());
 }
 
-enum { kFused = 0, kGemm = 1 };
-// Batches beyond this are timed (and keyed) at this many rows: both paths are throughput-bound there.
-constexpr int64_t kMaxBatchClass = int64_t(1) << 16;
+enum { kFused = 0, kGemm = 1 };  // fused_path_query's order
 
 struct Path {
   bool fused;
@@ -93,24 +91,12 @@ Path linear_act_cuda_choice(const Tensor& input, const Tensor& weight, bool has_
     if (why) *why = "GEMM + fused passes: the fused kernels do not take this layer (" + r + ")";
     return {false, 0};
   }
-  if (const int v = fused_version_forced_by("FASTNN_LINEAR_ACT_FUSED", kLinearActOp, "GEMM + fused passes");
-      v >= 0) {
-    if (why)
-      *why = "forced by FASTNN_LINEAR_ACT_FUSED=" + std::to_string(v) +
-             (v == 0 ? std::string(" (GEMM + fused passes)") : " (version " + std::to_string(v) + " of the fused kernels)");
+  if (const int v = forced_fused_version("FASTNN_LINEAR_ACT_FUSED", kLinearActOp, "GEMM + fused passes", why);
+      v >= 0)
     return {v > 0, v};
-  }
   const int64_t K = weight.size(1), N = weight.size(0);
-  PathQuery q;
-  q.op = kLinearActOp;
-  q.paths = {"fused", "gemm"};
-  q.fixed_path = kGemm;
-  q.fixed_reason = "GEMM + fused passes";
-  q.dtype = c10::toString(input.scalar_type());
-  q.batch = linear_rows(input);
-  q.shape = linear_act_shape_class(K, N, act, slope, has_bias) + " fused-v" + std::to_string(kMlpMeasuredFusedVersion);
-  q.max_batch_class = kMaxBatchClass;
-  measure_on_cuda(q, input);
+  PathQuery q = fused_path_query(kLinearActOp, "gemm", "GEMM + fused passes", input,
+                                 linear_act_shape_class(K, N, act, slope, has_bias));
   Tensor x, g;  // calibration data, made at the first run
   c10::optional<Tensor> b;
   q.run = [&](int p, int64_t rows) {

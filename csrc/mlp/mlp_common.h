@@ -2,6 +2,7 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include "../common/path_choice.h"
 #include "../linear_act/linear_act_common.h"
 
 namespace fastnn {
@@ -106,10 +107,15 @@ MlpCalibration mlp_calibration(const at::Tensor& input, at::TensorList weights, 
                                int64_t rows);
 // CUDA builds (mlp_cuda.cpp): the fully fused kernels, for fastnn.mlp and for linear_act's one-layer case
 // (linear_act_cuda.cpp).
-// The force switch of an op's fused-kernel path (FASTNN_MLP_FUSED, FASTNN_LINEAR_ACT_FUSED): unset, ""
-// or "auto": -1 (measured); "0": the op's other path (`off` names it); "1" / "2": that version of the fused
-// kernels where the layers fit them. Anything else is a ValueError naming op.
-int fused_version_forced_by(const char* env_name, const char* op, const char* off);
+// A CUDA op's choice between the fused kernels (path 0, "fused") and its other path (path 1, `other`):
+// - the force switch (FASTNN_MLP_FUSED, FASTNN_LINEAR_ACT_FUSED): unset, "" or "auto": -1 (measured);
+//   "0": the other path; "1" / "2": that version of the fused kernels where the layers fit them (why gets
+//   the reason). Anything else is a ValueError naming op.
+// - the query that measures it on input's device (the caller adds `run`): keyed by `shape` and the
+//   version of the fused kernels measured; the fixed rule the other path.
+int forced_fused_version(const char* env_name, const char* op, const char* other, std::string* why);
+PathQuery fused_path_query(const char* op, const char* other, const char* other_reason, const at::Tensor& input,
+                           const std::string& shape);
 // Why the chain does not fit the fused kernels ("" when it does).
 std::string mlp_fused_fit_reason(const at::Tensor& input, at::TensorList weights);
 // Both directions as mlp_forward / mlp_backward return them (training: keep the saved blocks).

@@ -26,10 +26,7 @@ namespace {
 
 using at::Tensor;
 
-// Batches beyond this are timed (and keyed) at this many rows: both paths are throughput-bound there.
-constexpr int64_t kMaxBatchClass = int64_t(1) << 16;
-
-enum { kFused = 0, kLayers = 1 };
+enum { kFused = 0, kLayers = 1 };  // fused_path_query's order
 
 struct Choice {
   bool fused;
@@ -38,14 +35,33 @@ struct Choice {
 
 }  // namespace
 
-int fused_version_forced_by(const char* env_name, const char* op, const char* off) {
+int forced_fused_version(const char* env_name, const char* op, const char* other, std::string* why) {
   const char* env = std::getenv(env_name);
   if (!env || !*env) return -1;
   const std::string v(env);
   if (v == "auto") return -1;
-  TORCH_CHECK_VALUE(v == "0" || v == "1" || v == "2", op, ": ", env_name, " must be 0 (", off,
+  TORCH_CHECK_VALUE(v == "0" || v == "1" || v == "2", op, ": ", env_name, " must be 0 (", other,
                     "), 1 or 2 (that version of the fused kernels) or auto (measured), got '", v, "'");
+  if (why)
+    *why = "forced by " + std::string(env_name) + "=" + v + " (" +
+           (v == "0" ? std::string(other) : "version " + v + " of the fused kernels") + ")";
   return v[0] - '0';
+}
+
+PathQuery fused_path_query(const char* op, const char* other, const char* other_reason, const Tensor& input,
+                           const std::string& shape) {
+  PathQuery q;
+  q.op = op;
+  q.paths = {"fused", other};
+  q.fixed_path = 1;
+  q.fixed_reason = other_reason;
+  q.dtype = c10::toString(input.scalar_type());
+  q.batch = linear_rows(input);
+  q.shape = shape + " fused-v" + std::to_string(kMlpMeasuredFusedVersion);
+  // Batches beyond this are timed (and keyed) at this many rows: both paths are throughput-bound there.
+  q.max_batch_class = int64_t(1) << 16;
+  measure_on_cuda(q, input);
+  return q;
 }
 
 std::string mlp_fused_fit_reason(const Tensor& input, at::TensorList weights) {
@@ -183,22 +199,10 @@ Choice mlp_cuda_choice(const Tensor& input, at::TensorList weights, const Biases
     if (why) *why = std::move(r);
     return {false, 0};
   }
-  if (const int v = fused_version_forced_by("FASTNN_MLP_FUSED", kMlpOp, "the per-layer path"); v >= 0) {
-    if (why)
-      *why = v == 0 ? "forced by FASTNN_MLP_FUSED=0" : "forced by FASTNN_MLP_FUSED=" + std::to_string(v) +
-                                                          " (version " + std::to_string(v) + " of the fused kernels)";
+  if (const int v = forced_fused_version("FASTNN_MLP_FUSED", kMlpOp, "the per-layer path", why); v >= 0)
     return {v > 0, v};
-  }
-  PathQuery q;
-  q.op = kMlpOp;
-  q.paths = {"fused", "layers"};
-  q.fixed_path = kLayers;
-  q.fixed_reason = "the per-layer path (cuBLAS GEMMs and fused passes)";
-  q.dtype = c10::toString(input.scalar_type());
-  q.batch = linear_rows(input);
-  q.shape = mlp_shape_class(weights, layers) + " fused-v" + std::to_string(kMlpMeasuredFusedVersion);
-  measure_on_cuda(q, input);
-  q.max_batch_class = kMaxBatchClass;
+  PathQuery q = fused_path_query(kMlpOp, "layers", "the per-layer path (cuBLAS GEMMs and fused passes)", input,
+                                 mlp_shape_class(weights, layers));
   // Both directions on calibration data (made at the first run, not on cached look-ups), each path as the
   // op runs it; no input gradient.
   MlpCalibration d;  // made at the first run
