@@ -470,3 +470,45 @@ class TestBadInput:
             q.grad = torch.ones_like(q)
         with pytest.raises(ValueError, match="differentiable"):
             opt.step()
+
+
+# Sizes whose sum passes the launcher's parallel threshold (65536 elements), with a tail that is
+# not a whole 8-bit block or cache line: every thread owns a run of chunks and takes the others'
+# from the back when it runs out (csrc/optim/optim_cpu_kernels.h, OwnedChunkRuns).
+THREAD_SHAPES = [(70001,), (3,), (257, 300), (4097,), (130,)]
+
+
+def _steps_with_threads(name, threads, state_dtype):
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        ps = make_params(torch.float32, seed=3, shapes=THREAD_SHAPES)
+        kw = dict(momentum=0.9) if name == "SGD" else {}
+        if state_dtype is not None:
+            kw.update(state_dtype=state_dtype, min_8bit_size=0)
+        o = fast_opt(name, ps, lr=1e-2, **kw)
+        for step in range(3):
+            g = torch.Generator().manual_seed(100 + step)
+            for p in ps:
+                p.grad = torch.randn(p.shape, generator=g)
+            o.step()
+        return [p.detach().clone() for p in ps], copy.deepcopy(o.state_dict()["state"])
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("state_dtype", [None, "int8"])
+@pytest.mark.parametrize("name", list(GRID))
+def test_same_bits_for_any_thread_count(name, state_dtype):
+    """1 thread runs every chunk in order; 2 split them; 3 and 7 (more threads than this machine's
+    cores, so some are descheduled mid-step and others take their chunks) must give the same bits:
+    a chunk skipped or run twice would not."""
+    ref_p, ref_s = _steps_with_threads(name, 1, state_dtype)
+    for threads in (2, 3, 7):
+        ps, st = _steps_with_threads(name, threads, state_dtype)
+        for a, b in zip(ref_p, ps):
+            assert torch.equal(a, b), (name, threads)
+        for i in ref_s:
+            for k, v in ref_s[i].items():
+                if isinstance(v, torch.Tensor):
+                    assert torch.equal(v, st[i][k]), (name, threads, i, k)
