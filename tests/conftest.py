@@ -28,6 +28,17 @@ def isa_selected(isa):
         fastnn.set_cpu_isa(before)
 
 
+@contextlib.contextmanager
+def num_threads(n):
+    """torch's (and so fastnn's OpenMP) thread count set to n inside the block, restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
+
+
 def _with_isa(isa):
     with isa_selected(isa):
         yield isa

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import fastnn
+from conftest import num_threads
 from fastnn.reference import ieee_sqrt  # torch with correctly rounded sqrt: see its docstring
 
 SHAPES = [(7, 5), (5,), (3, 7), (3,), (33,), (4, 3, 2)]
@@ -479,9 +480,7 @@ THREAD_SHAPES = [(70001,), (3,), (257, 300), (4097,), (130,)]
 
 
 def _steps_with_threads(name, threads, state_dtype):
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with num_threads(threads):
         ps = make_params(torch.float32, seed=3, shapes=THREAD_SHAPES)
         kw = dict(momentum=0.9) if name == "SGD" else {}
         if state_dtype is not None:
@@ -493,8 +492,6 @@ def _steps_with_threads(name, threads, state_dtype):
                 p.grad = torch.randn(p.shape, generator=g)
             o.step()
         return [p.detach().clone() for p in ps], copy.deepcopy(o.state_dict()["state"])
-    finally:
-        torch.set_num_threads(old)
 
 
 @pytest.mark.parametrize("state_dtype", [None, "int8"])

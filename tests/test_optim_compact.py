@@ -13,7 +13,7 @@ import fastnn
 from fastnn import _C
 from fastnn.reference import ieee_sqrt
 
-from conftest import ISAS, isa_selected
+from conftest import ISAS, isa_selected, num_threads
 
 SHAPES = [(7, 5), (5,), (3, 7), (33,), (4, 3, 2), (1,)]
 KINDS = {
@@ -113,9 +113,7 @@ def test_stochastic_rounding_is_unbiased():
 
 def _adam_run(threads, steps, pdtype, n, small, **opt_kw):
     """Adam (lr 1e-3) on a big and a small parameter for `steps` steps with `threads` threads."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with num_threads(threads):
         ps = [torch.nn.Parameter(torch.randn(n, generator=torch.Generator().manual_seed(1)).to(pdtype)),
               torch.nn.Parameter(torch.randn(*small, generator=torch.Generator().manual_seed(2)).to(pdtype))]
         o = fastnn.optim.Adam(ps, lr=1e-3, **opt_kw)
@@ -124,8 +122,6 @@ def _adam_run(threads, steps, pdtype, n, small, **opt_kw):
                 p.grad = g
             o.step()
         return ps, o
-    finally:
-        torch.set_num_threads(old)
 
 
 def _sr_run(threads, seed=3, steps=4, n=200_000, sdtype=torch.bfloat16, pdtype=torch.float32):

@@ -3,9 +3,7 @@
 // optimizers fork/join once per tensor). Each thread streams its range through the rule in
 // optim_functors.h, instantiated per flag combination so the inner loop is branch-free.
 #pragma once
-#include <atomic>
 #include <cstdint>
-#include <memory>
 #include <type_traits>
 #include <omp.h>
 // The translation unit has included cpu_isa/isa_prelude.h (<immintrin.h>, cpu_fp_env.h) before its target pragma.
@@ -427,18 +425,21 @@ constexpr bool kStatePair = kSameType<T, S> || (kSameType<T, float> && kSameType
                             (kSameType<T, bf16_t> && kSameType<S, float>);
 template <class T, class S> constexpr bool kAnyBf16 = kSameType<T, bf16_t> || kSameType<S, bf16_t>;
 
-// Per-thread runs of chunk indices [front, back), packed in one atomic word each (front in the low
-// 32 bits) and a cache line apart: the owner claims from the front, any other thread from the back.
+// Per-thread runs of chunk indices [front, back), packed in one word each (front in the low 32
+// bits) and a cache line apart: the owner claims from the front, any other thread from the back.
+// GCC's atomic builtins and Scratch, not std::atomic and std::unique_ptr: no std template is
+// instantiated in a per-ISA translation unit (storage.h).
 class OwnedChunkRuns {
-  struct alignas(64) Run { std::atomic<uint64_t> w{0}; };
-  std::unique_ptr<Run[]> r_;
+  struct alignas(64) Run { uint64_t w = 0; };
+  Scratch<Run> r_;
   template <bool Front> bool take(int t, int64_t& ci) {
-    uint64_t w = r_[t].w.load(std::memory_order_relaxed);
+    uint64_t* const w = &r_[t].w;
+    uint64_t cur = __atomic_load_n(w, __ATOMIC_RELAXED);
     for (;;) {
-      const uint64_t f = w & 0xFFFFFFFFu, b = w >> 32;
+      const uint64_t f = cur & 0xFFFFFFFFu, b = cur >> 32;
       if (f >= b) return false;
-      const uint64_t nw = Front ? (b << 32 | (f + 1)) : ((b - 1) << 32 | f);
-      if (r_[t].w.compare_exchange_weak(w, nw, std::memory_order_relaxed)) {
+      const uint64_t next = Front ? (b << 32 | (f + 1)) : ((b - 1) << 32 | f);
+      if (__atomic_compare_exchange_n(w, &cur, next, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
         ci = int64_t(Front ? f : b - 1);
         return true;
       }
@@ -446,8 +447,9 @@ class OwnedChunkRuns {
   }
 
  public:
-  explicit OwnedChunkRuns(int n) : r_(new Run[n]) {}
-  void own(int t, int64_t front, int64_t back) { r_[t].w.store(uint64_t(back) << 32 | uint64_t(front), std::memory_order_relaxed); }
+  explicit OwnedChunkRuns(int n) : r_(n) {}
+  // Before the parallel region (its start orders these stores before the threads' loads).
+  void own(int t, int64_t front, int64_t back) { r_[t].w = uint64_t(back) << 32 | uint64_t(front); }
   bool take_front(int t, int64_t& ci) { return take<true>(t, ci); }
   bool take_back(int t, int64_t& ci) { return take<false>(t, ci); }
 };
