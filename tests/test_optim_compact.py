@@ -6,6 +6,7 @@ what it promises: unbiased stochastic rounding, the same bits for any thread cou
 resume, clear errors."""
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -172,6 +173,57 @@ def test_stochastic_rounding_differs_from_nearest_and_tracks_float32():
             o.step()
         out[sr] = (p.detach().float() - exact).abs().mean().item()
     assert out[True] < 0.5 * out[False], out
+
+
+M64 = (1 << 64) - 1
+
+
+def _mix64(z):
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
+def _hash32(x):
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x7FEB352D)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x846CA68B)
+    return x ^ (x >> np.uint32(16))
+
+
+def _parameter_random_bits(seed, step, index, n):
+    """The 16 random bits of each element of a parameter's stochastically rounded store, as
+    optim_functors.h defines them: key = mix64(mix64(mix64(seed) + step G) + index G); element i
+    hashes the 32-bit counter low(key) + i (n < 2^32), xor high(key) for the parameter's draw."""
+    g = 0x9E3779B9_7F4A7C15
+    key = _mix64((_mix64((_mix64(seed) + step * g) & M64) + index * g) & M64)
+    with np.errstate(over="ignore"):
+        x = np.uint32(key & 0xFFFFFFFF) + np.arange(n, dtype=np.uint32)
+        return _hash32(x ^ np.uint32(key >> 32)) & np.uint32(0xFFFF)
+
+
+def test_stochastic_rounding_draws_the_documented_bits():
+    """bf16 parameters after SGD steps with stochastic rounding: each is the float32 result (the same
+    step on float32 copies) plus its element's 16 random bits, truncated, for every parameter index,
+    step and element (200K elements: chunks on every thread). Guards the counter's definition, which
+    the CPU loops compute incrementally and CUDA per element."""
+    shapes = [(7, 5), (200_003,), (33,)]
+    ps = [torch.nn.Parameter(p) for p in params(torch.bfloat16, shapes=shapes)]
+    o = fastnn.optim.SGD(ps, lr=0.37, stochastic_rounding=True, sr_seed=12345)
+    for step in range(2):
+        gs = grads_for(ps, step)
+        exact = [torch.nn.Parameter(p.detach().float()) for p in ps]
+        for p, q, g in zip(ps, exact, gs):
+            p.grad, q.grad = g, g.float()
+        fastnn.optim.SGD(exact, lr=0.37).step()
+        o.step()
+        for index, (p, q) in enumerate(zip(ps, exact)):
+            u = q.detach().view(-1).view(torch.int32).numpy().view(np.uint32)
+            with np.errstate(over="ignore"):
+                want = ((u + _parameter_random_bits(12345, step, index, u.size)) >> np.uint32(16)).astype(np.uint16)
+            got = p.detach().view(-1).view(torch.int16).numpy().view(np.uint16)
+            assert np.array_equal(got, want), (step, index, int((got != want).sum()))
 
 
 def test_resume_is_bit_identical():

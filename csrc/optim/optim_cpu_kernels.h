@@ -371,7 +371,7 @@ FASTNN_UNROLL
     pb[j] = st.template store<IO, T>(pp, 0);
   }
   // Codes rounded stochastically where the store is (bf16 parameters or not), with its random bits.
-  constexpr bool SR = std::is_same<Store, StochasticStore>::value;
+  constexpr bool SR = std::is_base_of<StochasticStore, Store>::value;
   alignas(64) uint32_t radd[SR ? 3 : 1][kQ8Block];
   if constexpr (SR) q8_random_adds<K>(F, st.key, b0, n, radd);
 FASTNN_UNROLL
@@ -396,13 +396,20 @@ void update_range(const OptSlot& s, int64_t b, int64_t e, const float* gs) {
     uint8_t* const q[3] = {(uint8_t*)s.state[0], (uint8_t*)s.state[1], (uint8_t*)s.state[2]};
     float* const qs[3] = {s.qscale[0], s.qscale[1], s.qscale[2]};
     for (int64_t b0 = b; b0 < e; b0 += kQ8Block)
-      update_block_q8<K, CpuIO>(F, c, p, g, q, qs, b0, imin(kQ8Block, e - b0), scale, make_store<SR>(s.sr_key));
+      update_block_q8<K, CpuIO>(F, c, p, g, q, qs, b0, imin(kQ8Block, e - b0), scale,
+                                make_run_store<SR>(s.sr_key, b0));  // 2^32 is a multiple of kQ8Block
   } else {
     S* __restrict s0 = (S*)s.state[0];
     S* __restrict s1 = (S*)s.state[1];
     S* __restrict s2 = (S*)s.state[2];
-    const auto st = make_store<SR>(s.sr_key);
-    for (int64_t i = b; i < e; ++i) update_element<K, CpuIO>(F, c, p, g, s0, s1, s2, i, scale, st);
+    // Runs of elements with the same i >> 32 (in practice the whole range), so that a stochastic
+    // store's counter is a 32-bit add an element, not sr_counter's 64-bit split and multiply.
+    for (int64_t i0 = b; i0 < e;) {
+      const int64_t i1 = imin(e, (i0 | int64_t(0xffffffff)) + 1);
+      const auto st = make_run_store<SR>(s.sr_key, i0);
+      for (int64_t i = i0; i < i1; ++i) update_element<K, CpuIO>(F, c, p, g, s0, s1, s2, i, scale, st);
+      i0 = i1;
+    }
   }
 }
 

@@ -320,10 +320,12 @@ struct NearestStore {
   }
   FASTNN_INLINE FASTNN_HD uint32_t q8_add(int) const { return kQ8HalfStep; }
 };
-// The element's hash input: key + i, whose top half folded in.
-FASTNN_INLINE FASTNN_HD uint32_t sr_counter(uint64_t key, int64_t i) {
-  return uint32_t(key) + uint32_t(i) + uint32_t(uint64_t(i) >> 32) * 0x9E3779B9u;
+// The element's hash input: key + i, whose top half folded in. The part that depends on i only
+// through i >> 32 (sr_counter_base) lets the CPU loops add a 32-bit index (StochasticRunStore).
+FASTNN_INLINE FASTNN_HD uint32_t sr_counter_base(uint64_t key, int64_t i) {
+  return uint32_t(key) + uint32_t(uint64_t(i) >> 32) * 0x9E3779B9u;
 }
+FASTNN_INLINE FASTNN_HD uint32_t sr_counter(uint64_t key, int64_t i) { return sr_counter_base(key, i) + uint32_t(i); }
 // The 16 random bits of store `which` (0 the parameter, 1 + s state s) of the element whose
 // counter is x: states 0 and 1 halves of hash32(x), the parameter and state 2 of the second hash.
 FASTNN_INLINE FASTNN_HD int sr_draw(int which) { return which == 0 ? 2 : which - 1; }
@@ -342,9 +344,19 @@ struct StochasticStore {
   }
   FASTNN_INLINE FASTNN_HD uint32_t q8_add(int which) const { return sr_q8_add(bits16(which)); }
 };
+// StochasticStore for elements i whose i >> 32 is that of the run's first: base = sr_counter_base.
+struct StochasticRunStore : StochasticStore {
+  uint32_t base;
+  FASTNN_INLINE FASTNN_HD void at(int64_t i) { x = base + uint32_t(i); }
+};
 // The store of an update: stochastic (bf16 values, random bits keyed by key) or to nearest.
 template <bool SR> FASTNN_INLINE FASTNN_HD auto make_store(uint64_t key) {
   if constexpr (SR) return StochasticStore{key};
+  else return NearestStore{};
+}
+// The same for elements i whose i >> 32 is that of i0.
+template <bool SR> FASTNN_INLINE FASTNN_HD auto make_run_store(uint64_t key, int64_t i0) {
+  if constexpr (SR) return StochasticRunStore{{key}, sr_counter_base(key, i0)};
   else return NearestStore{};
 }
 
