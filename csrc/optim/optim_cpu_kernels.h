@@ -358,7 +358,7 @@ FASTNN_UNROLL
   float* __restrict n2 = nv[2];
   uint32_t amax[3] = {0, 0, 0};
   for (int64_t j = 0; j < n; ++j) {
-    st.at(b0 + j);
+    st.at(j);  // a run store of b0
     C pp = IO::ld(pb[j]);
     C gg = (F & kUnscale) ? IO::ld(gb[j]) / scale : IO::ld(gb[j]);
     C v0 = reads_state<K>(F, 0) ? n0[j] : C(0);
@@ -402,13 +402,24 @@ void update_range(const OptSlot& s, int64_t b, int64_t e, const float* gs) {
     S* __restrict s0 = (S*)s.state[0];
     S* __restrict s1 = (S*)s.state[1];
     S* __restrict s2 = (S*)s.state[2];
-    // Runs of elements with the same i >> 32 (in practice the whole range), so that a stochastic
-    // store's counter is a 32-bit add an element, not sr_counter's 64-bit split and multiply.
-    for (int64_t i0 = b; i0 < e;) {
-      const int64_t i1 = imin(e, (i0 | int64_t(0xffffffff)) + 1);
-      const auto st = make_run_store<SR>(s.sr_key, i0);
-      for (int64_t i = i0; i < i1; ++i) update_element<K, CpuIO>(F, c, p, g, s0, s1, s2, i, scale, st);
-      i0 = i1;
+    if constexpr (!SR) {
+      for (int64_t i = b; i < e; ++i) update_element<K, CpuIO>(F, c, p, g, s0, s1, s2, i, scale);
+    } else {
+      // Runs of elements with the same i >> 32, under 2^30 of them (in practice the whole range),
+      // indexed from the run's start by a 32-bit j: a stochastic store's counter is then a 32-bit
+      // add an element, not sr_counter's 64-bit split and multiply, nor 64-bit lanes narrowed.
+      for (int64_t i0 = b; i0 < e;) {
+        const int64_t i1 = imin(imin(e, (i0 | int64_t(0xffffffff)) + 1), i0 + (int64_t(1) << 30));
+        const auto st = make_run_store<SR>(s.sr_key, i0);
+        T* __restrict pr = p + i0;
+        const T* __restrict gr = g + i0;
+        S* __restrict r0 = s0 ? s0 + i0 : nullptr;  // no offset on a null pointer (unused states)
+        S* __restrict r1 = s1 ? s1 + i0 : nullptr;
+        S* __restrict r2 = s2 ? s2 + i0 : nullptr;
+        const uint32_t n = uint32_t(i1 - i0);
+        for (uint32_t j = 0; j < n; ++j) update_element<K, CpuIO>(F, c, pr, gr, r0, r1, r2, j, scale, st);
+        i0 = i1;
+      }
     }
   }
 }

@@ -75,10 +75,12 @@ template <class C> FASTNN_INLINE FASTNN_HD C div_by_const(C a, C b, C nb) {
   return r != r ? q0 : q;
 }
 
-// torch.lerp(start, end, w): two forms, chosen by |w| < 0.5, both fused.
+// torch.lerp(start, end, w): two forms, chosen by |w| < 0.5, both fused: fma(w, d, s) or
+// fma(-d, 1 - w, e), written as one fma whose factor and addend are chosen, so vectorized loops
+// blend one operand instead of computing both forms (the same products, so the same bits).
 template <class C> FASTNN_INLINE FASTNN_HD C lerp(C s, C e, C w, C one_minus_w, bool small) {
-  C d = e - s;
-  return small ? fma_(w, d, s) : fma_(-d, one_minus_w, e);
+  const C d = e - s;
+  return fma_(small ? w : -one_minus_w, d, small ? s : e);
 }
 
 // Constants of one tensor's update, computed once per step in double and rounded to C.
@@ -344,19 +346,20 @@ struct StochasticStore {
   }
   FASTNN_INLINE FASTNN_HD uint32_t q8_add(int which) const { return sr_q8_add(bits16(which)); }
 };
-// StochasticStore for elements i whose i >> 32 is that of the run's first: base = sr_counter_base.
+// StochasticStore for a run of elements i0 + j that share i0 >> 32, indexed by j: base = the
+// counter of i0, so a CPU loop's counter is a 32-bit induction variable.
 struct StochasticRunStore : StochasticStore {
   uint32_t base;
-  FASTNN_INLINE FASTNN_HD void at(int64_t i) { x = base + uint32_t(i); }
+  FASTNN_INLINE FASTNN_HD void at(int64_t j) { x = base + uint32_t(j); }
 };
 // The store of an update: stochastic (bf16 values, random bits keyed by key) or to nearest.
 template <bool SR> FASTNN_INLINE FASTNN_HD auto make_store(uint64_t key) {
   if constexpr (SR) return StochasticStore{key};
   else return NearestStore{};
 }
-// The same for elements i whose i >> 32 is that of i0.
+// The same for the run of elements i0 + j (j from 0) whose i >> 32 is that of i0; at(j).
 template <bool SR> FASTNN_INLINE FASTNN_HD auto make_run_store(uint64_t key, int64_t i0) {
-  if constexpr (SR) return StochasticRunStore{{key}, sr_counter_base(key, i0)};
+  if constexpr (SR) return StochasticRunStore{{key}, sr_counter(key, i0)};
   else return NearestStore{};
 }
 
