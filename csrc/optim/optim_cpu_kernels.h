@@ -405,7 +405,7 @@ void update_range(const OptSlot& s, int64_t b, int64_t e, const float* gs) {
     if constexpr (!SR) {
       for (int64_t i = b; i < e; ++i) update_element<K, CpuIO>(F, c, p, g, s0, s1, s2, i, scale);
     } else {
-      // Runs of elements with the same i >> 32, under 2^30 of them (in practice the whole range),
+      // Runs of elements with the same i >> 32, at most 2^30 of them (in practice the whole range),
       // indexed from the run's start by a 32-bit j: a stochastic store's counter is then a 32-bit
       // add an element, not sr_counter's 64-bit split and multiply, nor 64-bit lanes narrowed.
       for (int64_t i0 = b; i0 < e;) {

@@ -322,12 +322,12 @@ struct NearestStore {
   }
   FASTNN_INLINE FASTNN_HD uint32_t q8_add(int) const { return kQ8HalfStep; }
 };
-// The element's hash input: key + i, whose top half folded in. The part that depends on i only
-// through i >> 32 (sr_counter_base) lets the CPU loops add a 32-bit index (StochasticRunStore).
-FASTNN_INLINE FASTNN_HD uint32_t sr_counter_base(uint64_t key, int64_t i) {
-  return uint32_t(key) + uint32_t(uint64_t(i) >> 32) * 0x9E3779B9u;
+// The element's hash input: key + i, whose top half folded in. Among elements with the same
+// i >> 32 it steps by one with i, so a run from i0 counts sr_counter(key, i0) + j
+// (StochasticRunStore, q8_random_adds).
+FASTNN_INLINE FASTNN_HD uint32_t sr_counter(uint64_t key, int64_t i) {
+  return uint32_t(key) + uint32_t(uint64_t(i) >> 32) * 0x9E3779B9u + uint32_t(i);
 }
-FASTNN_INLINE FASTNN_HD uint32_t sr_counter(uint64_t key, int64_t i) { return sr_counter_base(key, i) + uint32_t(i); }
 // The 16 random bits of store `which` (0 the parameter, 1 + s state s) of the element whose
 // counter is x: states 0 and 1 halves of hash32(x), the parameter and state 2 of the second hash.
 FASTNN_INLINE FASTNN_HD int sr_draw(int which) { return which == 0 ? 2 : which - 1; }
