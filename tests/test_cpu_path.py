@@ -158,3 +158,41 @@ def test_fuse_follows_the_choice(auto_paths):
             fastnn.set_cpu_path(forced)
             assert fastnn.nn._fused(x, lin) == (forced == "tiled" or act == "gelu")
         fastnn.set_cpu_path("auto")
+
+
+def test_fused_sequential_keeps_answers_until_something_changes(auto_paths, monkeypatch):
+    """A FusedSequential keeps its per-run answers per input shape and dtype, and asks again when
+    something that can change them changes: forcing a path, deterministic mode, the kernel table."""
+    torch.manual_seed(0)
+    model = fastnn.nn.fuse(nn.Sequential(nn.Linear(30, 40), nn.ReLU(), nn.Linear(40, 6)))
+    x = torch.randn(20, 30)
+    calls = []
+    real = fastnn.nn.mlp_op
+    monkeypatch.setattr(fastnn.nn, "mlp_op", lambda *a: calls.append(1) or real(*a))
+    lin = list(model)
+
+    def through_op():
+        calls.clear()
+        model(x)
+        model(x)
+        assert len(calls) in (0, 2)
+        return bool(calls)
+
+    measured = through_op()
+    assert measured == (fastnn.nn._fused(x, lin))
+    for forced in ("tiled", "layers", "tiled", "auto"):
+        fastnn.set_cpu_path(forced)
+        assert through_op() == (measured if forced == "auto" else forced == "tiled")
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(True)
+        assert through_op()  # the fixed rule: every width <= 256 runs tiled
+    finally:
+        torch.use_deterministic_algorithms(before)
+    assert through_op() == measured
+    g0 = fastnn._C.cpu_path_context()
+    isa = fastnn.cpu_isa()
+    fastnn.set_cpu_isa(isa)
+    assert fastnn._C.cpu_path_context() != g0
+    fastnn._C.clear_cpu_path_choices()
+    assert fastnn._C.cpu_path_context() != g0

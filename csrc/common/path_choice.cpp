@@ -8,6 +8,7 @@
 #include <torch/version.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -257,12 +258,20 @@ int choose_path(const PathQuery& q, std::string* why) {
   return why ? answer(it->second.path, it->second.reason) : it->second.path;
 }
 
+namespace {
+std::atomic<uint64_t> g_generation{0};
+}  // namespace
+
+uint64_t path_choice_generation() { return g_generation.load(std::memory_order_acquire); }
+void bump_path_choice_generation() { g_generation.fetch_add(1, std::memory_order_acq_rel); }
+
 void set_cpu_path(const std::string& spec) {
   std::vector<std::string> forced = parse_spec(spec);
   State& s = state();
   std::lock_guard<std::recursive_mutex> lock(s.mu);
   s.forced = std::move(forced);
   s.env_error.clear();
+  bump_path_choice_generation();
 }
 
 std::string get_cpu_path() {
@@ -287,6 +296,7 @@ void clear_cpu_path_choices() {
   s.choices.clear();
   s.disk.clear();
   s.disk_loaded = false;
+  bump_path_choice_generation();
 }
 
 std::string cpu_path_cache_file() {

@@ -1,5 +1,7 @@
 #include "cpu_isa.h"
 
+#include "../common/path_choice.h"
+
 #include <atomic>
 #include <cstdlib>
 #include <stdexcept>
@@ -147,6 +149,7 @@ void set_cpu_isa(const std::string& isa) {
   if (i < 0 || !supported(i))
     throw std::invalid_argument("fastnn.set_cpu_isa: '" + isa + "' is not supported on this CPU");
   active().store(i);
+  bump_path_choice_generation();  // the kernel table is part of every CPU path choice's key
 }
 
 }  // namespace fastnn
