@@ -17,7 +17,7 @@ from . import functional, nn, optim  # noqa: E402
 
 def set_cpu_path(path="auto"):
     """Force which CPU kernels run, for benchmarking and debugging: "tiled" or "layers" (fastnn.mlp),
-    "direct" or "gemm" (fastnn.linear_act), several comma-separated, or "auto" (the default: the
+    "direct", "gemm" or "gemm_f32" (fastnn.linear_act; gemm_f32: bfloat16 GEMMs computed in float32), several comma-separated, or "auto" (the default: the
     path measured fastest on this machine per shape class). Same as the FASTNN_CPU_PATH variable."""
     _C.set_cpu_path(path)
 

@@ -51,6 +51,7 @@ def linear_act_path(input, weight, bias=None, activation="identity", negative_sl
     """Which kernels ``fastnn.linear_act`` runs for this input and layer, and why: ``(path, reason)``
     with path ``"direct"`` (CPU, small in_features: the layer in one pass, no BLAS call), ``"fused"``
     (CUDA, fp16/bf16 layers with in and out features <= 128: the fused MLP kernels' one-layer case) or
-    ``"gemm"`` (a BLAS/cuBLAS GEMM and fused bias/activation passes). Measured per shape class like
+    ``"gemm"`` (a BLAS/cuBLAS GEMM and fused bias/activation passes) or, for bfloat16 on the CPU,
+    ``"gemm_f32"`` (the GEMMs in float32 on widened operands, rounded once). Measured per shape class like
     mlp_path; FASTNN_LINEAR_ACT_FUSED (0, 1, 2) forces the CUDA path."""
     return tuple(_C.linear_act_path(input, weight, bias, activation, float(negative_slope)))

@@ -189,3 +189,33 @@ def test_autocast_routes_layers_and_fused_models_to_bf16():
     for p, q in zip(model.parameters(), fused.parameters()):
         assert q.grad.dtype == torch.float32
         torch.testing.assert_close(q.grad, p.grad, rtol=0.1, atol=0.1)
+
+
+@pytest.mark.parametrize("path", ["gemm", "gemm_f32"])
+@pytest.mark.parametrize("act", ["relu", "gelu", "identity"])
+def test_bf16_gemm_paths_within_torch_autocast_error(path, act):
+    """Both bf16 GEMM paths of linear_act, forced (torch's bf16 GEMM; float32 GEMMs on widened operands,
+    rounded once), on layers too wide for the direct kernels, through the mlp's layers path."""
+    fastnn.set_cpu_path(f"layers,{path}")
+    try:
+        _assert_within(_errors([100, 90, 7], act, True, 65, seed=3), (path, act))
+    finally:
+        fastnn.set_cpu_path("auto")
+
+
+def test_bf16_gemm_f32_is_the_float32_gemm_rounded_once():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(37, 100, generator=g).bfloat16()
+    w = torch.randn(30, 100, generator=g).bfloat16()
+    b = torch.randn(30, generator=g).bfloat16()
+    fastnn.set_cpu_path("gemm_f32")
+    try:
+        assert fastnn.linear_act_path(x, w, b, "relu")[0] == "gemm_f32"
+        y = fastnn.linear_act(x, w, b, "relu")
+    finally:
+        fastnn.set_cpu_path("auto")
+    want = torch.addmm(b.float(), x.float(), w.float().t()).bfloat16().relu()
+    assert torch.equal(y, want)
+    path, why = fastnn.linear_act_path(x, w, b, "relu")
+    assert path in ("gemm", "gemm_f32") and "gemm_f32" in why  # measured against torch's bf16 GEMM
+    assert fastnn.linear_act_path(x.float(), w.float(), b.float(), "relu")[0] == "gemm"

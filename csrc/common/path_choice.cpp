@@ -35,13 +35,13 @@ constexpr double kMinRoundSeconds = 4e-3;
 std::vector<std::string> split(const std::string& s, char sep);
 
 std::vector<std::string> parse_spec(const std::string& spec) {
-  static const char* known[] = {"tiled", "layers", "direct", "gemm"};
+  static const char* known[] = {"tiled", "layers", "direct", "gemm", "gemm_f32"};
   std::vector<std::string> forced;
   if (spec == "auto") return forced;
   for (const std::string& name : split(spec, ',')) {
     if (std::find_if(std::begin(known), std::end(known), [&](const char* k) { return name == k; }) == std::end(known))
       throw std::invalid_argument("fastnn.set_cpu_path: unknown path '" + name +
-                                  "' (expected 'auto' or a comma-separated list of: tiled, layers, direct, gemm)");
+                                  "' (expected 'auto' or a comma-separated list of: tiled, layers, direct, gemm, gemm_f32)");
     forced.push_back(name);
   }
   return forced;

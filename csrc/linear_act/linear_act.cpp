@@ -8,6 +8,8 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <algorithm>
+
 #include "../common/path_choice.h"
 #include "../cpu_isa/cpu_isa.h"
 #include "linear_act_common.h"
@@ -22,32 +24,53 @@ using at::Tensor;
 // the direct kernels for in_features <= kDirectMaxK.
 constexpr int64_t kDirectMaxK = 16;
 constexpr int64_t kDirectCandidateMaxK = 64;
-enum { kDirect = 0, kGemm = 1 };
+// bfloat16 also "gemm_f32": the GEMMs on operands widened to float32 (exact), the float32 sums rounded
+// once to bfloat16, which is what torch's bfloat16 GEMM computes; where a CPU has no bfloat16 dot
+// products torch's ran 4-11x slower than this (Zen 3, benchmarks/RESULTS.md), where it has them it
+// may win. Measured per shape class like the rest.
+enum { kDirect = 0, kGemm = 1, kGemmF32 = 2 };
+constexpr const char* kPathNames[] = {"direct", "gemm", "gemm_f32"};
 
 std::tuple<Tensor, Tensor> forward_path(const Tensor& input, const Tensor& weight, const c10::optional<Tensor>& bias,
-                                        Act act, double slope, bool direct);
+                                        Act act, double slope, int path);
+
+// a @ b (+ bias) in a's dtype; f32: computed in float32 and rounded once (bfloat16's "gemm_f32").
+Tensor mm_as(bool f32, const Tensor& a, const Tensor& b) {
+  return f32 ? at::mm(a.to(at::kFloat), b.to(at::kFloat)).to(a.scalar_type()) : at::mm(a, b);
+}
+Tensor addmm_as(bool f32, const Tensor& bias, const Tensor& a, const Tensor& b) {
+  return f32 ? at::addmm(bias.to(at::kFloat), a.to(at::kFloat), b.to(at::kFloat)).to(a.scalar_type())
+             : at::addmm(bias, a, b);
+}
 std::tuple<Tensor, Tensor, Tensor> backward_path(const Tensor& grad_output, const Tensor& input, const Tensor& weight,
                                                  const Tensor& saved, bool has_bias, Act act, double slope,
-                                                 std::array<bool, 2> mask, bool direct);
+                                                 std::array<bool, 2> mask, int path);
 
 // kDirect or kGemm: measured once per shape class on this machine (csrc/common/path_choice.h), the fixed
 // rule for empty batches and in deterministic mode. why, when given, receives the reason.
 int linear_act_cpu_path(const Tensor& input, const Tensor& weight, bool has_bias, Act act, double slope,
                         std::string* why = nullptr) {
   const int64_t K = weight.size(1), N = weight.size(0);
-  if (K > kDirectCandidateMaxK) {
+  const bool bf16 = input.scalar_type() == at::kBFloat16;
+  if (K > kDirectCandidateMaxK && !bf16) {
     if (why) *why = "in_features > " + std::to_string(kDirectCandidateMaxK) + ": the one-pass kernels are not a candidate";
     return kGemm;
   }
+  std::vector<int> cand;  // the candidates, in the order of q.paths
+  if (K <= kDirectCandidateMaxK) cand.push_back(kDirect);
+  cand.push_back(kGemm);
+  if (bf16) cand.push_back(kGemmF32);
   PathQuery q;
   q.op = kLinearActOp;
-  q.paths = {"direct", "gemm"};
-  q.fixed_path = K <= kDirectMaxK ? kDirect : kGemm;
+  for (int c : cand) q.paths.push_back(kPathNames[c]);
+  const int fixed = K <= kDirectMaxK ? kDirect : kGemm;
+  q.fixed_path = int(std::find(cand.begin(), cand.end(), fixed) - cand.begin());
   q.fixed_reason = K <= kDirectMaxK ? "in_features <= 16" : "in_features > 16";
   static_assert(kDirectMaxK == 16, "the fixed rule's reason names the bound");
   q.dtype = c10::toString(input.scalar_type());
   q.batch = linear_rows(input);
-  q.shape = linear_act_shape_class(K, N, act, slope, has_bias);
+  // bfloat16 keys name the float32-GEMM candidate, so choices kept from before it existed are not reused.
+  q.shape = linear_act_shape_class(K, N, act, slope, has_bias) + (bf16 ? " +gemm_f32" : "");
   Tensor x, g;  // calibration data, made at the first run
   c10::optional<Tensor> b;
   q.run = [&](int p, int64_t rows) {
@@ -57,11 +80,11 @@ int linear_act_cpu_path(const Tensor& input, const Tensor& weight, bool has_bias
       g = at::randn({rows, N}, gen, input.options());
       if (has_bias) b = at::zeros({N}, input.options());
     }
-    auto [y, z] = forward_path(x, weight, b, act, slope, p == kDirect);
+    auto [y, z] = forward_path(x, weight, b, act, slope, cand[p]);
     backward_path(g, x, weight, act_saves_output(act, slope) ? y : z, has_bias, act, slope, {false, true},
-                  p == kDirect);
+                  cand[p]);
   };
-  return choose_path(q, why);
+  return cand[choose_path(q, why)];
 }
 
 std::tuple<Tensor, Tensor> linear_act_forward_cpu(const Tensor& input, const Tensor& weight,
@@ -70,12 +93,11 @@ std::tuple<Tensor, Tensor> linear_act_forward_cpu(const Tensor& input, const Ten
   check_linear_act_args(input, weight, bias);
   const Act act = parse_activation(kLinearActOp, activation);
   const bool has_bias = bias.has_value() && bias->defined();
-  return forward_path(input, weight, bias, act, slope,
-                      linear_act_cpu_path(input, weight, has_bias, act, slope) == kDirect);
+  return forward_path(input, weight, bias, act, slope, linear_act_cpu_path(input, weight, has_bias, act, slope));
 }
 
 std::tuple<Tensor, Tensor> forward_path(const Tensor& input, const Tensor& weight, const c10::optional<Tensor>& bias,
-                                        Act act, double slope, bool direct) {
+                                        Act act, double slope, int path) {
   const DType dt = cpu_dtype(input, kLinearActOp);
   const int64_t K = weight.size(1), N = weight.size(0);
   const int64_t M = linear_rows(input);
@@ -84,8 +106,9 @@ std::tuple<Tensor, Tensor> forward_path(const Tensor& input, const Tensor& weigh
   const Tensor b = has_bias ? bias->contiguous() : Tensor();
   const bool save_z = !act_saves_output(act, slope);
   const auto& kern = linear_act_cpu_kernels();
+  const bool f32 = path == kGemmF32;
   Tensor y, z;
-  if (direct) {
+  if (path == kDirect) {
     y = at::empty({M, N}, input.options());
     z = save_z ? at::empty({M, N}, input.options()) : at::empty({0}, input.options());
     const Tensor xc = x.contiguous(), wt = weight.t().contiguous();
@@ -96,7 +119,7 @@ std::tuple<Tensor, Tensor> forward_path(const Tensor& input, const Tensor& weigh
     // (no pass writes z separately). Otherwise the bias rides along in the in-place activation pass,
     // which is cheaper than addmm's own bias handling.
     if (save_z) {
-      z = has_bias ? at::addmm(b, x, weight.t()) : at::mm(x, weight.t());
+      z = has_bias ? addmm_as(f32, b, x, weight.t()) : mm_as(f32, x, weight.t());
       if (!z.is_contiguous()) z = z.contiguous();
       y = at::empty({M, N}, input.options());
       kern.forward_epilogue(dt, z.data_ptr(), nullptr, y.data_ptr(), M, N, int(act), slope);
@@ -105,7 +128,7 @@ std::tuple<Tensor, Tensor> forward_path(const Tensor& input, const Tensor& weigh
       // onto an already rounded product.
       // Identity has no pass to carry the bias, so it goes into the GEMM there too.
       const bool bias_in_gemm = has_bias && (dt == DType::BF16 || act == Act::Identity);
-      y = bias_in_gemm ? at::addmm(b, x, weight.t()) : at::mm(x, weight.t());
+      y = bias_in_gemm ? addmm_as(f32, b, x, weight.t()) : mm_as(f32, x, weight.t());
       if (!y.is_contiguous()) y = y.contiguous();
       z = at::empty({0}, input.options());
       if (act != Act::Identity || (has_bias && !bias_in_gemm))
@@ -124,12 +147,12 @@ std::tuple<Tensor, Tensor, Tensor> linear_act_backward_cpu(const Tensor& grad_ou
   check_linear_act_args(input, weight, {});
   const Act act = parse_activation(kLinearActOp, activation);
   return backward_path(grad_output, input, weight, saved, has_bias, act, slope, mask,
-                       linear_act_cpu_path(input, weight, has_bias, act, slope) == kDirect);
+                       linear_act_cpu_path(input, weight, has_bias, act, slope));
 }
 
 std::tuple<Tensor, Tensor, Tensor> backward_path(const Tensor& grad_output, const Tensor& input, const Tensor& weight,
                                                  const Tensor& saved, bool has_bias, Act act_, double slope,
-                                                 std::array<bool, 2> mask, bool direct) {
+                                                 std::array<bool, 2> mask, int path) {
   const auto [act, M, N, K, x, g, s] =
       prepare_linear_act_backward(grad_output, input, weight, saved, activation_names()[int(act_)]);
   const DType dt = cpu_dtype(input, kLinearActOp);
@@ -137,7 +160,7 @@ std::tuple<Tensor, Tensor, Tensor> backward_path(const Tensor& grad_output, cons
   Tensor gb = has_bias ? at::empty({N}, opts) : at::empty({0}, opts);
   Tensor gi, gw;
   const auto& kern = linear_act_cpu_kernels();
-  if (direct) {
+  if (path == kDirect) {
     gi = mask[0] ? at::empty({M, K}, opts) : at::empty({0}, opts);
     gw = mask[1] ? at::empty({N, K}, opts) : at::empty({0}, opts);
     const Tensor xc = x.contiguous(), wc = weight.contiguous();
@@ -151,8 +174,9 @@ std::tuple<Tensor, Tensor, Tensor> backward_path(const Tensor& grad_output, cons
     if (!identity || has_bias)
       kern.backward_act_bias(dt, g.data_ptr(), s.data_ptr(), identity ? nullptr : gz.data_ptr(),
                              has_bias ? gb.data_ptr() : nullptr, M, N, int(act), slope);
-    gi = mask[0] ? at::mm(gz, weight) : at::empty({0}, opts);
-    gw = mask[1] ? at::mm(gz.t(), x) : at::empty({0}, opts);
+    const bool f32 = path == kGemmF32;
+    gi = mask[0] ? mm_as(f32, gz, weight) : at::empty({0}, opts);
+    gw = mask[1] ? mm_as(f32, gz.t(), x) : at::empty({0}, opts);
   }
   if (mask[0]) gi = gi.view(input.sizes());
   return {gi, gw, gb};
@@ -174,7 +198,7 @@ std::tuple<std::string, std::string> linear_act_path(const Tensor& input, const 
   if (input.is_cuda()) return g_linear_act_cuda_path(input, w, bias.has_value() && bias->defined(), act, slope);
   std::string why;
   const int path = linear_act_cpu_path(input, w, bias.has_value() && bias->defined(), act, slope, &why);
-  return {path == kDirect ? "direct" : "gemm", why};
+  return {kPathNames[path], why};
 }
 
 namespace {
