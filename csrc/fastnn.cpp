@@ -4,7 +4,6 @@
 //   fastnn::linear_act*, activation   csrc/linear_act/  (linear_act.cpp: CPU + autograd, linear_act_cuda.*: CUDA)
 //   fastnn::mlp*             csrc/mlp/  (mlp.cpp: both backends through linear_act's kernels, one autograd node)
 //   fastnn::adam_, rmsprop_, sgd_, adagrad_   csrc/optim/  (optim.cpp: CPU, optim_cuda.*: CUDA)
-#include <ATen/autocast_mode.h>
 #include <torch/extension.h>
 
 #include "common/act_names.h"
@@ -112,16 +111,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("get_cpu_path", &fastnn::get_cpu_path, "The forced CPU paths, or 'auto'");
   m.def("cpu_path_choices", &fastnn::cpu_path_choices, "Every path chosen in this process (CPU, and CUDA where measured): (key, path, reason)");
   m.def("clear_cpu_path_choices", &fastnn::clear_cpu_path_choices, "Forget this process's path choices");
-  // One call for fastnn.nn.FusedSequential's memoized per-run answers: everything outside the input's
-  // shape and dtype that can change them (a Python call costs ~1 us on a 2-core CPU, so one, not three).
-  m.def(
-      "cpu_path_context",
-      []() -> uint64_t {
-        return fastnn::path_choice_generation() * 4 + (at::autocast::is_autocast_enabled(at::kCPU) ? 2 : 0) +
-               (at::globalContext().deterministicAlgorithms() ? 1 : 0);
-      },
-      "A number that changes whenever an earlier CPU path answer may no longer hold (path forcing or "
-      "forgetting, the CPU kernel table, autocast, deterministic mode)");
+  m.def("cpu_path_context", &fastnn::cpu_path_context,
+        "A number that changes whenever an earlier CPU path answer may no longer hold (path forcing or "
+        "forgetting, the CPU kernel table, autocast, deterministic mode)");
   m.def("cpu_path_cache_file", &fastnn::cpu_path_cache_file, "The on-disk cache of CPU path choices ('' if off)");
   m.def("q8_quantize", &fastnn::q8_quantize, pybind11::arg("values"), pybind11::arg("signed"),
         "8-bit optimizer state: (uint8 codes, float32 scale per block of 256) of float values");

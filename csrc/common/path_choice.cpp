@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
 #include <ATen/core/grad_mode.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/version.h>
@@ -262,8 +263,12 @@ namespace {
 std::atomic<uint64_t> g_generation{0};
 }  // namespace
 
-uint64_t path_choice_generation() { return g_generation.load(std::memory_order_acquire); }
 void bump_path_choice_generation() { g_generation.fetch_add(1, std::memory_order_acq_rel); }
+
+uint64_t cpu_path_context() {
+  return g_generation.load(std::memory_order_acquire) * 4 + (at::autocast::is_autocast_enabled(at::kCPU) ? 2 : 0) +
+         (at::globalContext().deterministicAlgorithms() ? 1 : 0);
+}
 
 void set_cpu_path(const std::string& spec) {
   std::vector<std::string> forced = parse_spec(spec);

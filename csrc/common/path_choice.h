@@ -73,10 +73,12 @@ std::string get_cpu_path();
 std::vector<std::tuple<std::string, std::string, std::string>> cpu_path_choices();
 // Forget the in-process choices (the disk cache stays): for tests and benchmarks.
 void clear_cpu_path_choices();
-// Bumped whenever an earlier answer of choose_path may no longer hold (forcing, forgetting, switching the
-// CPU kernel table), so callers that memoize answers (fastnn.nn.FusedSequential) know to ask again.
-uint64_t path_choice_generation();
+// Called whenever an earlier answer of choose_path may no longer hold (forcing, forgetting, switching the
+// CPU kernel table).
 void bump_path_choice_generation();
+// A number that changes whenever an earlier CPU answer may no longer hold: those changes, plus autocast
+// and deterministic mode. Callers that memoize answers (fastnn.nn.FusedSequential) key them on it.
+uint64_t cpu_path_context();
 // The on-disk cache file ("" when disabled by FASTNN_CACHE_DIR="").
 std::string cpu_path_cache_file();
 

@@ -46,7 +46,7 @@ std::tuple<Tensor, Tensor, Tensor> backward_path(const Tensor& grad_output, cons
                                                  const Tensor& saved, bool has_bias, Act act, double slope,
                                                  std::array<bool, 2> mask, int path);
 
-// kDirect or kGemm: measured once per shape class on this machine (csrc/common/path_choice.h), the fixed
+// kDirect, kGemm or (bfloat16) kGemmF32: measured once per shape class on this machine (csrc/common/path_choice.h), the fixed
 // rule for empty batches and in deterministic mode. why, when given, receives the reason.
 int linear_act_cpu_path(const Tensor& input, const Tensor& weight, bool has_bias, Act act, double slope,
                         std::string* why = nullptr) {
