@@ -103,6 +103,14 @@ PYBIND11_MODULE(_C, m) {
       pybind11::arg("input"), pybind11::arg("weights"), pybind11::arg("biases") = pybind11::none(),
       pybind11::arg("activations") = pybind11::none(), pybind11::arg("negative_slopes") = pybind11::none(),
       "Which kernels fastnn.mlp runs for this input and these layers, and why: (path, reason)");
+  m.def("linear_act", &fastnn::linear_act_eager, pybind11::arg("input"), pybind11::arg("weight"),
+        pybind11::arg("bias"), pybind11::arg("activation"), pybind11::arg("negative_slope"),
+        pybind11::call_guard<pybind11::gil_scoped_release>(),
+        "torch.ops.fastnn.linear_act called typed: fastnn.linear_act's eager entry (fastnn/_ops.py)");
+  m.def("mlp", &fastnn::mlp_eager, pybind11::arg("input"), pybind11::arg("weights"), pybind11::arg("biases"),
+        pybind11::arg("activations"), pybind11::arg("negative_slopes"),
+        pybind11::call_guard<pybind11::gil_scoped_release>(),
+        "torch.ops.fastnn.mlp called typed: fastnn.mlp's eager entry (fastnn/_ops.py)");
   m.def("linear_act_path", &fastnn::linear_act_path, pybind11::arg("input"), pybind11::arg("weight"),
         pybind11::arg("bias") = pybind11::none(), pybind11::arg("activation") = "identity",
         pybind11::arg("negative_slope") = 0.01,

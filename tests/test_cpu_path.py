@@ -196,3 +196,52 @@ def test_fused_sequential_keeps_answers_until_something_changes(auto_paths, monk
     assert fastnn._C.cpu_path_context() != g0
     fastnn._C.clear_cpu_path_choices()
     assert fastnn._C.cpu_path_context() != g0
+
+
+def _ran_a_gemm(fn):
+    """Whether fn() called torch's GEMMs (linear_act's "gemm" path does; "direct" does not)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return any(e.key in ("aten::mm", "aten::addmm") for e in prof.key_averages())
+
+
+def test_linear_act_follows_every_change_of_answer(auto_paths):
+    # The op keeps each thread's recent answers (csrc/common/path_choice.h, remembered_cpu_path): they
+    # must give way at once to forcing, to deterministic mode and to forgetting.
+    x, w, b = torch.randn(48, 32), torch.randn(24, 32, requires_grad=True), torch.randn(24)
+    step = lambda: fastnn.linear_act(x, w, b, "tanh").sum().backward()  # noqa: E731
+    for p, gemm in (("direct", False), ("gemm", True), ("direct", False)):
+        fastnn.set_cpu_path(p)
+        assert _ran_a_gemm(step) == gemm, p
+    fastnn.set_cpu_path("auto")
+    measured = fastnn.linear_act_path(x, w, b, "tanh")[0]
+    assert _ran_a_gemm(step) == (measured == "gemm")
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert _ran_a_gemm(step)  # in_features 32 > 16: the fixed rule's GEMMs
+    finally:
+        torch.use_deterministic_algorithms(before)
+    assert _ran_a_gemm(step) == (measured == "gemm")
+
+
+def test_linear_act_without_autograd_is_the_same_op(auto_paths):
+    # With nothing to record the op skips its autograd node: the same bits, no graph.
+    x = torch.randn(33, 20, dtype=torch.float64)
+    w = torch.randn(17, 20, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(17, dtype=torch.float64, requires_grad=True)
+    y = fastnn.linear_act(x, w, b, "gelu")
+    assert y.grad_fn is not None
+    with torch.no_grad():
+        y0 = fastnn.linear_act(x, w, b, "gelu")
+    y1 = fastnn.linear_act(x, w.detach(), b.detach(), "gelu")
+    for z in (y0, y1):
+        assert z.grad_fn is None and not z.requires_grad and torch.equal(z, y)
+    with torch.inference_mode():
+        assert torch.equal(fastnn.linear_act(x, w, b, "gelu"), y)
+    # forward-mode AD is refused in either case, never silently dropped
+    import torch.autograd.forward_ad as fwAD
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad), fwAD.dual_level():
+            with pytest.raises(RuntimeError, match="jvp is not implemented"):
+                fastnn.linear_act(fwAD.make_dual(x, torch.ones_like(x)), w.detach(), b.detach(), "gelu")

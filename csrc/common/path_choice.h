@@ -16,6 +16,7 @@
 // captured), where the fixed rule is taken and kept as the choice, so that the captured graph and
 // later eager calls run the same path.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -26,6 +27,8 @@
 #include <ATen/core/Tensor.h>
 
 namespace fastnn {
+
+constexpr int64_t kMaxBatchClass = 4096;  // PathQuery::max_batch_class unless the op sets another
 
 struct PathQuery {
   const char* op;                  // "fastnn.mlp"
@@ -43,7 +46,7 @@ struct PathQuery {
   std::string device;
   std::function<void()> sync;
   bool can_measure = true;
-  int64_t max_batch_class = 4096;  // batches beyond it are timed (and keyed) at this many rows
+  int64_t max_batch_class = kMaxBatchClass;  // batches beyond it are timed (and keyed) at this many rows
 };
 
 // CUDA builds (path_choice_cuda.cpp): q measures on t's device: the GPU model and SM count enter the key,
@@ -79,6 +82,29 @@ void bump_path_choice_generation();
 // A number that changes whenever an earlier CPU answer may no longer hold: those changes, plus autocast
 // and deterministic mode. Callers that memoize answers (fastnn.nn.FusedSequential) key them on it.
 uint64_t cpu_path_context();
+// For ops that ask every call (fastnn::linear_act, forward and backward): the answers this thread got
+// lately, keyed by what the op's shape class is made of (packed into key) and valid while
+// cpu_path_context() is unchanged. A hit skips building the query's strings, lists and lock (about
+// half a microsecond). ask() is the full question (choose_path); callers send empty batches and
+// requests for a reason straight to it.
+template <class Ask>
+int remembered_cpu_path(const std::array<int64_t, 4>& key, Ask&& ask) {
+  struct Slot {
+    uint64_t context = 0;  // cpu_path_context() + 1; 0: empty
+    std::array<int64_t, 4> key{};
+    int path = 0;
+  };
+  constexpr int kSlots = 8;
+  thread_local Slot slots[kSlots];
+  thread_local int next = 0;
+  const uint64_t context = cpu_path_context() + 1;
+  for (const Slot& s : slots)
+    if (s.context == context && s.key == key) return s.path;
+  const int path = ask();
+  slots[next] = {context, key, path};
+  next = (next + 1) % kSlots;
+  return path;
+}
 // The on-disk cache file ("" when disabled by FASTNN_CACHE_DIR="").
 std::string cpu_path_cache_file();
 

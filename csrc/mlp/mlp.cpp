@@ -438,7 +438,20 @@ Tensor mlp_autograd(const Tensor& input, at::TensorList weights, const Biases& b
   std::vector<Tensor> defined;
   for (size_t l = 0; l < biases.size(); ++l)
     if (defined_at(biases, l)) defined.push_back(*biases.get(l));
-  return MlpFunction::apply(input, weights, at::TensorList(defined), biases, activations, slopes.vec());
+  bool record = false, dual = false;
+  auto see = [&](const Tensor& t) {
+    record = record || t.requires_grad();
+    dual = dual || t._fw_grad(/*level=*/0).defined();
+  };
+  see(input);
+  for (const Tensor& t : weights) see(t);
+  for (const Tensor& t : defined) see(t);
+  // As linear_act_autograd: with nothing to record, no node; forward-mode AD goes to the Function,
+  // which refuses it.
+  if ((torch::autograd::GradMode::is_enabled() && record) || dual)
+    return MlpFunction::apply(input, weights, at::TensorList(defined), biases, activations, slopes.vec());
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return mlp_op().call(input, weights, biases, activations, slopes);
 }
 
 // Under torch.autocast the chain runs in the autocast dtype, as a stack of nn.Linear does.
@@ -446,10 +459,7 @@ template <c10::DeviceType D, c10::DispatchKey K>
 Tensor mlp_autocast(const Tensor& input, at::TensorList weights, const Biases& biases,
                     const std::vector<std::string>& activations, at::ArrayRef<double> slopes) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(K);
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("fastnn::mlp", "")
-                       .typed<Tensor(const Tensor&, at::TensorList, const Biases&, const std::vector<std::string>&,
-                                     at::ArrayRef<double>)>();
+  const auto& op = mlp_op();
   const auto dt = at::autocast::get_autocast_dtype(D);
   auto cast = [&](const Tensor& t) { return at::autocast::cached_cast(dt, t, D); };
   std::vector<Tensor> w;
@@ -463,6 +473,20 @@ Tensor mlp_autocast(const Tensor& input, at::TensorList weights, const Biases& b
 }  // namespace
 
 MlpCudaPath g_mlp_cuda_path = nullptr;
+
+const c10::TypedOperatorHandle<MlpSignature>& mlp_op() {
+  static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("fastnn::mlp", "").typed<MlpSignature>();
+  return op;
+}
+
+Tensor mlp_eager(const Tensor& input, const std::vector<Tensor>& weights,
+                 const std::vector<c10::optional<Tensor>>& biases, const std::vector<std::string>& activations,
+                 const std::vector<double>& slopes) {
+  Biases b;
+  b.reserve(biases.size());
+  for (const auto& t : biases) b.push_back(t);
+  return mlp_op().call(input, weights, b, activations, slopes);
+}
 
 std::tuple<std::string, std::string> mlp_path(const Tensor& input, at::TensorList weights, const Biases& biases,
                                               const std::vector<std::string>& activations, at::ArrayRef<double> slopes) {

@@ -87,6 +87,15 @@ Grads backward_layers(const std::vector<MlpLayer>& layers, const at::Tensor& gra
 // fastnn::activation through the dispatcher (the output a z-saving layer's backward recomputes).
 at::Tensor mlp_activation(const at::Tensor& z, c10::string_view activation, double slope);
 
+// fastnn::mlp, typed (the autograd and autocast kernels redispatch to it), and its eager Python entry
+// (fastnn.mlp, FusedSequential): as linear_act_eager, the op without the boxed call.
+using MlpSignature = at::Tensor(const at::Tensor&, at::TensorList, const Biases&, const std::vector<std::string>&,
+                                at::ArrayRef<double>);
+const c10::TypedOperatorHandle<MlpSignature>& mlp_op();
+at::Tensor mlp_eager(const at::Tensor& input, const std::vector<at::Tensor>& weights,
+                     const std::vector<c10::optional<at::Tensor>>& biases, const std::vector<std::string>& activations,
+                     const std::vector<double>& slopes);
+
 // Which path a chain takes on its device, and why: ("tiled" | "fused" | "layers", reason). This may
 // measure (once per shape class); biases/activations/slopes default to none/identity.
 std::tuple<std::string, std::string> mlp_path(const at::Tensor& input, at::TensorList weights, const Biases& biases,
