@@ -241,6 +241,39 @@ def test_torch_compile_fullgraph():
         torch.testing.assert_close(a, e)
 
 
+def test_torch_function_overrides_see_the_ops():
+    # Eager calls take a typed entry (_C.linear_act, _C.mlp); __torch_function__ modes and subclasses
+    # must still see torch.ops.fastnn.* as they would any torch op.
+    from torch.overrides import TorchFunctionMode
+
+    class Record(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.seen.append(func)
+            return func(*args, **(kwargs or {}))
+
+    class Tagged(torch.Tensor):
+        calls = []
+
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            cls.calls.append(func)
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    x, w, b = torch.randn(6, 5), torch.randn(3, 5), torch.randn(3)
+    want = fastnn.linear_act(x, w, b, "tanh")
+    with Record() as mode:
+        got = fastnn.linear_act(x, w, b, "tanh")
+        fastnn.mlp(x, [w], [b], "tanh")
+    assert torch.ops.fastnn.linear_act.default in mode.seen and torch.ops.fastnn.mlp.default in mode.seen
+    assert torch.equal(got, want)
+    got = fastnn.nn.Linear(5, 3, activation="tanh")(x.as_subclass(Tagged))
+    assert torch.ops.fastnn.linear_act.default in Tagged.calls and isinstance(got, Tagged)
+
+
 class TestBadInput:
     def test_unknown_activation(self):
         x, w, b = make((3, 4), 2, dtype=torch.float32)
