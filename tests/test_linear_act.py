@@ -274,6 +274,30 @@ def test_torch_function_overrides_see_the_ops():
     assert torch.ops.fastnn.linear_act.default in Tagged.calls and isinstance(got, Tagged)
 
 
+def test_typed_entry_works_under_dispatch_level_tracing():
+    # Fake tensors, make_fx and vmap act at the dispatcher, below both entries: the typed one must give
+    # what torch.ops gives (the same op in the graph, the same shapes and values).
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    x, w, b = torch.randn(6, 5), torch.randn(3, 5), torch.randn(3)
+    for entry in (fastnn._C.linear_act, fastnn._C.mlp):
+        if entry is fastnn._C.linear_act:
+            f = lambda x, w, b: entry(x, w, b, "tanh", 0.01)  # noqa: E731
+            op = torch.ops.fastnn.linear_act.default
+        else:
+            f = lambda x, w, b: entry(x, [w], [b], ["tanh"], [0.01])  # noqa: E731
+            op = torch.ops.fastnn.mlp.default
+        with FakeTensorMode() as mode:
+            y = f(mode.from_tensor(x), mode.from_tensor(w), mode.from_tensor(b))
+            assert tuple(y.shape) == (6, 3)
+        graph = make_fx(f)(x, w, b).graph
+        assert [n.target for n in graph.nodes if n.op == "call_function"] == [op]
+        if op is torch.ops.fastnn.linear_act.default:  # mlp (tensor lists) has no vmap fallback either way
+            batched = torch.func.vmap(lambda xi: f(xi, w, b))(x.unsqueeze(1))
+            torch.testing.assert_close(batched.squeeze(1), f(x, w, b))
+
+
 class TestBadInput:
     def test_unknown_activation(self):
         x, w, b = make((3, 4), 2, dtype=torch.float32)
