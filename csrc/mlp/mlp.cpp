@@ -9,6 +9,7 @@
 // pre-activation, from which backward recomputes the output the next layer read.
 #include <ATen/autocast_mode.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/functions/utils.h>
 #include <torch/library.h>
 
 #include "../common/path_choice.h"
@@ -438,17 +439,11 @@ Tensor mlp_autograd(const Tensor& input, at::TensorList weights, const Biases& b
   std::vector<Tensor> defined;
   for (size_t l = 0; l < biases.size(); ++l)
     if (defined_at(biases, l)) defined.push_back(*biases.get(l));
-  bool record = false, dual = false;
-  auto see = [&](const Tensor& t) {
-    record = record || t.requires_grad();
-    dual = dual || t._fw_grad(/*level=*/0).defined();
-  };
-  see(input);
-  for (const Tensor& t : weights) see(t);
-  for (const Tensor& t : defined) see(t);
+  using namespace torch::autograd;
   // As linear_act_autograd: with nothing to record, no node; forward-mode AD goes to the Function,
   // which refuses it.
-  if ((torch::autograd::GradMode::is_enabled() && record) || dual)
+  if (compute_requires_grad(input, weights, at::TensorList(defined)) || isFwGradDefined(input) ||
+      isFwGradDefinedTensorList(weights) || isFwGradDefinedTensorList(biases))
     return MlpFunction::apply(input, weights, at::TensorList(defined), biases, activations, slopes.vec());
   at::AutoDispatchBelowADInplaceOrView guard;
   return mlp_op().call(input, weights, biases, activations, slopes);
