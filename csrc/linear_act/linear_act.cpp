@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "../common/autograd_node.h"
 #include "../common/path_choice.h"
 #include "../cpu_isa/cpu_isa.h"
 #include "linear_act_common.h"
@@ -20,6 +21,7 @@ namespace fastnn {
 namespace {
 
 using at::Tensor;
+using torch::autograd::variable_list;
 
 // The one-pass kernels ("direct") against BLAS + the fused passes ("gemm"): measured per shape class
 // where in_features <= kDirectCandidateMaxK; the fixed rule (deterministic mode, empty batches) takes
@@ -247,43 +249,24 @@ Tensor activation_cpu(const Tensor& z, c10::string_view activation, double slope
 
 // ---- autograd ----
 
-class LinearActFunction : public torch::autograd::Function<LinearActFunction> {
- public:
-  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& input, const Tensor& weight,
-                        const c10::optional<Tensor>& bias, c10::string_view activation, double slope) {
-    static auto fwd = c10::Dispatcher::singleton()
-                          .findSchemaOrThrow("fastnn::linear_act_forward", "")
-                          .typed<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&,
-                                                            const c10::optional<Tensor>&, c10::string_view,
-                                                            double)>();
-    const Act act = parse_activation(kLinearActOp, activation);
-    Tensor y, z;
-    {
-      at::AutoDispatchBelowADInplaceOrView guard;
-      std::tie(y, z) = fwd.call(input, weight, bias, activation, slope);
-    }
-    const bool has_bias = bias.has_value() && bias->defined();
-    const bool from_output = act_saves_output(act, slope);
-    ctx->save_for_backward({input, weight, has_bias ? *bias : Tensor(), from_output ? y : z});
-    ctx->saved_data["act"] = int64_t(act);
-    ctx->saved_data["slope"] = slope;
-    return y;
-  }
+// The backward node: saved input, weight, bias (undefined without one) and the block the
+// activation's derivative is taken from (the output, or the pre-activation z); attributes act, slope.
+struct LinearActBackward {
+  static constexpr const char* kName = "LinearActBackward";
 
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
+  static variable_list backward(const variable_list& grads, const variable_list& saved, const NodeAttrs& attrs,
+                                const std::vector<bool>& needs) {
     static auto bwd = c10::Dispatcher::singleton()
                           .findSchemaOrThrow("fastnn::linear_act_backward", "")
                           .typed<std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
                                                                     const Tensor&, bool, c10::string_view, double,
                                                                     std::array<bool, 2>)>();
-    auto saved = ctx->get_saved_variables();
     const Tensor &input = saved[0], &weight = saved[1], &bias = saved[2], &s = saved[3];
-    const Act act = Act(ctx->saved_data["act"].toInt());
-    const double slope = ctx->saved_data["slope"].toDouble();
+    const Act act = Act(attrs[0].toInt());
+    const double slope = attrs[1].toDouble();
     const bool has_bias = bias.defined();
-    Tensor g = grads[0];
-    if (!g.defined()) return {Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    const Tensor& g = grads[0];
+    if (!g.defined()) return {Tensor(), Tensor(), Tensor()};
     Tensor gi, gw, gb;
     if (torch::autograd::GradMode::is_enabled()) {
       // create_graph=True: recompute z with differentiable ops (so second derivatives through z are
@@ -296,31 +279,52 @@ class LinearActFunction : public torch::autograd::Function<LinearActFunction> {
       const int64_t K = weight.size(1), N = weight.size(0);
       const int64_t M = linear_rows(input);
       Tensor gz2 = gz.reshape({M, N});
-      gi = ctx->needs_input_grad(0) ? gz.matmul(weight) : Tensor();
-      gw = ctx->needs_input_grad(1) ? gz2.t().mm(input.reshape({M, K})) : Tensor();
-      gb = has_bias && ctx->needs_input_grad(2) ? gz2.sum(0) : Tensor();
+      gi = needs[0] ? gz.matmul(weight) : Tensor();
+      gw = needs[1] ? gz2.t().mm(input.reshape({M, K})) : Tensor();
+      gb = has_bias && needs[2] ? gz2.sum(0) : Tensor();
     } else {
-      std::array<bool, 2> mask{ctx->needs_input_grad(0), ctx->needs_input_grad(1)};
+      std::array<bool, 2> mask{needs[0], needs[1]};
+      // Nothing to record, so past the Autograd key: its fallback for an op without an autograd
+      // kernel is boxed (the arguments packed into IValues, strings copied) on every call.
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
       std::tie(gi, gw, gb) = bwd.call(g, input, weight, s, has_bias, activation_names()[int(act)], slope, mask);
       if (!mask[0]) gi = Tensor();
       if (!mask[1]) gw = Tensor();
-      if (!has_bias || !ctx->needs_input_grad(2)) gb = Tensor();
+      if (!has_bias || !needs[2]) gb = Tensor();
     }
-    return {gi, gw, gb, Tensor(), Tensor()};
+    return {gi, gw, gb};
   }
 };
 
 Tensor linear_act_autograd(const Tensor& input, const Tensor& weight, const c10::optional<Tensor>& bias,
                            c10::string_view activation, double slope) {
-  using torch::autograd::isFwGradDefined;
-  // Forward-mode AD goes through the Function too, which refuses it (no jvp) rather than drop it.
-  if (torch::autograd::compute_requires_grad(input, weight, bias) || isFwGradDefined(input) ||
-      isFwGradDefined(weight) || isFwGradDefined(bias))
-    return LinearActFunction::apply(input, weight, bias, activation, slope);
-  // Nothing to record (inference, no_grad): the backend's output-only kernel, without building a
-  // node, its context and saved tensors (with the path memo: a 4x16x16 layer 7.2 -> 5.0 us, Zen 4).
-  at::AutoDispatchBelowADInplaceOrView guard;
-  return linear_act_op().call(input, weight, bias, activation, slope);
+  using namespace torch::autograd;
+  refuse_forward_ad(kLinearActOp, isFwGradDefined(input) || isFwGradDefined(weight) || isFwGradDefined(bias));
+  if (!compute_requires_grad(input, weight, bias)) {
+    // Nothing to record (inference, no_grad): the backend's output-only kernel, without a node and
+    // saved tensors (with the path memo: a 4x16x16 layer 7.2 -> 5.0 us, Zen 4).
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return linear_act_op().call(input, weight, bias, activation, slope);
+  }
+  static auto fwd = c10::Dispatcher::singleton()
+                        .findSchemaOrThrow("fastnn::linear_act_forward", "")
+                        .typed<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const c10::optional<Tensor>&,
+                                                          c10::string_view, double)>();
+  Tensor y, z;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    std::tie(y, z) = fwd.call(input, weight, bias, activation, slope);
+  }
+  const Act act = parse_activation(kLinearActOp, activation);
+  const Tensor b = bias.has_value() && bias->defined() ? *bias : Tensor();
+  auto node = FusedBackwardNode<LinearActBackward>::make({input, weight, b}, {int64_t(act), slope});
+  set_history(y, node);
+  node->save(input);
+  node->save(weight);
+  node->save(b);
+  const bool from_output = act_saves_output(act, slope);
+  node->save(from_output ? y : z, /*is_output=*/from_output);
+  return y;
 }
 
 // Under torch.autocast the op runs in the autocast dtype, as nn.Linear does.

@@ -12,6 +12,7 @@
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/library.h>
 
+#include "../common/autograd_node.h"
 #include "../common/path_choice.h"
 #include "../cpu_isa/cpu_isa.h"
 #include "mlp_common.h"
@@ -337,46 +338,21 @@ Grads mlp_backward_cpu(const Tensor& grad_output, const Tensor& input, at::Tenso
 
 // ---- autograd: one node for the whole chain ----
 
-class MlpFunction : public torch::autograd::Function<MlpFunction> {
- public:
-  // defined_biases are the defined entries of biases (the autograd variables); biases itself tells
-  // which layers have one.
-  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& input, at::TensorList weights,
-                        at::TensorList defined_biases, const Biases& biases,
-                        const std::vector<std::string>& activations, const std::vector<double>& slopes) {
-    static auto fwd = c10::Dispatcher::singleton()
-                          .findSchemaOrThrow("fastnn::mlp_forward", "")
-                          .typed<std::tuple<Tensor, Tensor>(const Tensor&, at::TensorList, const Biases&,
-                                                            const std::vector<std::string>&, at::ArrayRef<double>)>();
-    const auto layers = check_mlp_args(input, weights, biases, activations, slopes);
-    const size_t L = layers.size();
-    Tensor y, arena;
-    {
-      at::AutoDispatchBelowADInplaceOrView guard;
-      std::tie(y, arena) = fwd.call(input, weights, biases, activations, slopes);
-    }
-    std::vector<Tensor> to_save{input};
-    to_save.insert(to_save.end(), weights.begin(), weights.end());
-    for (size_t l = 0; l < L; ++l) to_save.push_back(layers[l].has_bias ? *biases.get(l) : Tensor());
-    to_save.push_back(arena);
-    to_save.push_back(layers.back().saves_output ? y : Tensor());
-    ctx->save_for_backward(to_save);
-    std::vector<int64_t> acts(L);
-    for (size_t l = 0; l < L; ++l) acts[l] = int64_t(layers[l].act);
-    ctx->saved_data["acts"] = acts;
-    ctx->saved_data["slopes"] = slopes;
-    return y;
-  }
+// The backward node: saved input, the weights, each layer's bias (undefined without one), the arena
+// and the output (undefined unless the last layer's derivative is taken from it); attributes: the
+// activation codes and slopes. Gradients in edge order: input, the weights, the defined biases.
+struct MlpBackward {
+  static constexpr const char* kName = "MlpBackward";
 
-  static variable_list backward(torch::autograd::AutogradContext* ctx, variable_list grads) {
+  static variable_list backward(const variable_list& grads, const variable_list& sv, const NodeAttrs& attrs,
+                                const std::vector<bool>& needs) {
     static auto bwd = c10::Dispatcher::singleton()
                           .findSchemaOrThrow("fastnn::mlp_backward", "")
                           .typed<std::tuple<Tensor, std::vector<Tensor>, std::vector<Tensor>>(
                               const Tensor&, const Tensor&, at::TensorList, const Biases&, const Tensor&,
                               const Tensor&, const std::vector<std::string>&, at::ArrayRef<double>, bool)>();
-    const auto sv = ctx->get_saved_variables();
-    const auto acts = ctx->saved_data["acts"].toIntVector();
-    const auto slopes = ctx->saved_data["slopes"].toDoubleVector();
+    const auto acts = attrs[0].toIntVector();
+    const auto slopes = attrs[1].toDoubleVector();
     const size_t L = acts.size();
     const Tensor& input = sv[0];
     const std::vector<Tensor> weights(sv.begin() + 1, sv.begin() + 1 + L);
@@ -385,12 +361,12 @@ class MlpFunction : public torch::autograd::Function<MlpFunction> {
     const Tensor output = sv[2 + 2 * L].defined() ? sv[2 + 2 * L] : at::empty({0}, input.options());
     std::vector<std::string> names(L);
     for (size_t l = 0; l < L; ++l) names[l] = activation_names()[acts[l]];
-    // Gradient slots: input, the weights, the defined biases, then the three non-tensor arguments.
+    // Gradient slots: input, the weights, the defined biases.
     std::vector<size_t> bias_slot(L, 0);
     size_t slots = 1 + L;
     for (size_t l = 0; l < L; ++l)
       if (bias_or_none[l].defined()) bias_slot[l] = slots++;
-    variable_list out(slots + 3);
+    variable_list out(slots);
     const Tensor& g = grads[0];
     if (!g.defined()) return out;
 
@@ -405,7 +381,7 @@ class MlpFunction : public torch::autograd::Function<MlpFunction> {
       std::vector<Tensor> wrt;
       std::vector<size_t> where;
       auto want = [&](const Tensor& t, size_t slot) {
-        if (ctx->needs_input_grad(slot)) {
+        if (needs[slot]) {
           wrt.push_back(t);
           where.push_back(slot);
         }
@@ -424,11 +400,13 @@ class MlpFunction : public torch::autograd::Function<MlpFunction> {
     Biases biases;
     for (size_t l = 0; l < L; ++l)
       biases.push_back(bias_or_none[l].defined() ? c10::optional<Tensor>(bias_or_none[l]) : c10::nullopt);
-    auto [gi, gw, gb] = bwd.call(g, input, weights, biases, arena, output, names, slopes, ctx->needs_input_grad(0));
-    if (ctx->needs_input_grad(0)) out[0] = gi;
+    // Past the Autograd key, as linear_act's backward: its fallback would box every argument.
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    auto [gi, gw, gb] = bwd.call(g, input, weights, biases, arena, output, names, slopes, needs[0]);
+    if (needs[0]) out[0] = gi;
     for (size_t l = 0; l < L; ++l) {
-      if (ctx->needs_input_grad(1 + l)) out[1 + l] = gw[l];
-      if (bias_or_none[l].defined() && ctx->needs_input_grad(bias_slot[l])) out[bias_slot[l]] = gb[l];
+      if (needs[1 + l]) out[1 + l] = gw[l];
+      if (bias_or_none[l].defined() && needs[bias_slot[l]]) out[bias_slot[l]] = gb[l];
     }
     return out;
   }
@@ -440,13 +418,38 @@ Tensor mlp_autograd(const Tensor& input, at::TensorList weights, const Biases& b
   for (size_t l = 0; l < biases.size(); ++l)
     if (defined_at(biases, l)) defined.push_back(*biases.get(l));
   using namespace torch::autograd;
-  // As linear_act_autograd: with nothing to record, no node; forward-mode AD goes to the Function,
-  // which refuses it.
-  if (compute_requires_grad(input, weights, at::TensorList(defined)) || isFwGradDefined(input) ||
-      isFwGradDefinedTensorList(weights) || isFwGradDefinedTensorList(biases))
-    return MlpFunction::apply(input, weights, at::TensorList(defined), biases, activations, slopes.vec());
-  at::AutoDispatchBelowADInplaceOrView guard;
-  return mlp_op().call(input, weights, biases, activations, slopes);
+  refuse_forward_ad(kMlpOp, isFwGradDefined(input) || isFwGradDefinedTensorList(weights) ||
+                                isFwGradDefinedTensorList(biases));
+  if (!compute_requires_grad(input, weights, at::TensorList(defined))) {
+    // As linear_act_autograd: with nothing to record, no node.
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return mlp_op().call(input, weights, biases, activations, slopes);
+  }
+  static auto fwd = c10::Dispatcher::singleton()
+                        .findSchemaOrThrow("fastnn::mlp_forward", "")
+                        .typed<std::tuple<Tensor, Tensor>(const Tensor&, at::TensorList, const Biases&,
+                                                          const std::vector<std::string>&, at::ArrayRef<double>)>();
+  const auto layers = check_mlp_args(input, weights, biases, activations, slopes);
+  const size_t L = layers.size();
+  Tensor y, arena;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    std::tie(y, arena) = fwd.call(input, weights, biases, activations, slopes);
+  }
+  variable_list edges{input};
+  edges.insert(edges.end(), weights.begin(), weights.end());
+  edges.insert(edges.end(), defined.begin(), defined.end());
+  std::vector<int64_t> acts(L);
+  for (size_t l = 0; l < L; ++l) acts[l] = int64_t(layers[l].act);
+  auto node = FusedBackwardNode<MlpBackward>::make(edges, {acts, slopes.vec()});
+  set_history(y, node);
+  node->save(input);
+  for (const auto& w : weights) node->save(w);
+  for (size_t l = 0; l < L; ++l) node->save(layers[l].has_bias ? *biases.get(l) : Tensor());
+  node->save(arena);
+  const bool saves_output = layers.back().saves_output;
+  node->save(saves_output ? y : Tensor(), /*is_output=*/saves_output);
+  return y;
 }
 
 // Under torch.autocast the chain runs in the autocast dtype, as a stack of nn.Linear does.

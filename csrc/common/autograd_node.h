@@ -1,0 +1,132 @@
+// The backward node of a fused op (linear_act, mlp): the saved tensors, a few plain attributes and a
+// function from the output gradient to one gradient per forward tensor input.
+//
+// Why not torch::autograd::Function: its node (CppNode) keeps an AutogradContext (a string-keyed
+// map for attributes, VariableInfo per input and output, a mutex) and its apply wraps outputs
+// generically; on a 4x16x16 layer that bookkeeping was ~8 us of a 45 us forward+backward against
+// torch's 29 us (benchmarks/RESULTS.md, "Per-call overhead"). This node keeps only what backward
+// reads. It supports what CppNode does: saved-tensor hooks and the in-place modification check
+// (both from SavedVariable), retain_graph, anomaly mode, and compiled autograd (compiled_args /
+// apply_with_saved, the node's backward bound as one opaque function, as CppNode binds its own).
+#pragma once
+
+#include <torch/autograd.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/saved_variable.h>
+#include <torch/csrc/dynamo/compiled_autograd.h>
+
+#include <string>
+#include <typeinfo>
+#include <vector>
+
+namespace fastnn {
+
+// Plain attributes of a node: integers and doubles (activation codes, slopes), kept as IValues so
+// compiled autograd can hash them into its cache key and pass them to the bound function.
+using NodeAttrs = std::vector<c10::IValue>;
+
+// Op must provide:
+//   static constexpr const char* kName;  // the node's name (grad_fn.name(), profiles)
+//   static variable_list backward(const variable_list& grads, const variable_list& saved,
+//                                 const NodeAttrs& attrs, const std::vector<bool>& needs_input_grad);
+// returning one gradient (or an undefined tensor) per forward tensor input, in edge order.
+template <class Op>
+struct FusedBackwardNode final : torch::autograd::Node {
+  using variable_list = torch::autograd::variable_list;
+
+  std::vector<torch::autograd::SavedVariable> saved;
+  std::vector<bool> saved_is_output;
+  NodeAttrs attrs;
+
+  // A node for outputs computed from inputs (any of which may be undefined or not need a gradient).
+  // Call save_output only after the outputs have their history (set_history): a saved output keeps
+  // no reference to its node, which unpack restores.
+  static c10::intrusive_ptr<FusedBackwardNode> make(const variable_list& inputs, NodeAttrs attrs) {
+    auto node = c10::make_intrusive<FusedBackwardNode>();
+    node->set_next_edges(torch::autograd::collect_next_edges(inputs));
+    node->attrs = std::move(attrs);
+    return node;
+  }
+  void save(const at::Tensor& t, bool is_output = false) {
+    saved.emplace_back(t, is_output);
+    saved_is_output.push_back(is_output);
+  }
+
+  std::string name() const override { return Op::kName; }
+
+  variable_list apply(variable_list&& grads) override {
+    variable_list unpacked;
+    unpacked.reserve(saved.size());
+    for (size_t i = 0; i < saved.size(); ++i)
+      unpacked.push_back(saved[i].unpack(saved_is_output[i] ? getptr() : nullptr));
+    std::vector<bool> needs(num_outputs());
+    for (size_t i = 0; i < needs.size(); ++i) needs[i] = task_should_compute_output(i);
+    return Op::backward(grads, unpacked, attrs, needs);
+  }
+
+  void release_variables() override {
+    for (auto& s : saved) s.reset_data();
+  }
+
+  // ---- compiled autograd: the same protocol as CppNode ----
+  void compiled_args(torch::dynamo::autograd::CompiledNodeArgs& args) const override {
+    args.collect(static_cast<uint64_t>(typeid(Op).hash_code()));
+    args.collect(std::string(Op::kName));
+    for (size_t i = 0; i < saved.size(); ++i) args.collect(saved[i], bool(saved_is_output[i]));
+    // Attributes select kernels: specialize the compiled graph on them rather than lift them.
+    args.collect(attrs.size());
+    for (const auto& a : attrs) {
+      if (a.isInt()) args.collect(a.toInt());
+      else if (a.isDouble()) args.collect(a.toDouble());
+      else if (a.isIntList()) args.collect(a.toIntVector());
+      else if (a.isDoubleList()) args.collect(a.toDoubleVector());
+      else TORCH_INTERNAL_ASSERT(false, Op::kName, ": attribute of an unexpected type");
+    }
+  }
+
+  variable_list apply_with_saved(const variable_list& grads,
+                                 torch::dynamo::autograd::SwapSavedVariables& swap) override {
+    for (auto& s : saved) swap.before(s);
+    using torch::dynamo::autograd::IValuePacker;
+    variable_list unpacked;
+    for (size_t i = 0; i < saved.size(); ++i)
+      unpacked.push_back(saved[i].unpack(saved_is_output[i] ? getptr() : nullptr));
+    std::vector<bool> needs(num_outputs());
+    for (size_t i = 0; i < needs.size(); ++i) needs[i] = task_should_compute_output(i);
+    // [saved tensors, attribute..., needs_input_grad]
+    std::vector<c10::IValue> args{IValuePacker<variable_list>::pack(unpacked)};
+    args.insert(args.end(), attrs.begin(), attrs.end());
+    args.push_back(IValuePacker<std::vector<bool>>::pack(needs));
+    std::vector<at::TypePtr> schema;
+    for (const auto& v : args) schema.push_back(v.isTensor() ? at::TensorType::get() : v.type());
+    const auto output_metadata =
+        torch::dynamo::autograd::IValuePacker<std::vector<std::optional<torch::autograd::InputMetadata>>>::pack(
+            torch::dynamo::autograd::get_input_metadata(next_edges()));
+    const auto& py = torch::dynamo::autograd::getPyCompilerInterface();
+    // Bound per call (as CppNode does): the schema may differ between cache misses. Not traceable:
+    // the compiled graph calls it as it is.
+    const auto fn_name = py->bind_function(swap.get_py_compiler(), Op::kName, &apply_functional, schema,
+                                           /*is_custom_function=*/true, /*is_traceable=*/false);
+    auto results = py->call_function(swap.get_py_compiler(), "apply_functional", fn_name, grads, args,
+                                      output_metadata);
+    for (auto& s : saved) swap.after(s);
+    return results;
+  }
+
+ private:
+  static variable_list apply_functional(const variable_list& grads, const std::vector<c10::IValue>& args) {
+    using torch::dynamo::autograd::IValuePacker;
+    const auto unpacked = IValuePacker<variable_list>::unpack(args.front());
+    const NodeAttrs attrs(args.begin() + 1, args.end() - 1);
+    const auto needs = IValuePacker<std::vector<bool>>::unpack(args.back());
+    return Op::backward(grads, unpacked, attrs, needs);
+  }
+};
+
+// Refuses forward-mode AD (no jvp) with the op's name, as torch::autograd::Function did.
+inline void refuse_forward_ad(const char* op, bool any_forward_grad) {
+  TORCH_CHECK(!any_forward_grad, op, ": jvp is not implemented (forward-mode AD is not supported); use reverse mode");
+}
+
+}  // namespace fastnn
