@@ -25,7 +25,9 @@ tl = torch.nn.Linear(16, 16)
 xb = torch.randn(128, 1)
 ws = [torch.randn(32, 1), torch.randn(64, 32), torch.randn(128, 64)]
 bs = [torch.randn(32), torch.randn(64), torch.randn(128)]
-env = dict(F=F, fastnn=fastnn, x=x, w=w, b=b, lin=lin, tl=tl, torch=torch, xb=xb, ws=ws, bs=bs)
+wg = [t.clone().requires_grad_() for t in ws]
+bg = [t.clone().requires_grad_() for t in bs]
+env = dict(wg=wg, bg=bg, F=F, fastnn=fastnn, x=x, w=w, b=b, lin=lin, tl=tl, torch=torch, xb=xb, ws=ws, bs=bs)
 TRUNK = "torch.tanh(F.linear(torch.tanh(F.linear(torch.tanh(F.linear(xb, ws[0], bs[0])), ws[1], bs[1])), ws[2], bs[2]))"
 CASES = {  # name: (statement, grad mode)
     "torch F.linear+relu fwd": ("F.relu(F.linear(x, w, b))", True),
@@ -38,6 +40,8 @@ CASES = {  # name: (statement, grad mode)
     "fastnn.nn.Linear module, no_grad": ("lin(x)", False),
     "torch 1-32-64-128 tanh b128, no_grad": (TRUNK, False),
     "fastnn.mlp 1-32-64-128 tanh b128, no_grad": ("fastnn.mlp(xb, ws, bs, 'tanh')", False),
+    "torch 1-32-64-128 tanh b128 fwd+bwd": (TRUNK.replace("ws[", "wg[").replace("bs[", "bg[") + ".sum().backward()", True),
+    "fastnn.mlp 1-32-64-128 tanh b128 fwd+bwd": ("fastnn.mlp(xb, wg, bg, 'tanh').sum().backward()", True),
 }
 
 

@@ -144,3 +144,25 @@ def test_forward_mode_ad_is_refused(op):
             call = lambda: fastnn.mlp(dual, leaves[1:3], [leaves[3], None], ["tanh", "silu"])
         with pytest.raises(RuntimeError, match=f"fastnn.{op}: jvp is not implemented"):
             call()
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_torch_func_transforms_are_refused_not_wrong(op):
+    # A node records at one functorch level: grad of grad came out wrong when it was allowed, so
+    # differentiating through the op inside torch.func is an error naming the op.
+    f, leaves = make(op)
+    w = leaves[1].detach()
+
+    x = leaves[0].detach()
+    if op == "linear_act":
+        g = lambda wi: fastnn.linear_act(x, wi, leaves[2].detach(), "gelu").sum()
+    else:
+        g = lambda wi: fastnn.mlp(x, [wi, leaves[2].detach()], [leaves[3].detach(), None], ["tanh", "silu"]).sum()
+    for transform in (torch.func.grad, lambda fn: (lambda wi: torch.func.grad(lambda v: torch.func.grad(fn)(v).sum())(wi)),
+                      torch.func.jacrev):
+        with pytest.raises(RuntimeError, match=f"fastnn.{op}: cannot be differentiated inside torch.func"):
+            transform(g)(w)
+    # vmap alone (nothing differentiated) still runs the op
+    if op == "linear_act":
+        batched = torch.func.vmap(lambda xi: fastnn.linear_act(xi, w, leaves[2].detach(), "gelu"))(x.unsqueeze(1))
+        torch.testing.assert_close(batched.squeeze(1), fastnn.linear_act(x, w, leaves[2].detach(), "gelu"))

@@ -306,6 +306,7 @@ Tensor linear_act_autograd(const Tensor& input, const Tensor& weight, const c10:
     at::AutoDispatchBelowADInplaceOrView guard;
     return linear_act_op().call(input, weight, bias, activation, slope);
   }
+  refuse_functorch_levels(kLinearActOp);
   static auto fwd = c10::Dispatcher::singleton()
                         .findSchemaOrThrow("fastnn::linear_act_forward", "")
                         .typed<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const c10::optional<Tensor>&,

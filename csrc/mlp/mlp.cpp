@@ -425,6 +425,7 @@ Tensor mlp_autograd(const Tensor& input, at::TensorList weights, const Biases& b
     at::AutoDispatchBelowADInplaceOrView guard;
     return mlp_op().call(input, weights, biases, activations, slopes);
   }
+  refuse_functorch_levels(kMlpOp);
   static auto fwd = c10::Dispatcher::singleton()
                         .findSchemaOrThrow("fastnn::mlp_forward", "")
                         .typed<std::tuple<Tensor, Tensor>(const Tensor&, at::TensorList, const Biases&,
