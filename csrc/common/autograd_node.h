@@ -43,8 +43,8 @@ struct FusedBackwardNode final : torch::autograd::Node {
   NodeAttrs attrs;
 
   // A node for outputs computed from inputs (any of which may be undefined or not need a gradient).
-  // Call save_output only after the outputs have their history (set_history): a saved output keeps
-  // no reference to its node, which unpack restores.
+  // Save an output (save(t, true)) only after it has its history (set_history): a saved output
+  // keeps no reference to its node (no cycle); unpack gives it back.
   static auto make(const variable_list& inputs, NodeAttrs attrs) {
     auto node = new_node();
     node->set_next_edges(torch::autograd::collect_next_edges(inputs));
