@@ -5,9 +5,10 @@
 // map for attributes, VariableInfo per input and output, a mutex) and its apply wraps outputs
 // generically. With it a 4x16x16 relu layer's forward + sum().backward() took 83 us against torch's
 // 70; with this node, 61 against 66 (Zen 4, benchmarks/RESULTS.md, "The backward node"). This node
-// keeps only what backward reads. It supports what CppNode does: saved-tensor hooks and the in-place modification check
-// (both from SavedVariable), retain_graph, anomaly mode, and compiled autograd (compiled_args /
-// apply_with_saved, the node's backward bound as one opaque function, as CppNode binds its own).
+// keeps only what backward reads. It supports what CppNode does: saved-tensor hooks and the in-place
+// modification check (both from SavedVariable), retain_graph, anomaly mode, and compiled autograd
+// (compiled_args / apply_with_saved, the node's backward bound as one opaque function, as CppNode
+// binds its own).
 #pragma once
 
 #include <ATen/FuncTorchTLS.h>
@@ -59,13 +60,7 @@ struct FusedBackwardNode final : torch::autograd::Node {
   std::string name() const override { return Op::kName; }
 
   variable_list apply(variable_list&& grads) override {
-    variable_list unpacked;
-    unpacked.reserve(saved.size());
-    for (size_t i = 0; i < saved.size(); ++i)
-      unpacked.push_back(saved[i].unpack(saved_is_output[i] ? getptr() : nullptr));
-    std::vector<bool> needs(num_outputs());
-    for (size_t i = 0; i < needs.size(); ++i) needs[i] = task_should_compute_output(i);
-    return Op::backward(grads, unpacked, attrs, needs);
+    return Op::backward(grads, unpack_saved(), attrs, needs_input_grad());
   }
 
   void release_variables() override {
@@ -92,15 +87,10 @@ struct FusedBackwardNode final : torch::autograd::Node {
                                  torch::dynamo::autograd::SwapSavedVariables& swap) override {
     for (auto& s : saved) swap.before(s);
     using torch::dynamo::autograd::IValuePacker;
-    variable_list unpacked;
-    for (size_t i = 0; i < saved.size(); ++i)
-      unpacked.push_back(saved[i].unpack(saved_is_output[i] ? getptr() : nullptr));
-    std::vector<bool> needs(num_outputs());
-    for (size_t i = 0; i < needs.size(); ++i) needs[i] = task_should_compute_output(i);
     // [saved tensors, attribute..., needs_input_grad]
-    std::vector<c10::IValue> args{IValuePacker<variable_list>::pack(unpacked)};
+    std::vector<c10::IValue> args{IValuePacker<variable_list>::pack(unpack_saved())};
     args.insert(args.end(), attrs.begin(), attrs.end());
-    args.push_back(IValuePacker<std::vector<bool>>::pack(needs));
+    args.push_back(IValuePacker<std::vector<bool>>::pack(needs_input_grad()));
     std::vector<at::TypePtr> schema;
     for (const auto& v : args) schema.push_back(v.isTensor() ? at::TensorType::get() : v.type());
     const auto output_metadata =
@@ -118,6 +108,18 @@ struct FusedBackwardNode final : torch::autograd::Node {
   }
 
  private:
+  variable_list unpack_saved() {
+    variable_list out;
+    out.reserve(saved.size());
+    for (size_t i = 0; i < saved.size(); ++i) out.push_back(saved[i].unpack(saved_is_output[i] ? getptr() : nullptr));
+    return out;
+  }
+  std::vector<bool> needs_input_grad() const {
+    std::vector<bool> needs(num_outputs());
+    for (size_t i = 0; i < needs.size(); ++i) needs[i] = task_should_compute_output(i);
+    return needs;
+  }
+
   // torch >= 2.13 holds nodes by intrusive_ptr; earlier versions by shared_ptr with deleteNode (which
   // frees long graphs without deep recursion), found here by argument-dependent lookup.
   static auto new_node() {
