@@ -393,3 +393,59 @@ def test_forward_keeps_one_activation_per_layer(act):
         assert ours <= (L + 1) * one + 64 * 1024, (width, ours / one)
         if act == "gelu":
             assert _held_after(lambda: model(x)) >= 2 * L * one  # L - 1 more than ours
+
+
+def _peak_during(fn):
+    """The most bytes torch's CPU allocator had handed out at once while fn() ran, above what it
+    held when fn() began."""
+    from torch.profiler import ProfilerActivity, profile
+    fn()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as p:
+        out = fn()
+    events, stack = [], list(p.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        n = stack.pop()
+        if type(n.extra_fields).__name__ == "_ExtraFields_Allocation":
+            events.append((n.start_time_ns, n.extra_fields.alloc_size))
+        stack.extend(n.children)
+    now = peak = 0
+    for _, size in sorted(events, key=lambda e: e[0]):
+        now += size
+        peak = max(peak, now)
+    del out
+    return peak
+
+
+@pytest.mark.parametrize("act", ["gelu", "relu"])
+def test_output_only_forward_keeps_nothing(act, cpu_path):
+    """With nothing recorded (no_grad, inference) neither path builds the saved arena or keeps a
+    pre-activation: at most two activation-sized blocks exist at once (a layer's input and output),
+    where the recorded forward holds one per layer."""
+    for width in (64, 1100):  # within the tiled limits, and past them (layer by layer)
+        if cpu_path == "tiled" and width > 256:
+            continue  # out of the tiled candidates' range: layers either way
+        L, B = 4, 256
+        act_module = {"gelu": nn.GELU, "relu": nn.ReLU}[act]
+        model = nn.Sequential(*[m for _ in range(L) for m in (nn.Linear(width, width), act_module())])
+        fused = fastnn.nn.fuse(copy.deepcopy(model))
+        x = torch.randn(B, width)
+        one = B * width * 4
+        with torch.no_grad():
+            peak = _peak_during(lambda: fused(x))
+        assert peak <= 2 * one + 64 * 1024, (width, peak / one)
+        assert _peak_during(lambda: fused(x)) >= L * one  # recorded: the arena
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_output_only_forward_has_the_recorded_forwards_bits(dtype, cpu_isa, cpu_path):
+    # Every activation, both last-layer cases (the output saved or its pre-activation), odd batch.
+    for act in ACTS:
+        for last in ("identity", act):
+            ws, bs, acts, slopes = make_chain([7, 33, 19, 5], [act, act, last], "some", dtype=dtype)
+            x = torch.randn(45, 7, dtype=dtype)
+            y = fastnn.mlp(x, ws, bs, acts, slopes)
+            assert y.grad_fn is not None
+            with torch.no_grad():
+                assert torch.equal(fastnn.mlp(x, ws, bs, acts, slopes), y), (act, last)
+            with torch.inference_mode():
+                assert torch.equal(fastnn.mlp(x, ws, bs, acts, slopes), y), (act, last)

@@ -35,8 +35,9 @@ constexpr int64_t kDirectCandidateMaxK = 64;
 enum { kDirect = 0, kGemm = 1, kGemmF32 = 2 };
 constexpr const char* kPathNames[] = {"direct", "gemm", "gemm_f32"};
 
+// output_only: no pre-activation is kept (z comes back empty); y has the same bits either way.
 std::tuple<Tensor, Tensor> forward_path(const Tensor& input, const Tensor& weight, const c10::optional<Tensor>& bias,
-                                        Act act, double slope, int path);
+                                        Act act, double slope, int path, bool output_only = false);
 
 // a @ b (+ bias) in a's dtype; f32: computed in float32 and rounded once (bfloat16's "gemm_f32").
 Tensor mm_as(bool f32, const Tensor& a, const Tensor& b) {
@@ -116,15 +117,25 @@ std::tuple<Tensor, Tensor> linear_act_forward_cpu(const Tensor& input, const Ten
   return forward_path(input, weight, bias, act, slope, linear_act_cpu_path(input, weight, has_bias, act, slope));
 }
 
+// fastnn::linear_act (nothing recorded): as the forward, without keeping z.
+Tensor linear_act_output_only_cpu(const Tensor& input, const Tensor& weight, const c10::optional<Tensor>& bias,
+                                  c10::string_view activation, double slope) {
+  check_linear_act_args(input, weight, bias);
+  const Act act = parse_activation(kLinearActOp, activation);
+  const bool has_bias = bias.has_value() && bias->defined();
+  return std::get<0>(forward_path(input, weight, bias, act, slope,
+                                  linear_act_cpu_path(input, weight, has_bias, act, slope), /*output_only=*/true));
+}
+
 std::tuple<Tensor, Tensor> forward_path(const Tensor& input, const Tensor& weight, const c10::optional<Tensor>& bias,
-                                        Act act, double slope, int path) {
+                                        Act act, double slope, int path, bool output_only) {
   const DType dt = cpu_dtype(input, kLinearActOp);
   const int64_t K = weight.size(1), N = weight.size(0);
   const int64_t M = linear_rows(input);
   const Tensor x = input.reshape({M, K});
   const bool has_bias = bias.has_value() && bias->defined();
   const Tensor b = has_bias ? bias->contiguous() : Tensor();
-  const bool save_z = !act_saves_output(act, slope);
+  const bool save_z = !act_saves_output(act, slope) && !output_only;
   const auto& kern = linear_act_cpu_kernels();
   const bool f32 = path == kGemmF32;
   Tensor y, z;
@@ -138,11 +149,14 @@ std::tuple<Tensor, Tensor> forward_path(const Tensor& input, const Tensor& weigh
     // Backward needs z: the GEMM with the bias (addmm) writes it and the activation goes to a new y
     // (no pass writes z separately). Otherwise the bias rides along in the in-place activation pass,
     // which is cheaper than addmm's own bias handling.
-    if (save_z) {
+    // Output only, z's GEMM all the same: the activation then goes over it in place, so y has the
+    // bits the recorded forward gives, without a second [M, N] buffer.
+    if (!act_saves_output(act, slope)) {
       z = has_bias ? addmm_as(f32, b, x, weight.t()) : mm_as(f32, x, weight.t());
       if (!z.is_contiguous()) z = z.contiguous();
-      y = at::empty({M, N}, input.options());
+      y = save_z ? at::empty({M, N}, input.options()) : z;
       kern.forward_epilogue(dt, z.data_ptr(), nullptr, y.data_ptr(), M, N, int(act), slope);
+      if (!save_z) z = at::empty({0}, input.options());
     } else {
       // bfloat16: the bias goes into the GEMM's float32 sums (one rounding, as torch's addmm), not
       // onto an already rounded product.
@@ -351,7 +365,7 @@ TORCH_LIBRARY_IMPL(fastnn, AutocastCUDA, m) {
 }
 
 TORCH_LIBRARY_IMPL(fastnn, CPU, m) {
-  m.impl("linear_act", &linear_act_output_only<&linear_act_forward_cpu>);
+  m.impl("linear_act", &linear_act_output_only_cpu);
   m.impl("linear_act_forward", &linear_act_forward_cpu);
   m.impl("linear_act_backward", &linear_act_backward_cpu);
   m.impl("activation", &activation_cpu);

@@ -121,8 +121,8 @@ std::vector<Tensor> arena_views(const Tensor& arena, const Tensor& output, const
 }
 
 // Layer by layer through the backend's linear_act_forward; each saved block is copied into the
-// arena as soon as the layer is done (its own tensor is freed then), so the arena plus one layer's
-// activations is the most held at once.
+// arena as soon as the layer is done (its own tensor is freed after the next layer), so the arena
+// plus two layers' activations is the most held at once.
 std::tuple<Tensor, Tensor> forward_layers(const std::vector<MlpLayer>& layers, const Tensor& input,
                                           at::TensorList weights, const Biases& biases,
                                           const std::vector<std::string>& activations, at::ArrayRef<double> slopes) {
@@ -138,9 +138,22 @@ std::tuple<Tensor, Tensor> forward_layers(const std::vector<MlpLayer>& layers, c
     Tensor block = arena.narrow(0, off, M * N).view(y.sizes());
     off += M * N;
     block.copy_(layers[l].saves_output ? y : z);
-    x = layers[l].saves_output ? block : y;
+    // The next layer reads y itself, not its copy: a BLAS GEMM's bits can depend on its operands'
+    // alignment (torch's addmm does), and the output-only chain reads y.
+    x = y;
   }
   return {x, arena};
+}
+
+// The same chain with nothing recorded: each layer through the backend's output-only linear_act
+// (no pre-activation kept, no arena); the same bits as forward_layers' output.
+Tensor forward_layers_output_only(const Tensor& input, at::TensorList weights, const Biases& biases,
+                                  const std::vector<std::string>& activations, at::ArrayRef<double> slopes) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  Tensor x = input;
+  for (size_t l = 0; l < weights.size(); ++l)
+    x = linear_act_op().call(x, weights[l], biases.get(l), activations[l], slopes[l]);
+  return x;
 }
 
 Grads backward_layers(const std::vector<MlpLayer>& layers, const Tensor& grad_output, const Tensor& input,
@@ -203,15 +216,16 @@ struct CpuChain {
   }
 };
 
-// The chain through the tiled kernels: the output and the saved arena (the layers are checked).
+// The chain through the tiled kernels: the output and the saved arena (the layers are checked);
+// output_only: no arena (it comes back empty), nothing saved.
 std::tuple<Tensor, Tensor> forward_tiled(std::vector<MlpLayer> layers, const Tensor& input, at::TensorList weights,
-                                         const Biases& biases) {
+                                         const Biases& biases, bool output_only = false) {
   CpuChain c(std::move(layers), input, weights, biases);
   const auto opts = input.options();
-  Tensor arena = at::empty({arena_size(c.layers, weights, c.M)}, opts);
+  Tensor arena = at::empty({output_only ? 0 : arena_size(c.layers, weights, c.M)}, opts);
   Tensor out = at::empty(linear_out_shape(input, c.NL), opts);
   Tensor kept_out;
-  c.point_at(arena_pointers(arena, out, c.layers, input, weights, kept_out));
+  if (!output_only) c.point_at(arena_pointers(arena, out, c.layers, input, weights, kept_out));
   if (c.M > 0) mlp_cpu_kernels().forward(c.dt, c.x.data_ptr(), out.data_ptr(), c.ly.data(), int(c.ly.size()), c.M);
   return {out, arena};
 }
@@ -322,9 +336,13 @@ std::tuple<Tensor, Tensor> mlp_forward_cpu(const Tensor& input, at::TensorList w
   return forward_tiled(std::move(layers), input, weights, biases);
 }
 
+// Nothing recorded (inference, no_grad): the same path and output bits, nothing saved.
 Tensor mlp_output_only_cpu(const Tensor& input, at::TensorList weights, const Biases& biases,
                            const std::vector<std::string>& activations, at::ArrayRef<double> slopes) {
-  return std::get<0>(mlp_forward_cpu(input, weights, biases, activations, slopes));
+  auto layers = check_mlp_args(input, weights, biases, activations, slopes);
+  if (mlp_cpu_path(input, weights, biases, layers) == kLayers)
+    return forward_layers_output_only(input, weights, biases, activations, slopes);
+  return std::get<0>(forward_tiled(std::move(layers), input, weights, biases, /*output_only=*/true));
 }
 
 Grads mlp_backward_cpu(const Tensor& grad_output, const Tensor& input, at::TensorList weights, const Biases& biases,

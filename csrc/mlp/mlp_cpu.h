@@ -14,7 +14,7 @@ struct MlpCpuLayer {
   double slope;
   bool saves_output;  // backward's saved tensor is the layer's output (else its pre-activation)
   void* saved;        // [M, N]: where forward writes it / backward reads it (the output, for the last
-                      // layer when it saves its output)
+                      // layer when it saves its output); null in an output-only forward
 };
 
 struct MlpCpuKernels {

@@ -246,8 +246,9 @@ void forward(const bf16_t* x, bf16_t* out, const MlpCpuLayer* layers, int L, int
           const MlpCpuLayer& ly = layers[l];
           const int64_t N = ly.N;
           Mm::gemm(prm.w[l], prm.ld[l], 1, in.data(), R, z.data(), R, N, R, pairs(ly.K), prm.b[l], false, true);
-          bf16_t* saved = (bf16_t*)ly.saved + t0 * N;  // N x rows
+          bf16_t* saved = ly.saved ? (bf16_t*)ly.saved + t0 * N : nullptr;  // N x rows; none: output only
           auto save = [&] {
+            if (!saved) return;
             for (int64_t f = 0; f < N; ++f)
               for (int64_t i = 0; i < rows; ++i) saved[f * rows + i] = store_as<bf16_t>(z[f * R + i]);
           };

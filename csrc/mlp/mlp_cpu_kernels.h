@@ -346,10 +346,10 @@ void forward(const T* x, T* out, const MlpCpuLayer* layers, int L, int64_t M) {
           const MlpCpuLayer& ly = layers[l];
           const int64_t n = rows * ly.N;
           gemm(prm.w[l], ly.K, 1, cur, rows, next, rows, ly.N, rows, ly.K, prm.b[l], false);  // zT = W xT + b
-          T* saved = (T*)ly.saved + t0 * ly.N;
-          if (!ly.saves_output) store_rows(saved, next, n);
+          T* saved = ly.saved ? (T*)ly.saved + t0 * ly.N : nullptr;  // none: an output-only call
+          if (saved && !ly.saves_output) store_rows(saved, next, n);
           act_inplace_any(ly.act, next, n, ly.slope);
-          if (ly.saves_output && !saved_is_output(layers, L, l)) store_rows(saved, next, n);
+          if (saved && ly.saves_output && !saved_is_output(layers, L, l)) store_rows(saved, next, n);
           if (l == L - 1) store_transposed(out + t0 * ly.N, next, rows, ly.N);
           C* t = cur;
           cur = next;
