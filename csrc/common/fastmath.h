@@ -3,7 +3,7 @@
 // float on the host: branch-free polynomial forms built only from +,*,/, compares and bit casts, so
 // the compiler vectorizes every loop that calls them (libm's scalar tanhf/erff would not vectorize
 // and cost ~20 ns an element). Accuracy: exp, log1p ~1 ulp; tanh ~6 ulp; normal CDF ~2e-7 absolute
-// (absolute 3e-8 in the tails). double on the host and everything on the device use the C library.
+// (relative 5e-6 in the lower tail). double on the host and everything on the device use the C library.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -48,16 +48,6 @@ FASTNN_INLINE float exp_host(float x) {
   return x < lo ? 0.f : p;
 }
 
-// exp(x) for x <= 0 (as the normal CDF needs it): no overflow side, so one scale factor; the same
-// bits as exp_host wherever both apply (a power-of-two scaling of a normal result is exact).
-FASTNN_INLINE float exp_nonpositive_host(float x) {
-  const float lo = -87.3365479f;
-  float fn;
-  float p = exp_poly(x < lo ? lo : x, fn);
-  p = p * as_float(((int32_t)fn + 127) << 23);
-  return x < lo ? 0.f : p;
-}
-
 // tanh as one rational function x P(x^2) / Q(x^2) on |x| <= 9 (beyond, float tanh is 1): a
 // weighted least-squares fit of the relative error (Lawson iterations), max error 3.5e-7 (~6 ulp)
 // when evaluated in float. One division and ~10 FMAs: half the cost of the exp-based form.
@@ -91,21 +81,37 @@ FASTNN_INLINE float log1p_host(float u) {
   return w == INFINITY ? INFINITY : r;
 }
 
-// Standard normal CDF Phi(x) = erfc(-x/sqrt2)/2 from erfc(u) = exp(-u^2) erfcx(u), u = |x|/sqrt2, with
-// erfcx a rational fit on [0, 9] (max relative error 4e-7 in float): one branch, one exp, one
-// division. The tail form keeps Phi's absolute error below ~2e-7 everywhere and its relative error
-// small for very negative x, where 1 + erf(x/sqrt2) would cancel.
+// e^(-v^2/2) for v in [0, 9 sqrt2] (the normal density's exponent): as exp_poly's reduction, then a
+// degree-5 minimax polynomial (relative error 2e-7 in float) and the power of two added to the
+// exponent bits. e^-81 is still a normal float, so no clamp, flush or overflow side.
+FASTNN_INLINE float exp_neg_half_square_host(float v) {
+  const float c[6] = {1.0000001192e+00f, 9.9999970198e-01f, 4.9998894334e-01f, 1.6667574644e-01f,
+                      4.1915431619e-02f, 8.2976473495e-03f};
+  const float s = v * v;
+  const float fn = (s * -0.721347520f + 12582912.f) - 12582912.f;  // -s/2 / ln2, rounded
+  float r = fn * -0.693145752f + s * -0.5f;                        // exact: fn has <= 7 bits
+  r = fn * -1.42860677e-06f + r;
+  return as_float(as_int(horner(c, r)) + int32_t(uint32_t(int32_t(fn)) << 23));
+}
+
+// Standard normal CDF Phi(x) = erfc(-x/sqrt2)/2 as e^(-v^2/2) R(v), v = |x|, with R(v) =
+// erfc(v/sqrt2) e^(v^2/2) / 2 a rational fit on [0, 9 sqrt2] (relative error 5e-9, 4e-7 when
+// evaluated in float): one branch, one exp, one division. The tail form keeps Phi's absolute error
+// below ~2e-7 everywhere and its relative error small for very negative x, where 1 + erf(x/sqrt2)
+// would cancel (GELU's relative error: 6e-7 for x >= -4, 5e-6 below). In v directly, so the
+// exponent needs no clamp: 1.4x faster than the same fit in |x|/sqrt2 (Zen 4).
 FASTNN_INLINE float normcdf_pdf_host(float x, float& pdf) {
-  const float p[5] = {1.0000000023e+00f, 1.2207638371e+00f, 7.1298318606e-01f, 2.2028735383e-01f,
-                      3.0900478097e-02f};
-  const float q[6] = {1.f, 2.3491432909e+00f, 2.3637022529e+00f, 1.2905859310e+00f, 3.9048361750e-01f,
-                      5.4768693056e-02f};
-  float u = (x < 0 ? -x : x) * 0.707106781f;
-  float uc = u > 9.f ? 9.f : u;  // beyond 9, erfc(u) < 5e-37: returned as 0
-  float e = exp_nonpositive_host(-uc * uc);  // = exp(-x^2/2) up to the clamp: shared with the density
-  float c = 0.5f * e * (horner(p, uc) / horner(q, uc));
-  c = u > 9.f ? 0.f : c;
-  pdf = u > 9.f ? 0.f : 0.398942280f * e;
+  const float p[5] = {5.0000000000e-01f, 4.3432101607e-01f, 1.8030259013e-01f, 3.9647497237e-02f,
+                      3.9706458338e-03f};
+  const float q[6] = {1.f, 1.6665269136e+00f, 1.1902974844e+00f, 4.6173045039e-01f, 9.9389448762e-02f,
+                      9.9527761340e-03f};
+  const float vmax = 12.7279220f;  // 9 sqrt2: beyond, Phi(-v) < 3e-37, returned as 0
+  const float v = x < 0 ? -x : x;
+  const float vc = v > vmax ? vmax : v;
+  const float e = exp_neg_half_square_host(vc);
+  float c = e * (horner(p, vc) / horner(q, vc));
+  c = v > vmax ? 0.f : c;
+  pdf = v > vmax ? 0.f : 0.398942280f * e;
   return x > 0 ? 1.f - c : c;
 }
 FASTNN_INLINE float normcdf_host(float x) {
