@@ -93,15 +93,17 @@ PYBIND11_MODULE(_C, m) {
       "mlp_path",
       [](const at::Tensor& input, const std::vector<at::Tensor>& weights,
          c10::optional<std::vector<c10::optional<at::Tensor>>> biases,
-         c10::optional<std::vector<std::string>> activations, c10::optional<std::vector<double>> slopes) {
+         c10::optional<std::vector<std::string>> activations, c10::optional<std::vector<double>> slopes,
+         bool training) {
         const size_t L = weights.size();
         fastnn::Biases b;
         for (size_t l = 0; l < L; ++l) b.push_back(biases && l < biases->size() ? (*biases)[l] : c10::nullopt);
         return fastnn::mlp_path(input, weights, b, activations.value_or(std::vector<std::string>(L, "identity")),
-                                slopes.value_or(std::vector<double>(L, 0.01)));
+                                slopes.value_or(std::vector<double>(L, 0.01)), training);
       },
       pybind11::arg("input"), pybind11::arg("weights"), pybind11::arg("biases") = pybind11::none(),
       pybind11::arg("activations") = pybind11::none(), pybind11::arg("negative_slopes") = pybind11::none(),
+      pybind11::arg("training") = true,
       "Which kernels fastnn.mlp runs for this input and these layers, and why: (path, reason)");
   m.def("linear_act", &fastnn::linear_act_eager, pybind11::arg("input"), pybind11::arg("weight"),
         pybind11::arg("bias"), pybind11::arg("activation"), pybind11::arg("negative_slope"),
@@ -113,7 +115,7 @@ PYBIND11_MODULE(_C, m) {
         "torch.ops.fastnn.mlp called typed: fastnn.mlp's eager entry (fastnn/_ops.py)");
   m.def("linear_act_path", &fastnn::linear_act_path, pybind11::arg("input"), pybind11::arg("weight"),
         pybind11::arg("bias") = pybind11::none(), pybind11::arg("activation") = "identity",
-        pybind11::arg("negative_slope") = 0.01,
+        pybind11::arg("negative_slope") = 0.01, pybind11::arg("training") = true,
         "Which kernels fastnn.linear_act runs for this input and layer, and why: (path, reason)");
   m.def("set_cpu_path", &fastnn::set_cpu_path, "Force CPU paths ('tiled', 'layers', 'direct', 'gemm', comma-separated) or 'auto'");
   m.def("get_cpu_path", &fastnn::get_cpu_path, "The forced CPU paths, or 'auto'");

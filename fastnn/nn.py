@@ -74,13 +74,15 @@ class FusedSequential(nn.Sequential):
         # dtype: asking the path cache every forward (argument checks, key, lists) cost 10-40 us on a
         # 2-core Zen 3, 4-9% of a 784-256-10 step at batch 128. _C.cpu_path_context() changes
         # with anything else that can change an answer (set_cpu_path, set_cpu_isa, autocast,
-        # deterministic mode). Not tracked: a child's activation changed in place after a forward.
+        # deterministic mode). Grad mode is part of the key: a call with nothing recorded has its own
+        # measured path. Not tracked: a child's activation changed in place after a forward, or a
+        # parameter's requires_grad.
         plan = None
         if input.is_cpu and not torch.compiler.is_compiling():
             plans = self.__dict__.get("_fastnn_plans")
             if plans is None:
                 plans = self.__dict__["_fastnn_plans"] = {}
-            key = (input.shape, input.dtype, _C.cpu_path_context())
+            key = (input.shape, input.dtype, _C.cpu_path_context(), torch.is_grad_enabled(), input.requires_grad)
             plan = plans.get(key)
             if plan is None:
                 if len(plans) >= 64:  # many input shapes (e.g. inference): keep it bounded
@@ -117,7 +119,10 @@ def _fused(x, run):
     if x.device.type == "cpu":
         if torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu") or any(_saves_z(m) for m in run):
             return True
-        return _path(x, run) == "tiled"
+        # The op's own choice: for a call with nothing recorded, the one measured on the forward.
+        recorded = torch.is_grad_enabled() and (x.requires_grad or any(
+            p.requires_grad for m in run for p in (m.weight, m.bias) if p is not None))
+        return _path(x, run, recorded) == "tiled"
     if x.device.type != "cuda" or torch.compiler.is_compiling():
         return False
     if torch.is_autocast_enabled("cuda"):
@@ -125,9 +130,9 @@ def _fused(x, run):
     return x.dtype in (torch.float16, torch.bfloat16) and _path(x, run) == "fused"
 
 
-def _path(x, run):
+def _path(x, run, training=True):
     return _C.mlp_path(x, [m.weight for m in run], [m.bias for m in run], [m.activation for m in run],
-                       [m.negative_slope for m in run])[0]
+                       [m.negative_slope for m in run], training)[0]
 
 
 def _run_layers(x, run, k, plan):

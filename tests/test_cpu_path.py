@@ -226,22 +226,63 @@ def test_linear_act_follows_every_change_of_answer(auto_paths):
 
 
 def test_linear_act_without_autograd_is_the_same_op(auto_paths):
-    # With nothing to record the op skips its autograd node: the same bits, no graph.
+    # With nothing to record the op skips its autograd node: no graph, and on the same path the same
+    # bits (with the paths measured, a call with nothing recorded takes its own choice).
     x = torch.randn(33, 20, dtype=torch.float64)
     w = torch.randn(17, 20, dtype=torch.float64, requires_grad=True)
     b = torch.randn(17, dtype=torch.float64, requires_grad=True)
-    y = fastnn.linear_act(x, w, b, "gelu")
-    assert y.grad_fn is not None
-    with torch.no_grad():
-        y0 = fastnn.linear_act(x, w, b, "gelu")
-    y1 = fastnn.linear_act(x, w.detach(), b.detach(), "gelu")
-    for z in (y0, y1):
-        assert z.grad_fn is None and not z.requires_grad and torch.equal(z, y)
-    with torch.inference_mode():
-        assert torch.equal(fastnn.linear_act(x, w, b, "gelu"), y)
+    for path in ("direct", "gemm"):
+        fastnn.set_cpu_path(path)
+        y = fastnn.linear_act(x, w, b, "gelu")
+        assert y.grad_fn is not None
+        with torch.no_grad():
+            y0 = fastnn.linear_act(x, w, b, "gelu")
+        y1 = fastnn.linear_act(x, w.detach(), b.detach(), "gelu")
+        for z in (y0, y1):
+            assert z.grad_fn is None and not z.requires_grad and torch.equal(z, y)
+        with torch.inference_mode():
+            assert torch.equal(fastnn.linear_act(x, w, b, "gelu"), y)
+    fastnn.set_cpu_path("auto")
     # forward-mode AD is refused in either case, never silently dropped
     import torch.autograd.forward_ad as fwAD
     for grad in (True, False):
         with torch.set_grad_enabled(grad), fwAD.dual_level():
             with pytest.raises(RuntimeError, match="jvp is not implemented"):
                 fastnn.linear_act(fwAD.make_dual(x, torch.ones_like(x)), w.detach(), b.detach(), "gelu")
+
+
+def test_calls_with_nothing_recorded_have_their_own_choice(auto_paths):
+    """A forward with nothing recorded (no_grad, inference) runs less than a training step (no saved
+    blocks, no backward), so which path wins can differ: it is measured on the forward alone and kept
+    under its own key ("... fwd"), and the op runs that choice."""
+    ws, bs, acts = _chain([24, 40, 9], seed=3)
+    x = torch.randn(70, 24)
+    path, why = fastnn.mlp_path(x, ws, bs, acts, training=False)
+    assert path in ("tiled", "layers") and "per fwd (" in why
+    train_path, train_why = fastnn.mlp_path(x, ws, bs, acts)
+    assert "per fwd+bwd (" in train_why
+    keys = [k for k, p, r in fastnn.cpu_path_choices() if k.startswith("fastnn.mlp|") and "24-40:tanh+b-9:" in k]
+    assert sorted(" fwd|" in k for k in keys) == [False, True], keys
+    # the op with nothing recorded gives the bits of its own choice, forced
+    with torch.no_grad():
+        y = fastnn.mlp(x, ws, bs, acts)
+    fastnn.set_cpu_path(path)
+    assert torch.equal(fastnn.mlp(x, ws, bs, acts), y)
+    fastnn.set_cpu_path("auto")
+    # linear_act too, and its per-thread memory of answers keeps the two apart
+    xl, wl = torch.randn(64, 12), torch.randn(30, 12)
+    lpath, lwhy = fastnn.linear_act_path(xl, wl, None, "silu", training=False)
+    assert lpath in ("direct", "gemm") and "per fwd (" in lwhy
+    assert "per fwd+bwd (" in fastnn.linear_act_path(xl, wl, None, "silu")[1]
+    wg = wl.clone().requires_grad_()
+    train_lpath = fastnn.linear_act_path(xl, wl, None, "silu")[0]
+    for _ in range(2):
+        with torch.no_grad():
+            assert _ran_a_gemm(lambda: fastnn.linear_act(xl, wl, None, "silu")) == (lpath == "gemm")
+        assert _ran_a_gemm(lambda: fastnn.linear_act(xl, wg, None, "silu")) == (train_lpath == "gemm")
+    # fuse()d models ask for the choice of the call they make
+    model = fastnn.nn.fuse(nn.Sequential(nn.Linear(24, 40), nn.ReLU(), nn.Linear(40, 9)))
+    lin = list(model)
+    with torch.no_grad():
+        assert fastnn.nn._fused(x, lin) == (fastnn.mlp_path(
+            x, [m.weight for m in lin], [m.bias for m in lin], ["relu", "identity"], training=False)[0] == "tiled")

@@ -199,9 +199,9 @@ Choice measure(const PathQuery& q, int64_t rows) {
   why << "measured on this " << (q.device.empty() ? "machine" : "device") << ": ";
   for (int p = 0; p < n; ++p) why << (p ? " vs " : "") << q.paths[p] << " " << med[p] * 1e6 << " us";
   if (q.device.empty())
-    why << " per fwd+bwd (" << at::get_num_threads() << " threads)";
+    why << " per " << q.work << " (" << at::get_num_threads() << " threads)";
   else
-    why << " per fwd+bwd at " << rows << " rows (" << q.device << ")";
+    why << " per " << q.work << " at " << rows << " rows (" << q.device << ")";
   return {best, q.paths[best], why.str()};
 }
 

@@ -38,8 +38,10 @@ struct PathQuery {
   std::string shape;               // widths, activations, biases
   int fixed_path;                  // what the fixed rule says (deterministic mode, empty batches)
   const char* fixed_reason;
-  // Runs path p once on `rows` rows of data of the shape class (the calibration's workload).
+  // Runs path p once on `rows` rows of data of the shape class (the calibration's workload), and its
+  // name in the reason: a forward and backward, or for a call with nothing recorded the forward alone.
   std::function<void(int p, int64_t rows)> run;
+  const char* work = "fwd+bwd";
   // A device other than the CPU: its description (e.g. "cuda: NVIDIA H200, sm_90, 132 SMs") enters the
   // key; sync() waits for the work queued on it before the clock is read; can_measure is false while
   // nothing may be timed (a CUDA graph being captured).

@@ -53,8 +53,10 @@ std::tuple<Tensor, Tensor, Tensor> backward_path(const Tensor& grad_output, cons
 
 // kDirect, kGemm or (bfloat16) kGemmF32: measured once per shape class on this machine (csrc/common/path_choice.h),
 // the fixed rule for empty batches and in deterministic mode. why, when given, receives the reason.
+// output_only: the choice for calls with nothing recorded, measured on the forward alone (what those
+// calls run): which path wins can differ between the two workloads.
 int ask_linear_act_cpu_path(const Tensor& input, const Tensor& weight, bool has_bias, Act act, double slope,
-                            std::string* why) {
+                            std::string* why, bool output_only = false) {
   const int64_t K = weight.size(1), N = weight.size(0);
   const bool bf16 = input.scalar_type() == at::kBFloat16;
   if (K > kDirectCandidateMaxK && !bf16) {
@@ -77,7 +79,8 @@ int ask_linear_act_cpu_path(const Tensor& input, const Tensor& weight, bool has_
   q.dtype = c10::toString(input.scalar_type());
   q.batch = M;
   // bfloat16 keys name the float32-GEMM candidate, so choices kept from before it existed are not reused.
-  q.shape = linear_act_shape_class(K, N, act, slope, has_bias) + (bf16 ? " +gemm_f32" : "");
+  q.shape = linear_act_shape_class(K, N, act, slope, has_bias) + (bf16 ? " +gemm_f32" : "") + (output_only ? " fwd" : "");
+  if (output_only) q.work = "fwd";
   Tensor x, g;  // calibration data, made at the first run
   c10::optional<Tensor> b;
   q.run = [&](int p, int64_t rows) {
@@ -87,7 +90,8 @@ int ask_linear_act_cpu_path(const Tensor& input, const Tensor& weight, bool has_
       g = at::randn({rows, N}, gen, input.options());
       if (has_bias) b = at::zeros({N}, input.options());
     }
-    auto [y, z] = forward_path(x, weight, b, act, slope, cand[p]);
+    auto [y, z] = forward_path(x, weight, b, act, slope, cand[p], output_only);
+    if (output_only) return;
     backward_path(g, x, weight, act_saves_output(act, slope) ? y : z, has_bias, act, slope, {false, true},
                   cand[p]);
   };
@@ -95,16 +99,17 @@ int ask_linear_act_cpu_path(const Tensor& input, const Tensor& weight, bool has_
 }
 
 // The same, asked by every call (forward and backward): this thread's recent answers first.
-int linear_act_cpu_path(const Tensor& input, const Tensor& weight, bool has_bias, Act act, double slope) {
+int linear_act_cpu_path(const Tensor& input, const Tensor& weight, bool has_bias, Act act, double slope,
+                        bool output_only = false) {
   const int64_t M = linear_rows(input);
-  if (M == 0) return ask_linear_act_cpu_path(input, weight, has_bias, act, slope, nullptr);
+  if (M == 0) return ask_linear_act_cpu_path(input, weight, has_bias, act, slope, nullptr, output_only);
   int64_t slope_bits;
   static_assert(sizeof(slope_bits) == sizeof(slope), "slope keys by its bits");
   std::memcpy(&slope_bits, &slope, sizeof(slope));
   const int64_t rest = int64_t(input.scalar_type()) | int64_t(act) << 8 | int64_t(has_bias) << 16 |
-                       path_batch_class(M, kMaxBatchClass) << 20;
+                       int64_t(output_only) << 17 | path_batch_class(M, kMaxBatchClass) << 20;
   return remembered_cpu_path({weight.size(1), weight.size(0), slope_bits, rest}, [&] {
-    return ask_linear_act_cpu_path(input, weight, has_bias, act, slope, nullptr);
+    return ask_linear_act_cpu_path(input, weight, has_bias, act, slope, nullptr, output_only);
   });
 }
 
@@ -124,7 +129,8 @@ Tensor linear_act_output_only_cpu(const Tensor& input, const Tensor& weight, con
   const Act act = parse_activation(kLinearActOp, activation);
   const bool has_bias = bias.has_value() && bias->defined();
   return std::get<0>(forward_path(input, weight, bias, act, slope,
-                                  linear_act_cpu_path(input, weight, has_bias, act, slope), /*output_only=*/true));
+                                  linear_act_cpu_path(input, weight, has_bias, act, slope, /*output_only=*/true),
+                                  /*output_only=*/true));
 }
 
 std::tuple<Tensor, Tensor> forward_path(const Tensor& input, const Tensor& weight, const c10::optional<Tensor>& bias,
@@ -233,7 +239,7 @@ Tensor linear_act_eager(const Tensor& input, const Tensor& weight, const c10::op
 
 std::tuple<std::string, std::string> linear_act_path(const Tensor& input, const Tensor& weight,
                                                      const c10::optional<Tensor>& bias, const std::string& activation,
-                                                     double slope) {
+                                                     double slope, bool training) {
   if (!input.device().is_cpu() && !(input.is_cuda() && g_linear_act_cuda_path))
     return {"gemm", "on " + input.device().str() + " every shape runs a GEMM + fused passes"};
   // Under autocast the caller passes the input in the autocast dtype; the weight follows it.
@@ -242,7 +248,7 @@ std::tuple<std::string, std::string> linear_act_path(const Tensor& input, const 
   const Act act = parse_activation(kLinearActOp, activation);
   if (input.is_cuda()) return g_linear_act_cuda_path(input, w, bias.has_value() && bias->defined(), act, slope);
   std::string why;
-  const int path = ask_linear_act_cpu_path(input, w, bias.has_value() && bias->defined(), act, slope, &why);
+  const int path = ask_linear_act_cpu_path(input, w, bias.has_value() && bias->defined(), act, slope, &why, !training);
   return {kPathNames[path], why};
 }
 

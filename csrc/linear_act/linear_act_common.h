@@ -121,10 +121,11 @@ inline std::string linear_act_shape_class(int64_t K, int64_t N, Act act, double 
 }
 
 // Which kernels linear_act runs for this input and layer on its device, and why: ("direct" | "gemm" on
-// the CPU, "fused" | "gemm" on CUDA; reason). This may measure (once per shape class).
+// the CPU, "fused" | "gemm" on CUDA; reason). This may measure (once per shape class). training: a call
+// recorded for backward (else one with nothing recorded, which the CPU chooses for separately).
 std::tuple<std::string, std::string> linear_act_path(const at::Tensor& input, const at::Tensor& weight,
                                                      const c10::optional<at::Tensor>& bias,
-                                                     const std::string& activation, double slope);
+                                                     const std::string& activation, double slope, bool training = true);
 // Set by linear_act_cuda.cpp in CUDA builds: the path a CUDA layer (checked arguments) takes, and why.
 using LinearActCudaPath = std::tuple<std::string, std::string> (*)(const at::Tensor& input, const at::Tensor& weight,
                                                                    bool has_bias, Act act, double slope);

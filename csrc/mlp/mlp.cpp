@@ -285,9 +285,10 @@ namespace {
 
 // kTiled or kLayers for a CPU chain (checked layers): measured once per shape class on this machine
 // (csrc/common/path_choice.h), the fixed rule for empty batches and in deterministic mode. why, when
-// given, receives the reason.
+// given, receives the reason. output_only: the choice for calls with nothing recorded, measured on the
+// forward alone (the tiled forward saves more against the layers' than the whole step does).
 int mlp_cpu_path(const Tensor& input, at::TensorList weights, const Biases& biases,
-                 const std::vector<MlpLayer>& layers, std::string* why = nullptr) {
+                 const std::vector<MlpLayer>& layers, std::string* why = nullptr, bool output_only = false) {
   int64_t width = weights[0].size(1), elems = 0;
   for (const Tensor& w : weights) {
     width = std::max(width, w.size(0));
@@ -310,13 +311,17 @@ int mlp_cpu_path(const Tensor& input, at::TensorList weights, const Biases& bias
   static_assert(kMlpTiledMaxWidth == 256, "the fixed rule's reason names the width");
   q.dtype = c10::toString(input.scalar_type());
   q.batch = linear_rows(input);
-  q.shape = mlp_shape_class(weights, layers);
+  q.shape = mlp_shape_class(weights, layers) + (output_only ? " fwd" : "");
   // Both directions on calibration data (made at the first run, not on cached look-ups), each path
   // exactly as the op runs it; no input gradient: a network's input rarely needs one.
   MlpCalibration d;  // made at the first run
+  if (output_only) q.work = "fwd";
   q.run = [&](int p, int64_t rows) {
     if (!d.x.defined()) d = mlp_calibration(input, weights, layers, rows);
-    if (p == kTiled) {
+    if (output_only) {
+      if (p == kTiled) forward_tiled(layers, d.x, weights, biases, /*output_only=*/true);
+      else forward_layers_output_only(d.x, weights, biases, d.names, d.slopes);
+    } else if (p == kTiled) {
       auto [y, arena] = forward_tiled(layers, d.x, weights, biases);
       backward_tiled(layers, d.g, d.x, weights, biases, arena, y, false);
     } else {
@@ -340,7 +345,7 @@ std::tuple<Tensor, Tensor> mlp_forward_cpu(const Tensor& input, at::TensorList w
 Tensor mlp_output_only_cpu(const Tensor& input, at::TensorList weights, const Biases& biases,
                            const std::vector<std::string>& activations, at::ArrayRef<double> slopes) {
   auto layers = check_mlp_args(input, weights, biases, activations, slopes);
-  if (mlp_cpu_path(input, weights, biases, layers) == kLayers)
+  if (mlp_cpu_path(input, weights, biases, layers, nullptr, /*output_only=*/true) == kLayers)
     return forward_layers_output_only(input, weights, biases, activations, slopes);
   return std::get<0>(forward_tiled(std::move(layers), input, weights, biases, /*output_only=*/true));
 }
@@ -506,7 +511,8 @@ Tensor mlp_eager(const Tensor& input, const std::vector<Tensor>& weights,
 }
 
 std::tuple<std::string, std::string> mlp_path(const Tensor& input, at::TensorList weights, const Biases& biases,
-                                              const std::vector<std::string>& activations, at::ArrayRef<double> slopes) {
+                                              const std::vector<std::string>& activations, at::ArrayRef<double> slopes,
+                                              bool training) {
   TORCH_CHECK_VALUE(!weights.empty(), kMlpOp, ": needs at least one layer (weights is empty)");
   if (!input.device().is_cpu() && !input.is_cuda())
     return {"layers", "no fused kernels for device " + input.device().str()};
@@ -522,7 +528,7 @@ std::tuple<std::string, std::string> mlp_path(const Tensor& input, at::TensorLis
   const auto layers = check_mlp_args(input, w, b, activations, slopes);
   if (input.is_cuda()) return g_mlp_cuda_path(input, w, b, layers);
   std::string why;
-  const int path = mlp_cpu_path(input, w, b, layers, &why);
+  const int path = mlp_cpu_path(input, w, b, layers, &why, !training);
   return {path == kTiled ? "tiled" : "layers", why};
 }
 

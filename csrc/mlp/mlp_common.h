@@ -97,10 +97,11 @@ at::Tensor mlp_eager(const at::Tensor& input, const std::vector<at::Tensor>& wei
                      const std::vector<double>& slopes);
 
 // Which path a chain takes on its device, and why: ("tiled" | "fused" | "layers", reason). This may
-// measure (once per shape class); biases/activations/slopes default to none/identity.
+// measure (once per shape class); biases/activations/slopes default to none/identity. training: a call
+// recorded for backward (else one with nothing recorded, which the CPU chooses for separately).
 std::tuple<std::string, std::string> mlp_path(const at::Tensor& input, at::TensorList weights, const Biases& biases,
                                               const std::vector<std::string>& activations,
-                                              at::ArrayRef<double> slopes);
+                                              at::ArrayRef<double> slopes, bool training = true);
 // A chain's shape class for its path choice: input width, then each layer's width, activation, saved
 // block (z or output) and bias.
 std::string mlp_shape_class(at::TensorList weights, const std::vector<MlpLayer>& layers);
