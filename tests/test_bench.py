@@ -65,3 +65,21 @@ def test_render_replaces_its_section(tmp_path):
     text = md.read_text()
     assert "hand-written text" in text and "table two" in text and "table one" not in text
     assert text.count("fastnn.bench:cpu:begin") == 1
+
+
+def test_mlp_inference_cases_record_nothing():
+    """The CPU mlp group times each network's forward under no_grad too: nothing is saved for
+    backward there (saved-tensor hooks never fire), where the fwd+bwd case saves."""
+    from fastnn.bench.cases import cases
+    mlp = cases(["mlp"], True, "cpu", "float32")
+    modes = {c.params.get("mode") for c in mlp if "sizes" in c.params}
+    assert modes == {"fwd+bwd", "inference"}
+    for c in mlp:
+        if "sizes" not in c.params:
+            continue
+        variants = c.build("cpu", [])
+        packed = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: packed.append(1) or t, lambda t: t):
+            for name in ("eager", "fastnn"):
+                variants[name]()
+        assert bool(packed) == (c.params["mode"] == "fwd+bwd"), c.key

@@ -100,6 +100,23 @@ def _train_variants(eager, fused, x, g, compile_modes, autocast=False):
     return v
 
 
+def _inference_variants(eager, fused, x, compile_modes, autocast=False):
+    """The forward alone with nothing recorded (torch.no_grad, under bf16 autocast when asked): what
+    evaluation and serving run."""
+    def run(m):
+        def f():
+            with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+                m(x)
+        return f
+    sfx = "-autocast" if autocast else ""
+    v = {"eager" + sfx: run(eager)}
+    for mode in compile_modes:
+        v[("compile" if mode == "default" else f"compile-{mode}") + sfx] = run(
+            torch.compile(copy.deepcopy(eager), mode=None if mode == "default" else mode))
+    v["fastnn"] = run(fused)
+    return v
+
+
 def _elem_size(dtype):
     return 2 if dtype == AUTOCAST else torch.tensor([], dtype=DTYPES[dtype]).element_size()
 
@@ -125,7 +142,8 @@ def linear_case(m, k, n, act, dtype):
                 6.0 * m * k * n, float(byt), build)
 
 
-def mlp_case(name, sizes, act, batch, dtype):
+def mlp_case(name, sizes, act, batch, dtype, inference=False):
+    """A chain's forward + backward, or (inference) its forward under torch.no_grad."""
     es = _elem_size(dtype)
 
     def build(device, compile_modes):
@@ -133,13 +151,21 @@ def mlp_case(name, sizes, act, batch, dtype):
         eager = _sequential(sizes, act, DTYPES[dtype], device)
         fused = fastnn.nn.fuse(copy.deepcopy(eager))
         x = torch.randn(batch, sizes[0], device=device, dtype=DTYPES[dtype])
+        if inference:
+            return _inference_variants(eager, fused, x, compile_modes, dtype == AUTOCAST)
         g = torch.randn(batch, sizes[-1], device=device, dtype=DTYPES[dtype])
         return _train_variants(eager, fused, x, g, compile_modes, dtype == AUTOCAST)
-    flops = sum(6.0 * batch * a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    byt = es * sum(3 * batch * a + 3 * a * b + 4 * batch * b + 3 * b for a, b in zip(sizes[:-1], sizes[1:]))
+    pairs = list(zip(sizes[:-1], sizes[1:]))
+    if inference:  # read x, W, b; write y
+        flops = sum(2.0 * batch * a * b for a, b in pairs)
+        byt = es * sum(batch * a + a * b + batch * b + b for a, b in pairs)
+    else:
+        flops = sum(6.0 * batch * a * b for a, b in pairs)
+        byt = es * sum(3 * batch * a + 3 * a * b + 4 * batch * b + 3 * b for a, b in pairs)
     label = "-".join(str(s) for s in sizes)
-    return Case("mlp", f"{name} {label} {act} b{batch} {dtype} fwd+bwd",
-                dict(sizes=sizes, act=act, batch=batch, dtype=dtype), flops, float(byt), build)
+    return Case("mlp", f"{name} {label} {act} b{batch} {dtype} " + ("inference" if inference else "fwd+bwd"),
+                dict(sizes=sizes, act=act, batch=batch, dtype=dtype, mode="inference" if inference else "fwd+bwd"),
+                flops, float(byt), build)
 
 
 def train_step_case(batch, dtype):
@@ -259,6 +285,8 @@ def cases(groups, quick, device, dtype, shapes=None):
     if "mlp" in groups:
         nets = (MLP_QUICK if quick else MLP_NETS) if device == "cpu" else (MLP_NETS_CUDA[:1] if quick else MLP_NETS_CUDA)
         out += [mlp_case(name, sizes, act, batch, dtype) for name, sizes, act, batch in nets]
+        if device == "cpu":
+            out += [mlp_case(name, sizes, act, batch, dtype, inference=True) for name, sizes, act, batch in nets]
         if device == "cpu" and dtype != AUTOCAST:
             out += [train_step_case(b, dtype) for b in TRAIN_STEPS]
     if "optim" in groups and dtype != AUTOCAST:
