@@ -16,11 +16,11 @@ import sys
 
 import torch
 from torch import nn
-from torch.profiler import ProfilerActivity, profile
 from torch.utils.benchmark import Timer
 
 import fastnn
 from fastnn.bench.cases import _sequential, mlp_case, train_step_case
+from fastnn.bench.timing import allocator_bytes
 
 
 def _time(fns, rounds=5, min_run_time=0.3):
@@ -76,20 +76,7 @@ def floor():
 
 def peak_bytes(fn):
     """Peak of the bytes torch's CPU allocator holds during fn, above what it held before."""
-    fn()  # first-call allocations that stay are not the model's
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as p:
-        fn()
-    events, stack = [], list(p.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        n = stack.pop()
-        if type(n.extra_fields).__name__ == "_ExtraFields_Allocation":
-            events.append((n.start_time_ns, n.extra_fields.alloc_size))
-        stack.extend(n.children)
-    held = peak = 0
-    for _, size in sorted(events, key=lambda e: (e[0], -e[1])):  # at a tie, count the allocation first
-        held += size
-        peak = max(peak, held)
-    return peak
+    return allocator_bytes(fn)[1]
 
 
 def memory():

@@ -7,6 +7,7 @@ from torch import nn
 from torch.autograd import gradcheck, gradgradcheck
 
 import fastnn
+from fastnn.bench.timing import allocator_bytes
 from fastnn.validate import _Hetero  # the seed regression network
 from torch_reference import torch_act
 
@@ -362,18 +363,20 @@ def test_parity_wide_tiled_chain(dtype, cpu_isa, cpu_path):
 
 def _held_after(fn):
     """Bytes torch's CPU allocator still holds after fn() (allocated minus freed while it ran)."""
-    from torch.profiler import ProfilerActivity, profile
-    fn()  # first-call allocations that stay (BLAS buffers) are not the model's
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as p:
-        out = fn()
-    held, stack = 0, list(p.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        n = stack.pop()
-        if type(n.extra_fields).__name__ == "_ExtraFields_Allocation":
-            held += n.extra_fields.alloc_size  # negative for a free
-        stack.extend(n.children)
-    del out
-    return held
+    return allocator_bytes(fn)[0]
+
+
+def _peak_during(fn):
+    """The most bytes torch's CPU allocator had handed out at once while fn() ran."""
+    return allocator_bytes(fn)[1]
+
+
+def _square_stack(act, width, L=4, B=256):
+    """L Linear(width, width) + act layers, eager and fuse()d, an input of B rows, and the bytes of
+    one float32 activation."""
+    act_module = {"gelu": nn.GELU, "relu": nn.ReLU}[act]
+    model = nn.Sequential(*[m for _ in range(L) for m in (nn.Linear(width, width), act_module())])
+    return L, model, fastnn.nn.fuse(copy.deepcopy(model)), torch.randn(B, width), B * width * 4
 
 
 @pytest.mark.parametrize("act", ["gelu", "relu"])
@@ -383,37 +386,11 @@ def test_forward_keeps_one_activation_per_layer(act):
     Linear's input and the GELU's), eager ReLU layers one (the ReLU's output is the next Linear's
     input). The network's input is the caller's and counts for neither."""
     for width in (64, 1100):  # tiled, layer by layer
-        L, B = 4, 256
-        act_module = {"gelu": nn.GELU, "relu": nn.ReLU}[act]
-        model = nn.Sequential(*[m for _ in range(L) for m in (nn.Linear(width, width), act_module())])
-        fused = fastnn.nn.fuse(copy.deepcopy(model))
-        x = torch.randn(B, width)
-        one = B * width * 4
+        L, model, fused, x, one = _square_stack(act, width)
         ours = _held_after(lambda: fused(x))
         assert ours <= (L + 1) * one + 64 * 1024, (width, ours / one)
         if act == "gelu":
             assert _held_after(lambda: model(x)) >= 2 * L * one  # L - 1 more than ours
-
-
-def _peak_during(fn):
-    """The most bytes torch's CPU allocator had handed out at once while fn() ran, above what it
-    held when fn() began."""
-    from torch.profiler import ProfilerActivity, profile
-    fn()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as p:
-        out = fn()
-    events, stack = [], list(p.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        n = stack.pop()
-        if type(n.extra_fields).__name__ == "_ExtraFields_Allocation":
-            events.append((n.start_time_ns, n.extra_fields.alloc_size))
-        stack.extend(n.children)
-    now = peak = 0
-    for _, size in sorted(events, key=lambda e: e[0]):
-        now += size
-        peak = max(peak, now)
-    del out
-    return peak
 
 
 @pytest.mark.parametrize("act", ["gelu", "relu"])
@@ -424,12 +401,7 @@ def test_output_only_forward_keeps_nothing(act, cpu_path):
     for width in (64, 1100):  # within the tiled limits, and past them (layer by layer)
         if cpu_path == "tiled" and width > 256:
             continue  # out of the tiled candidates' range: layers either way
-        L, B = 4, 256
-        act_module = {"gelu": nn.GELU, "relu": nn.ReLU}[act]
-        model = nn.Sequential(*[m for _ in range(L) for m in (nn.Linear(width, width), act_module())])
-        fused = fastnn.nn.fuse(copy.deepcopy(model))
-        x = torch.randn(B, width)
-        one = B * width * 4
+        L, model, fused, x, one = _square_stack(act, width)
         with torch.no_grad():
             peak = _peak_during(lambda: fused(x))
         assert peak <= 2 * one + 64 * 1024, (width, peak / one)

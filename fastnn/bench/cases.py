@@ -89,12 +89,7 @@ def _train_variants(eager, fused, x, g, compile_modes, autocast=False):
         def f():
             m(x).backward(g)
         return f
-    sfx = "-autocast" if autocast else ""
-    v = {"eager" + sfx: run(eager)}
-    for mode in compile_modes:
-        v[("compile" if mode == "default" else f"compile-{mode}") + sfx] = run(
-            torch.compile(copy.deepcopy(eager), mode=None if mode == "default" else mode))
-    v["fastnn"] = run(fused)
+    v = _variants(eager, fused, compile_modes, run, autocast)
     if x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and len(fused) > 1:
         v["fastnn-fused-kernels"] = with_env(run(fused), "FASTNN_MLP_FUSED", "1")
     return v
@@ -108,6 +103,11 @@ def _inference_variants(eager, fused, x, compile_modes, autocast=False):
             with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
                 m(x)
         return f
+    return _variants(eager, fused, compile_modes, run, autocast)
+
+
+def _variants(eager, fused, compile_modes, run, autocast):
+    """run(module) -> the timed callable, for eager, each torch.compile mode and fastnn."""
     sfx = "-autocast" if autocast else ""
     v = {"eager" + sfx: run(eager)}
     for mode in compile_modes:

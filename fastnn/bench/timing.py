@@ -103,3 +103,25 @@ def ceilings(device, dtype, quick):
     triad, copy_ = bandwidth(device, n_bw)
     return {"gemm_flops": rates[n_mm], "gemm_n": n_mm, "triad_bytes": triad, "copy_bytes": copy_,
             "bandwidth_bytes": max(triad, copy_), "bandwidth_n": n_bw}
+
+
+def allocator_bytes(fn):
+    """(held, peak): the bytes torch's CPU allocator still holds after fn() and the most it held at
+    once while fn() ran, both above what it held before (the profiler's allocation events). fn runs
+    once first: allocations that stay after a first call (BLAS buffers) are not fn's."""
+    from torch.profiler import ProfilerActivity, profile
+    fn()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as p:
+        out = fn()
+    events, stack = [], list(p.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        n = stack.pop()
+        if type(n.extra_fields).__name__ == "_ExtraFields_Allocation":
+            events.append((n.start_time_ns, n.extra_fields.alloc_size))  # negative for a free
+        stack.extend(n.children)
+    held = peak = 0
+    for _, size in sorted(events, key=lambda e: (e[0], -e[1])):  # at a tie, count the allocation first
+        held += size
+        peak = max(peak, held)
+    del out
+    return held, peak
