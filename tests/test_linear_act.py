@@ -407,3 +407,39 @@ def test_gelu_float32_accuracy_over_the_whole_range(cpu_isa):
     assert ((y - ref).abs()[seen] / ref.abs()[seen]).max() < 1e-5
     assert (y[~seen].abs() < 1e-29).all()
     assert (g - gref).abs().max() < 1e-6
+
+
+def _libm_reference(act, z):
+    """act(z) and act'(z) in float64 from Python's math module (the C library: within 1 ulp)."""
+    import math
+    sig = lambda t: 1.0 / (1.0 + math.exp(-t)) if t > -700 else math.exp(t)  # noqa: E731
+    k2, a = 2.0 * math.sqrt(2.0 / math.pi), 0.044715
+    f = {"sigmoid": (sig, lambda t: sig(t) * (1 - sig(t))),
+         "tanh": (math.tanh, lambda t: 1 - math.tanh(t) ** 2),
+         "silu": (lambda t: t * sig(t), lambda t: sig(t) * (1 + t * (1 - sig(t)))),
+         "softplus": (lambda t: t if t > 20 else math.log1p(math.exp(t)), lambda t: 1.0 if t > 20 else sig(t)),
+         "gelu_tanh": (lambda t: t * sig(k2 * (t + a * t ** 3)),
+                       lambda t: sig(k2 * (t + a * t ** 3)) + t * sig(k2 * (t + a * t ** 3)) *
+                       (1 - sig(k2 * (t + a * t ** 3))) * k2 * (1 + 3 * a * t * t))}[act]
+    return (torch.tensor([f[0](t) for t in z.tolist()], dtype=torch.float64),
+            torch.tensor([f[1](t) for t in z.tolist()], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "silu", "softplus", "gelu_tanh"])
+def test_float64_activations_within_a_few_ulp(act, cpu_isa):
+    """The activation table's float64 exp, tanh, sigmoid and log1p (fastmath.h: vectorizable forms,
+    3-6x faster than the C library's) against the C library on a dense grid: values within 8 ulp times
+    the exponent's size (measured at most 5 ulp where that is 1), derivatives within 1e-14."""
+    z = torch.linspace(-40, 40, 40001, dtype=torch.float64)
+    z = torch.cat([z, torch.tensor([0.0, 1e-300, -1e-300, 1e-8, -1e-8, 0.3499999, 0.35, 0.3500001])])
+    want, dwant = _libm_reference(act, z)
+    x = z[:, None].clone().requires_grad_()
+    y = fastnn.linear_act(x, torch.ones(1, 1, dtype=torch.float64), None, act)  # the direct kernels
+    g, = torch.autograd.grad(y.sum(), x)
+    y, g = y[:, 0].detach(), g[:, 0]
+    # e^t's relative error grows with |t| (an ulp of t), whoever computes it: the bound scales with the
+    # exponent's size; below t = -708 (a subnormal result) it is flushed to 0, as the float32 forms do.
+    t = (2.0 * (2.0 / torch.pi) ** 0.5 * (z + 0.044715 * z ** 3) if act == "gelu_tanh" else 2 * z).abs()
+    bound = 8 * 2.0 ** -52 * (1 + t) * want.abs() + 1e-300
+    assert ((y - want).abs() <= bound).all(), ((y - want).abs() / bound).max()
+    torch.testing.assert_close(g, dwant, rtol=1e-14, atol=1e-14)
