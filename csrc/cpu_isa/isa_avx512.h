@@ -6,3 +6,4 @@
 #pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,f16c,bmi2,prefer-vector-width=512")
 #define FASTNN_ISA_NS avx512
 #define FASTNN_VEC_BYTES 64
+#define FASTNN_FMA 1  // fused multiply-add in the target: fastmath.h's exact products use it
