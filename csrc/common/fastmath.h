@@ -18,9 +18,9 @@ FASTNN_INLINE float as_float(int32_t i) { return __builtin_bit_cast(float, i); }
 FASTNN_INLINE int32_t as_int(float f) { return __builtin_bit_cast(int32_t, f); }
 
 // Horner evaluation of c[0] + c[1] v + ... (coefficients are least-squares fits on Chebyshev nodes).
-template <int N>
-FASTNN_INLINE float horner(const float (&c)[N], float v) {
-  float r = c[N - 1];
+template <class T, int N>
+FASTNN_INLINE T horner(const T (&c)[N], T v) {
+  T r = c[N - 1];
   for (int i = N - 2; i >= 0; --i) r = r * v + c[i];
   return r;
 }
@@ -123,13 +123,6 @@ FASTNN_INLINE float normcdf_host(float x) {
 // tanh and log1p would not vectorize: ~3-6x slower passes than torch's own float64 activations). ----
 FASTNN_INLINE double as_double(int64_t i) { return __builtin_bit_cast(double, i); }
 FASTNN_INLINE int64_t as_int(double d) { return __builtin_bit_cast(int64_t, d); }
-
-template <int N>
-FASTNN_INLINE double horner(const double (&c)[N], double v) {
-  double r = c[N - 1];
-  for (int i = N - 2; i >= 0; --i) r = r * v + c[i];
-  return r;
-}
 
 // e^x: Cody-Waite with ln2 = hi (40 bits: n hi is exact) + lo, the Taylor series of e^r to r^12
 // (|r| <= ln2/2: truncation 2e-17), 2^n from the rounding's own bits (no float-to-integer conversion,
