@@ -143,8 +143,9 @@ FASTNN_INLINE double exp_sum_host(double x, double b) {
   r = r - fn * 2.8235290563031577e-13;
   const double p = horner(c, r);
   // the low bits of kd are n (two's complement): exponent field n - 1 + 1023, in [1, 2046]
-  const int64_t scale = (as_int(kd) - as_int(6755399441055744.0) + 1022) << 52;
-  double e = p * as_double(scale) * 2.0;
+  // (unsigned: a NaN's bits would overflow a signed subtraction or shift)
+  const uint64_t field = uint64_t(as_int(kd)) - uint64_t(as_int(6755399441055744.0)) + 1022u;
+  double e = p * __builtin_bit_cast(double, field << 52) * 2.0;
   e = x > hi ? INFINITY : e;
   return x < lo ? 0.0 : e;
 }
