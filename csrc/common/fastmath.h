@@ -1,9 +1,10 @@
 // Elementwise math for the activation table.
 //
-// float on the host: branch-free polynomial forms built only from +,*,/, compares and bit casts, so
-// the compiler vectorizes every loop that calls them (libm's scalar tanhf/erff would not vectorize
-// and cost ~20 ns an element). Accuracy: exp, log1p ~1 ulp; tanh ~6 ulp; normal CDF ~2e-7 absolute
-// (relative 5e-6 in the lower tail). double on the host and everything on the device use the C library.
+// On the host, float and double: branch-free polynomial forms built only from +,*,/, compares and bit
+// casts, so the compiler vectorizes every loop that calls them (libm's scalar tanhf/erff would not
+// vectorize and cost ~20 ns an element). float: exp, log1p ~1 ulp; tanh ~6 ulp; normal CDF ~2e-7
+// absolute (relative 5e-6 in the lower tail). double: within a few ulp (below). The device uses the
+// CUDA math library.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -149,7 +150,8 @@ FASTNN_INLINE double exp_sum_host(double x, double b) {
   e = x > hi ? INFINITY : e;
   return x < lo ? 0.0 : e;
 }
-FASTNN_INLINE double exp_host(double x) { return exp_sum_host(x, 0.0); }
+// b = -0.0: x + -0.0 is x for every x, so the compiler drops both adds (+0.0 would turn -0 into +0).
+FASTNN_INLINE double exp_host(double x) { return exp_sum_host(x, -0.0); }
 
 FASTNN_INLINE double sigmoid_host(double x) { return 1.0 / (1.0 + exp_host(-x)); }
 
@@ -174,11 +176,11 @@ FASTNN_INLINE double horner4(const double (&c)[N], double v) {
   static_assert(N >= 4, "four chains");
   const double v2 = v * v, v4 = v2 * v2;
   double r[4];
-#pragma GCC unroll 4
+  FASTNN_HOST_UNROLL(4)
   for (int j = 0; j < 4; ++j) {
     const int top = j + 4 * ((N - 1 - j) / 4);
     double acc = c[top];
-#pragma GCC unroll 16
+    FASTNN_HOST_UNROLL(16)
     for (int i = top - 4; i >= 0; i -= 4) acc = acc * v4 + c[i];
     r[j] = acc;
   }
@@ -252,98 +254,35 @@ FASTNN_INLINE double log1p_host(double u) {
 #endif
 
 // ---- The functions the activation table calls: float and double, host and device. ----
-FASTNN_INLINE FASTNN_HD float exp(float x) {
 #if defined(__CUDA_ARCH__)
-  return ::expf(x);
-#else
-  return exp_host(x);
-#endif
-}
-FASTNN_INLINE FASTNN_HD double exp(double x) {
-#if defined(__CUDA_ARCH__)
-  return ::exp(x);
-#else
-  return exp_host(x);
-#endif
-}
-
-FASTNN_INLINE FASTNN_HD float tanh(float x) {
-#if defined(__CUDA_ARCH__)
-  return ::tanhf(x);
-#else
-  return tanh_host(x);
-#endif
-}
-FASTNN_INLINE FASTNN_HD double tanh(double x) {
-#if defined(__CUDA_ARCH__)
-  return ::tanh(x);
-#else
-  return tanh_host(x);
-#endif
-}
-
-FASTNN_INLINE FASTNN_HD float sigmoid(float x) {
-#if defined(__CUDA_ARCH__)
-  return 1.f / (1.f + ::expf(-x));
-#else
-  return sigmoid_host(x);
-#endif
-}
-FASTNN_INLINE FASTNN_HD double sigmoid(double x) {
-#if defined(__CUDA_ARCH__)
-  return 1.0 / (1.0 + ::exp(-x));
-#else
-  return sigmoid_host(x);
-#endif
-}
-
-FASTNN_INLINE FASTNN_HD float log1p(float x) {
-#if defined(__CUDA_ARCH__)
-  return ::log1pf(x);
-#else
-  return log1p_host(x);
-#endif
-}
-FASTNN_INLINE FASTNN_HD double log1p(double x) {
-#if defined(__CUDA_ARCH__)
-  return ::log1p(x);
-#else
-  return log1p_host(x);
-#endif
-}
-
-FASTNN_INLINE FASTNN_HD float normcdf(float x) {
-#if defined(__CUDA_ARCH__)
-  return ::normcdff(x);
-#else
-  return normcdf_host(x);
-#endif
-}
-FASTNN_INLINE FASTNN_HD double normcdf(double x) {
-#if defined(__CUDA_ARCH__)
-  return 0.5 * ::erfc(-x * 0.70710678118654752440);
-#else
-  return normcdf_host(x);
-#endif
-}
-
-// Phi(x) and the density phi(x) together (they share exp(-x^2/2) on the host float path).
+FASTNN_INLINE FASTNN_HD float exp(float x) { return ::expf(x); }
+FASTNN_INLINE FASTNN_HD double exp(double x) { return ::exp(x); }
+FASTNN_INLINE FASTNN_HD float tanh(float x) { return ::tanhf(x); }
+FASTNN_INLINE FASTNN_HD double tanh(double x) { return ::tanh(x); }
+FASTNN_INLINE FASTNN_HD float sigmoid(float x) { return 1.f / (1.f + ::expf(-x)); }
+FASTNN_INLINE FASTNN_HD double sigmoid(double x) { return 1.0 / (1.0 + ::exp(-x)); }
+FASTNN_INLINE FASTNN_HD float log1p(float x) { return ::log1pf(x); }
+FASTNN_INLINE FASTNN_HD double log1p(double x) { return ::log1p(x); }
+FASTNN_INLINE FASTNN_HD float normcdf(float x) { return ::normcdff(x); }
+FASTNN_INLINE FASTNN_HD double normcdf(double x) { return 0.5 * ::erfc(-x * 0.70710678118654752440); }
+// Phi(x) and the density phi(x) together (they share exp(-x^2/2) on the host).
 FASTNN_INLINE FASTNN_HD float normcdf_pdf(float x, float& pdf) {
-#if defined(__CUDA_ARCH__)
   pdf = 0.398942280f * ::expf(-0.5f * x * x);
   return ::normcdff(x);
-#else
-  return normcdf_pdf_host(x, pdf);
-#endif
 }
 FASTNN_INLINE FASTNN_HD double normcdf_pdf(double x, double& pdf) {
-#if defined(__CUDA_ARCH__)
   pdf = 0.39894228040143267794 * ::exp(-0.5 * x * x);
   return normcdf(x);
-#else
-  return normcdf_pdf_host(x, pdf);
-#endif
 }
+#else
+// The host forms above, for float and double alike.
+template <class T> FASTNN_INLINE FASTNN_HD T exp(T x) { return exp_host(x); }
+template <class T> FASTNN_INLINE FASTNN_HD T tanh(T x) { return tanh_host(x); }
+template <class T> FASTNN_INLINE FASTNN_HD T sigmoid(T x) { return sigmoid_host(x); }
+template <class T> FASTNN_INLINE FASTNN_HD T log1p(T x) { return log1p_host(x); }
+template <class T> FASTNN_INLINE FASTNN_HD T normcdf(T x) { return normcdf_host(x); }
+template <class T> FASTNN_INLINE FASTNN_HD T normcdf_pdf(T x, T& pdf) { return normcdf_pdf_host(x, pdf); }
+#endif
 
 }  // namespace fm
 }  // namespace FASTNN_ISA_NS

@@ -1,12 +1,16 @@
 // Portability macros shared by host C++ and CUDA code.
 #pragma once
 
+#define FASTNN_PRAGMA(x) _Pragma(#x)
 #if defined(__CUDACC__)
 #define FASTNN_HD __host__ __device__
 #define FASTNN_INLINE __forceinline__
 #define FASTNN_UNROLL _Pragma("unroll")
+// Loops of host-only code: nvcc's front end, which parses it too, warns on GCC's pragma.
+#define FASTNN_HOST_UNROLL(n)
 #else
 #define FASTNN_UNROLL _Pragma("GCC unroll 8")
+#define FASTNN_HOST_UNROLL(n) FASTNN_PRAGMA(GCC unroll n)
 #define FASTNN_HD
 #define FASTNN_INLINE inline __attribute__((always_inline))
 #endif

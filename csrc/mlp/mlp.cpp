@@ -257,6 +257,14 @@ Grads backward_tiled(std::vector<MlpLayer> layers, const Tensor& grad_output, co
 
 enum { kTiled = 0, kLayers = 1 };
 
+// The output of a forward with nothing recorded, on the given path.
+Tensor forward_output_only(int path, std::vector<MlpLayer> layers, const Tensor& input, at::TensorList weights,
+                           const Biases& biases, const std::vector<std::string>& activations,
+                           at::ArrayRef<double> slopes) {
+  if (path == kLayers) return forward_layers_output_only(input, weights, biases, activations, slopes);
+  return std::get<0>(forward_tiled(std::move(layers), input, weights, biases, /*output_only=*/true));
+}
+
 }  // namespace
 
 std::string mlp_shape_class(at::TensorList weights, const std::vector<MlpLayer>& layers) {
@@ -319,8 +327,7 @@ int mlp_cpu_path(const Tensor& input, at::TensorList weights, const Biases& bias
   q.run = [&](int p, int64_t rows) {
     if (!d.x.defined()) d = mlp_calibration(input, weights, layers, rows);
     if (output_only) {
-      if (p == kTiled) forward_tiled(layers, d.x, weights, biases, /*output_only=*/true);
-      else forward_layers_output_only(d.x, weights, biases, d.names, d.slopes);
+      forward_output_only(p, layers, d.x, weights, biases, d.names, d.slopes);
     } else if (p == kTiled) {
       auto [y, arena] = forward_tiled(layers, d.x, weights, biases);
       backward_tiled(layers, d.g, d.x, weights, biases, arena, y, false);
@@ -345,9 +352,8 @@ std::tuple<Tensor, Tensor> mlp_forward_cpu(const Tensor& input, at::TensorList w
 Tensor mlp_output_only_cpu(const Tensor& input, at::TensorList weights, const Biases& biases,
                            const std::vector<std::string>& activations, at::ArrayRef<double> slopes) {
   auto layers = check_mlp_args(input, weights, biases, activations, slopes);
-  if (mlp_cpu_path(input, weights, biases, layers, nullptr, /*output_only=*/true) == kLayers)
-    return forward_layers_output_only(input, weights, biases, activations, slopes);
-  return std::get<0>(forward_tiled(std::move(layers), input, weights, biases, /*output_only=*/true));
+  const int path = mlp_cpu_path(input, weights, biases, layers, nullptr, /*output_only=*/true);
+  return forward_output_only(path, std::move(layers), input, weights, biases, activations, slopes);
 }
 
 Grads mlp_backward_cpu(const Tensor& grad_output, const Tensor& input, at::TensorList weights, const Biases& biases,
