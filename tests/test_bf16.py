@@ -146,6 +146,28 @@ def test_native_bf16_same_bits_for_any_thread_count(threads, bf16_isa):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("act", ACTS)
+def test_bf16_activation_passes_are_the_float32_passes_rounded_once(act, bf16_isa):
+    """The elementwise passes compute bf16 in float32: the activation equals the float32 pass on the
+    same values rounded once, and the backward pass's bias gradient (float32 sums over g act'(z),
+    chunked by the shape alone) the float32 one rounded once; widths past a vector's and a chunk's."""
+    gen = torch.Generator().manual_seed(ACTS.index(act))
+    fastnn.set_cpu_path("gemm")  # linear_act's backward through its elementwise pass
+    try:
+        for n in (1, 511, 512, 513, 1100):
+            z = (torch.randn(5, n, generator=gen) * 4).to(torch.bfloat16)
+            y = torch.ops.fastnn.activation(z, act, 0.1)
+            assert torch.equal(y, torch.ops.fastnn.activation(z.float(), act, 0.1).to(torch.bfloat16)), (act, n)
+            g = torch.randn(5, n, generator=gen).to(torch.bfloat16)
+            x = torch.randn(5, 3, generator=gen).to(torch.bfloat16)
+            w = torch.randn(n, 3, generator=gen).to(torch.bfloat16)
+            gb = [torch.ops.fastnn.linear_act_backward(g.to(dt), x.to(dt), w.to(dt), y.to(dt), True, act, 0.1,
+                                                       [False, False])[2] for dt in (torch.bfloat16, torch.float32)]
+            assert torch.equal(gb[0], gb[1].to(torch.bfloat16)), (act, n)
+    finally:
+        fastnn.set_cpu_path("auto")
+
+
 @pytest.mark.skipif("avx512_bf16" not in ISAS, reason="needs a CPU with AVX512_BF16 (the AMX emulation runs on it)")
 def test_amx_table_is_opt_in_and_its_products_match_the_vector_kernels():
     """amx_bf16 is never the default (unmeasured on AMX hardware so far), the emulated table is not
