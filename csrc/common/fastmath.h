@@ -265,7 +265,7 @@ FASTNN_INLINE FASTNN_HD float log1p(float x) { return ::log1pf(x); }
 FASTNN_INLINE FASTNN_HD double log1p(double x) { return ::log1p(x); }
 FASTNN_INLINE FASTNN_HD float normcdf(float x) { return ::normcdff(x); }
 FASTNN_INLINE FASTNN_HD double normcdf(double x) { return 0.5 * ::erfc(-x * 0.70710678118654752440); }
-// Phi(x) and the density phi(x) together (they share exp(-x^2/2) on the host).
+// Phi(x) and the density phi(x) together (the host forms share exp(-x^2/2) between them).
 FASTNN_INLINE FASTNN_HD float normcdf_pdf(float x, float& pdf) {
   pdf = 0.398942280f * ::expf(-0.5f * x * x);
   return ::normcdff(x);
