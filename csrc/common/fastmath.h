@@ -37,14 +37,17 @@ FASTNN_INLINE float exp_poly(float xc, float& fn) {
 
 FASTNN_INLINE float exp_host(float x) {
   // Below lo the result would be denormal: return 0 rather than pay for denormal arithmetic
-  // (results under 1.2e-38 are lost; torch's own vectorized exp flushes similarly).
-  const float hi = 88.7228394f, lo = -87.3365479f;
+  // (results under 1.2e-38 are lost; torch's own vectorized exp flushes similarly). Above hi it
+  // overflows. Both are the last floats whose result is a normal float.
+  const float hi = 88.7228317f, lo = -87.3365402f;
   float xc = x > hi ? hi : (x < lo ? lo : x);  // NaN falls through both compares
   float fn;
   float p = exp_poly(xc, fn);
-  int32_t n = (int32_t)fn;
-  int32_t n1 = n >> 1, n2 = n - n1;  // two factors: 2^128 alone is not a float
-  p = p * as_float((n1 + 127) << 23) * as_float((n2 + 127) << 23);
+  // 2^n added to p's exponent field: from lo to hi the result is a normal float (n in [-126, 128]
+  // with p's field 126 or 127). One add instead of two multiplies by 2^(n/2) factors:
+  // the sigmoid loop 0.369 -> 0.308 ns an element (Zen 4). Every float in [-200, 200] gives the bits
+  // the two factors gave but -87.3365479 (e^x denormal: now flushed, as above; checked exhaustively).
+  p = as_float(as_int(p) + int32_t(uint32_t(int32_t(fn)) << 23));
   p = x > hi ? INFINITY : p;
   return x < lo ? 0.f : p;
 }
