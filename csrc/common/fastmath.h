@@ -26,6 +26,12 @@ FASTNN_INLINE T horner(const T (&c)[N], T v) {
   return r;
 }
 
+// p * 2^fn by an add to p's exponent field: exact when the result is a normal float (callers keep fn
+// in range), one integer add instead of multiplies by 2^(n/2) factors.
+FASTNN_INLINE float scale_by_pow2(float p, float fn) {
+  return as_float(as_int(p) + int32_t(uint32_t(int32_t(fn)) << 23));
+}
+
 // e^xc = exp_poly(xc, fn) * 2^fn for xc in [-87.34, 88.72] (fn: xc / ln2 rounded to an integer).
 FASTNN_INLINE float exp_poly(float xc, float& fn) {
   fn = (xc * 1.44269504f + 12582912.f) - 12582912.f;  // round to nearest integer
@@ -47,7 +53,7 @@ FASTNN_INLINE float exp_host(float x) {
   // with p's field 126 or 127). One add instead of two multiplies by 2^(n/2) factors:
   // the sigmoid loop 0.369 -> 0.308 ns an element (Zen 4). Every float in [-200, 200] gives the bits
   // the two factors gave but -87.3365479 (e^x denormal: now flushed, as above; checked exhaustively).
-  p = as_float(as_int(p) + int32_t(uint32_t(int32_t(fn)) << 23));
+  p = scale_by_pow2(p, fn);
   p = x > hi ? INFINITY : p;
   return x < lo ? 0.f : p;
 }
@@ -95,7 +101,7 @@ FASTNN_INLINE float exp_neg_half_square_host(float v) {
   const float fn = (s * -0.721347520f + 12582912.f) - 12582912.f;  // -s/2 / ln2, rounded
   float r = fn * -0.693145752f + s * -0.5f;                        // exact: fn has <= 7 bits
   r = fn * -1.42860677e-06f + r;
-  return as_float(as_int(horner(c, r)) + int32_t(uint32_t(int32_t(fn)) << 23));
+  return scale_by_pow2(horner(c, r), fn);
 }
 
 // Standard normal CDF Phi(x) = erfc(-x/sqrt2)/2 as e^(-v^2/2) R(v), v = |x|, with R(v) =
