@@ -27,6 +27,7 @@ def test_workload_reaches_parity_verdict(workload, tmp_path):
             assert r["verdict"] == "PASS", r
             for name, vals in r["metrics"].items():
                 assert len(vals) == 4 and all(v == v for v in vals), name
+            assert r["torch_s"] > 0 and r["torch_bf16_s"] > 0 and r["fastnn_s"] > 0, r
             continue
         assert r["workload"] == workload
         if r["verdict"] == "SKIP":  # only the bf16-autocast row, only on a CPU without hardware bf16
