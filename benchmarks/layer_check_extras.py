@@ -5,6 +5,8 @@ second look on a noisy machine:
     python benchmarks/layer_check_extras.py gemms 784-1024-1024-10 1024
     python benchmarks/layer_check_extras.py grad silu 8192,128,128 [rounds]
 
+Every thread torch has (torch.set_num_threads to change it).
+
 mlp:   fwd+bwd of a relu MLP, eager vs fastnn.nn.fuse(), interleaved rounds (torch.utils.benchmark,
        0.5 s each), the median ratio and every round's.
 gemms: the same two, torch.profiler grouped by input shape (4 rounds of 5 steps): ms per call of each
@@ -18,17 +20,19 @@ import sys
 import torch
 import torch.nn.functional as F
 from torch.profiler import profile
-from torch.utils.benchmark import Timer
 
 import fastnn
 from fastnn.bench.cases import _sequential
+from fastnn.bench.timing import blocked
 
 
 def _interleave(fns, rounds, min_run_time):
+    """{name: one median a round}: per-round medians, for per-round ratios (the suite's
+    timing.interleaved pools its samples); every thread torch has, as the suite."""
     t = {k: [] for k in fns}
     for _ in range(rounds):
         for k, f in fns.items():
-            t[k].append(Timer("f()", globals={"f": f}).blocked_autorange(min_run_time=min_run_time).median)
+            t[k].append(statistics.median(blocked(f, min_run_time)))
     return t
 
 
