@@ -32,6 +32,36 @@ def want_cuda():
     return torch_has_cuda and toolkit
 
 
+# The per-ISA kernel tables (csrc/cpu_isa/<table>*.cpp; cpu_isa.cpp's Isa enum), base first. The
+# amx_bf16 sources hold the amx_bf16_emulated table too, which runs where avx512_bf16 does.
+ISA_TABLES = ("base", "avx2", "avx512", "avx512_bf16", "amx_bf16")
+
+
+def table_of(source):
+    """The table a csrc/cpu_isa source belongs to (cpu_isa.cpp, the dispatcher, counts as base)."""
+    name = os.path.basename(source)
+    if name.startswith("cpu_isa"):
+        return "base"
+    return max((t for t in ISA_TABLES if name.startswith(t)), key=len)
+
+
+def cpu_runs_tables():
+    """The tables this machine's CPU runs, by /proc/cpuinfo's flags (cpu_isa.cpp's supported())."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((set(l.split(":", 1)[1].split()) for l in f if l.startswith("flags")), set())
+    except OSError:
+        flags = set()
+    runs = set()
+    if {"avx2", "fma"} <= flags:
+        runs.add("avx2")
+    if {"avx512f", "avx512dq", "avx512bw", "avx512vl", "fma"} <= flags:
+        runs.add("avx512")
+        if "avx512_bf16" in flags:
+            runs |= {"avx512_bf16", "amx_bf16"}
+    return runs
+
+
 def rel(paths):
     return sorted(os.path.relpath(p, ROOT) for p in paths)
 
@@ -42,23 +72,28 @@ def extension():
     link = ["-fopenmp"]
     if os.environ.get("FASTNN_SANITIZE", "") == "1":  # make sanitize: ASan + UBSan (CPU build)
         san = ["-fsanitize=address,undefined", "-fno-sanitize=vptr", "-fno-omit-frame-pointer"]
-        cxx = cxx + san + ["-g", "-O1"]
+        # -g1: line tables for the reports' stack traces; full debug info made the build 1.8x longer.
+        cxx = cxx + san + ["-g1", "-O1"]
         link = link + san
+    else:
+        # No debug info (Python's CFLAGS ask for -g): a third of the compile time and most of _C.so.
+        cxx = cxx + ["-g0"]
     sources = rel(glob.glob(os.path.join(ROOT, "csrc", "**", "*.cpp"), recursive=True)
                   + glob.glob(os.path.join(ROOT, "csrc", "**", "*.cu"), recursive=True))
     cuda_sources = rel(glob.glob(os.path.join(ROOT, "csrc", "**", "*_cuda*.cpp"), recursive=True)
                        + glob.glob(os.path.join(ROOT, "csrc", "**", "*.cu"), recursive=True))
     define = []
-    # FASTNN_CPU_TABLES=base builds the portable CPU table alone: a quick build for GPU visits
-    # (benchmarks/gpu_check.sh), where the per-ISA tables are most of the compile time.
-    tables = os.environ.get("FASTNN_CPU_TABLES", "").strip()
-    if tables not in ("", "all", "base"):
-        sys.exit("FASTNN_CPU_TABLES must be 'all' or 'base', got %r" % tables)
-    if tables == "base":
+    # FASTNN_CPU_TABLES picks the per-ISA kernel tables compiled in (most of the compile time):
+    # all (default), base (the portable table alone: GPU visits, the CUDA compile check) or native
+    # (base and the tables this machine's CPU runs: the sanitizer build, which can only test those).
+    tables = os.environ.get("FASTNN_CPU_TABLES", "").strip() or "all"
+    if tables not in ("all", "base", "native"):
+        sys.exit("FASTNN_CPU_TABLES must be 'all', 'base' or 'native', got %r" % tables)
+    if tables != "all":
+        keep = {"base"} | (cpu_runs_tables() if tables == "native" else set())
         isa_dir = os.path.join("csrc", "cpu_isa") + os.sep
-        sources = [s for s in sources if not s.startswith(isa_dir)
-                   or os.path.basename(s).startswith(("base", "cpu_isa"))]
-        cxx = cxx + ["-DFASTNN_CPU_BASE_ONLY=1"]
+        sources = [s for s in sources if not s.startswith(isa_dir) or table_of(s) in keep]
+        cxx = cxx + ["-DFASTNN_CPU_NO_%s=1" % t.upper() for t in ISA_TABLES if t not in keep]
     use_cuda = want_cuda()
     if use_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")

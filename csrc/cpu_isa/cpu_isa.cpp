@@ -13,11 +13,27 @@
 #include <unistd.h>
 #endif
 
-// The per-ISA tables are linked in (x86-64, unless setup.py's FASTNN_CPU_TABLES=base left them out).
-#if defined(__x86_64__) && !defined(FASTNN_CPU_BASE_ONLY)
-#define FASTNN_X86_TABLES 1
+// Which per-ISA tables are linked in: all on x86-64, unless setup.py's FASTNN_CPU_TABLES (base or
+// native) left some out (FASTNN_CPU_NO_<TABLE>). The amx_bf16 tables call the avx512_bf16 one.
+#if defined(__x86_64__) && !defined(FASTNN_CPU_NO_AVX2)
+#define FASTNN_TABLE_AVX2 1
 #else
-#define FASTNN_X86_TABLES 0
+#define FASTNN_TABLE_AVX2 0
+#endif
+#if defined(__x86_64__) && !defined(FASTNN_CPU_NO_AVX512)
+#define FASTNN_TABLE_AVX512 1
+#else
+#define FASTNN_TABLE_AVX512 0
+#endif
+#if FASTNN_TABLE_AVX512 && !defined(FASTNN_CPU_NO_AVX512_BF16)
+#define FASTNN_TABLE_AVX512_BF16 1
+#else
+#define FASTNN_TABLE_AVX512_BF16 0
+#endif
+#if FASTNN_TABLE_AVX512_BF16 && !defined(FASTNN_CPU_NO_AMX_BF16)
+#define FASTNN_TABLE_AMX_BF16 1
+#else
+#define FASTNN_TABLE_AMX_BF16 0
 #endif
 
 namespace fastnn {
@@ -53,21 +69,31 @@ bool amx_usable() {
 #endif
 }
 
+// The CPU runs table `isa` and the build linked it in.
 bool supported(int isa) {
-#if FASTNN_X86_TABLES
+#if defined(__x86_64__)
   __builtin_cpu_init();
-  if (isa == kAmxBf16Emulated) return supported(kAvx512Bf16);
-  if (isa == kAmxBf16) return supported(kAvx512Bf16) && amx_usable();
-  if (isa == kAvx512Bf16) return supported(kAvx512) && __builtin_cpu_supports("avx512bf16");
-  if (isa == kAvx512)
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-           __builtin_cpu_supports("fma");
-  if (isa == kAvx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  if (isa != kBase) return false;
 #endif
-  return true;
+  switch (isa) {
+#if FASTNN_TABLE_AMX_BF16
+    case kAmxBf16Emulated: return supported(kAvx512Bf16);
+    case kAmxBf16: return supported(kAvx512Bf16) && amx_usable();
+#endif
+#if FASTNN_TABLE_AVX512_BF16
+    case kAvx512Bf16: return supported(kAvx512) && __builtin_cpu_supports("avx512bf16");
+#endif
+#if FASTNN_TABLE_AVX512
+    case kAvx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+             __builtin_cpu_supports("fma");
+#endif
+#if FASTNN_TABLE_AVX2
+    case kAvx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    case kBase: return true;
+    default: return false;
+  }
 }
 
 int parse(const std::string& s) {
@@ -98,11 +124,15 @@ std::atomic<int>& active() {
 
 const LinearActCpuKernels& linear_act_cpu_kernels() {
   switch (active().load(std::memory_order_relaxed)) {
-#if FASTNN_X86_TABLES
+#if FASTNN_TABLE_AVX512_BF16
     case kAmxBf16:
     case kAmxBf16Emulated:
     case kAvx512Bf16: return linear_act_kernels_avx512_bf16();
+#endif
+#if FASTNN_TABLE_AVX512
     case kAvx512: return linear_act_kernels_avx512();
+#endif
+#if FASTNN_TABLE_AVX2
     case kAvx2: return linear_act_kernels_avx2();
 #endif
     default: return linear_act_kernels_base();
@@ -111,11 +141,15 @@ const LinearActCpuKernels& linear_act_cpu_kernels() {
 
 const OptimCpuKernels& optim_cpu_kernels() {
   switch (active().load(std::memory_order_relaxed)) {
-#if FASTNN_X86_TABLES
+#if FASTNN_TABLE_AVX512_BF16
     case kAmxBf16:
     case kAmxBf16Emulated:
     case kAvx512Bf16: return optim_kernels_avx512_bf16();
+#endif
+#if FASTNN_TABLE_AVX512
     case kAvx512: return optim_kernels_avx512();
+#endif
+#if FASTNN_TABLE_AVX2
     case kAvx2: return optim_kernels_avx2();
 #endif
     default: return optim_kernels_base();
@@ -124,11 +158,17 @@ const OptimCpuKernels& optim_cpu_kernels() {
 
 const MlpCpuKernels& mlp_cpu_kernels() {
   switch (active().load(std::memory_order_relaxed)) {
-#if FASTNN_X86_TABLES
+#if FASTNN_TABLE_AMX_BF16
     case kAmxBf16: return mlp_kernels_amx_bf16();
     case kAmxBf16Emulated: return mlp_kernels_amx_bf16_emulated();
+#endif
+#if FASTNN_TABLE_AVX512_BF16
     case kAvx512Bf16: return mlp_kernels_avx512_bf16();
+#endif
+#if FASTNN_TABLE_AVX512
     case kAvx512: return mlp_kernels_avx512();
+#endif
+#if FASTNN_TABLE_AVX2
     case kAvx2: return mlp_kernels_avx2();
 #endif
     default: return mlp_kernels_base();

@@ -340,7 +340,7 @@ template <OptKind K> FASTNN_INLINE void q8_random_adds(const int F, uint64_t key
 template <OptKind K, class IO, class T, class Consts, class C, class Store = NearestStore>
 FASTNN_INLINE void update_block_q8(const int F, const Consts& c, T* __restrict p, const T* __restrict g,
                                    uint8_t* const* q, float* const* qs, int64_t b0, int64_t n, C scale,
-                                   Store st = Store(), bool allow_sub = true) {
+                                   C gsign, Store st = Store(), bool allow_sub = true) {
   static_assert(std::is_same<C, float>::value, "8-bit state: float32 math");
   alignas(64) float nv[3][kQ8Block];
   const int64_t blk = b0 / kQ8Block;
@@ -360,7 +360,7 @@ FASTNN_UNROLL
   for (int64_t j = 0; j < n; ++j) {
     st.at(j);  // a run store of b0
     C pp = IO::ld(pb[j]);
-    C gg = (F & kUnscale) ? IO::ld(gb[j]) / scale : IO::ld(gb[j]);
+    C gg = xor_sign((F & kUnscale) ? IO::ld(gb[j]) / scale : IO::ld(gb[j]), gsign);
     C v0 = reads_state<K>(F, 0) ? n0[j] : C(0);
     C v1 = reads_state<K>(F, 1) ? n1[j] : C(0);
     C v2 = reads_state<K>(F, 2) ? n2[j] : C(0);
@@ -383,6 +383,12 @@ FASTNN_UNROLL
     }
 }
 
+// Whether maximize is a compile-time flag (bit kMaximize of F) or a run-time sign (xor_sign of the
+// gradient, bit kMaximize of the slot's flags). At run time, half as many kernels build; RMSprop's
+// and Adagrad's steps showed no cost, but Adam's in-cache float32 and 8-bit steps lost 1.5-4% and
+// SGD's 8-bit step 6-9% (Zen 3, benchmarks/optim_kernel_ab.sh; RESULTS.md), so those keep the flag.
+template <OptKind K> constexpr bool kMaximizeFlag = K == OptKind::Adam || K == OptKind::SGD;
+
 // Elements [b, e) of one tensor; F is a constant, so the loop body has no branches left. S: the
 // state's storage type; SR: bf16 values rounded stochastically.
 template <class T, class S, OptKind K, int F, bool SR>
@@ -390,20 +396,21 @@ void update_range(const OptSlot& s, int64_t b, int64_t e, const float* gs) {
   using C = compute_t<T>;
   const auto c = KindConsts<K, C>::make(s.k);
   const C scale = gs ? (C)*gs : C(1);
+  const C gsign = (!kMaximizeFlag<K> && (s.flags & kMaximize)) ? C(-0.0) : C(0);
   T* __restrict p = (T*)s.param;
   const T* __restrict g = (const T*)s.grad;
   if constexpr (std::is_same<S, uint8_t>::value) {  // 8-bit state: whole blocks (b is block-aligned)
     uint8_t* const q[3] = {(uint8_t*)s.state[0], (uint8_t*)s.state[1], (uint8_t*)s.state[2]};
     float* const qs[3] = {s.qscale[0], s.qscale[1], s.qscale[2]};
     for (int64_t b0 = b; b0 < e; b0 += kQ8Block)
-      update_block_q8<K, CpuIO>(F, c, p, g, q, qs, b0, imin(kQ8Block, e - b0), scale,
+      update_block_q8<K, CpuIO>(F, c, p, g, q, qs, b0, imin(kQ8Block, e - b0), scale, gsign,
                                 make_run_store<SR>(s.sr_key, b0));  // 2^32 is a multiple of kQ8Block
   } else {
     S* __restrict s0 = (S*)s.state[0];
     S* __restrict s1 = (S*)s.state[1];
     S* __restrict s2 = (S*)s.state[2];
     if constexpr (!SR) {
-      for (int64_t i = b; i < e; ++i) update_element<K, CpuIO>(F, c, p, g, s0, s1, s2, i, scale);
+      for (int64_t i = b; i < e; ++i) update_element<K, CpuIO>(F, c, p, g, s0, s1, s2, i, scale, NearestStore(), gsign);
     } else {
       // Runs of elements with the same i >> 32, at most 2^30 of them (in practice the whole range),
       // indexed from the run's start by a 32-bit j: a stochastic store's counter is then a 32-bit
@@ -417,7 +424,7 @@ void update_range(const OptSlot& s, int64_t b, int64_t e, const float* gs) {
         S* __restrict r1 = s1 ? s1 + i0 : nullptr;
         S* __restrict r2 = s2 ? s2 + i0 : nullptr;
         const uint32_t n = uint32_t(i1 - i0);
-        for (uint32_t j = 0; j < n; ++j) update_element<K, CpuIO>(F, c, pr, gr, r0, r1, r2, j, scale, st);
+        for (uint32_t j = 0; j < n; ++j) update_element<K, CpuIO>(F, c, pr, gr, r0, r1, r2, j, scale, st, gsign);
         i0 = i1;
       }
     }
@@ -428,10 +435,19 @@ template <OptKind K, class T, class S, bool SR>
 FASTNN_INLINE void run_range(const OptSlot& s, int64_t b, int64_t e, const float* gs) {
   const int f = s.flags | (gs ? kUnscale : 0);
   auto run = [&](auto F) { update_range<T, S, K, decltype(F)::value, SR>(s, b, e, gs); };
-  if constexpr (K == OptKind::Adam) with_flags<0, kMaximize, kWeightDecay, kAmsgrad, kDecoupled, kUnscale>(f, run);
-  else if constexpr (K == OptKind::RMSprop) with_flags<0, kMaximize, kWeightDecay, kCentered, kMomentum, kUnscale>(f, run);
-  else if constexpr (K == OptKind::SGD) with_flags<0, kMaximize, kWeightDecay, kMomentum, kNesterov, kFirstStep, kUnscale>(f, run);
-  else with_flags<0, kMaximize, kWeightDecay, kUnscale>(f, run);
+  // Only the flag combinations that change the rule: decoupled weight decay needs weight decay,
+  // Nesterov and the first step need momentum (each kernel costs build time in every ISA table).
+  if constexpr (K == OptKind::Adam) {
+    if (f & kWeightDecay) with_flags<kWeightDecay, kMaximize, kDecoupled, kAmsgrad, kUnscale>(f, run);
+    else with_flags<0, kMaximize, kAmsgrad, kUnscale>(f, run);
+  } else if constexpr (K == OptKind::RMSprop) {
+    with_flags<0, kWeightDecay, kCentered, kMomentum, kUnscale>(f, run);
+  } else if constexpr (K == OptKind::SGD) {
+    if (f & kMomentum) with_flags<kMomentum, kMaximize, kWeightDecay, kNesterov, kFirstStep, kUnscale>(f, run);
+    else with_flags<0, kMaximize, kWeightDecay, kUnscale>(f, run);
+  } else {
+    with_flags<0, kWeightDecay, kUnscale>(f, run);
+  }
 }
 
 template <class A, class B> constexpr bool kSameType = false;

@@ -8,6 +8,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include "../common/hd.h"
 
@@ -73,6 +74,18 @@ template <class C> FASTNN_INLINE FASTNN_HD C div_by_const(C a, C b, C nb) {
   const C r = fma_(q0, b, -a);
   const C q = fma_(r, nb, q0);
   return r != r ? q0 : q;
+}
+
+// v with its sign bit flipped where sign's is set (sign is +0 or -0): -v or v, NaNs too, with one
+// xor and no branch: the CPU kernels' run-time maximize (optim_cpu_kernels.h, kMaximizeFlag).
+template <class C> FASTNN_INLINE FASTNN_HD C xor_sign(C v, C sign) {
+  using U = std::conditional_t<sizeof(C) == 4, uint32_t, uint64_t>;
+  U a, b;
+  memcpy(&a, &v, sizeof(C));
+  memcpy(&b, &sign, sizeof(C));
+  a ^= b;
+  memcpy(&v, &a, sizeof(C));
+  return v;
 }
 
 // torch.lerp(start, end, w): two forms, chosen by |w| < 0.5, both fused: fma(w, d, s) or
@@ -365,16 +378,17 @@ template <bool SR> FASTNN_INLINE FASTNN_HD auto make_run_store(uint64_t key, int
 
 // One element of one tensor (the CPU launcher, and the CUDA launcher's unaligned head and tail):
 // load (IO::ld, in the compute type C), apply the rule, store back (Store: to nearest by default).
+// gsign: -0 negates the gradient (the CPU's maximize, which leaves kMaximize out of F).
 // State may be stored in another type S than the parameter's T (compact state: bf16 state of
 // float32 parameters, or float32 state of bf16 ones); the rule always runs in C.
 template <OptKind K, class IO, class T, class S, class Consts, class C, class Store = NearestStore>
 FASTNN_INLINE FASTNN_HD void update_element(const int F, const Consts& c, T* __restrict p, const T* __restrict g,
                                             S* __restrict s0, S* __restrict s1, S* __restrict s2, int64_t i,
-                                            C scale, Store st = Store()) {
+                                            C scale, Store st = Store(), C gsign = C(0)) {
   st.at(i);
   S* sp[3] = {s0, s1, s2};
   C pp = IO::ld(p[i]);
-  C gg = (F & kUnscale) ? IO::ld(g[i]) / scale : IO::ld(g[i]);
+  C gg = xor_sign((F & kUnscale) ? IO::ld(g[i]) / scale : IO::ld(g[i]), gsign);
   C v[3];
 FASTNN_UNROLL
   for (int s = 0; s < 3; ++s) v[s] = reads_state<K>(F, s) ? C(IO::ld(sp[s][i])) : C(0);
