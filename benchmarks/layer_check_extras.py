@@ -12,7 +12,9 @@ mlp:   fwd+bwd of a relu MLP, eager vs fastnn.nn.fuse(), interleaved rounds (tor
 gemms: the same two, torch.profiler grouped by input shape (4 rounds of 5 steps): ms per call of each
        mm/addmm shape, to tell a real difference in the GEMMs from noise.
 grad:  a linear_act layer, fwd + .sum().backward() (a stride-0 gradient) and fwd + .backward(G), fastnn
-       and eager interleaved in one round; ratios eager / fastnn."""
+       and eager interleaved in one round; ratios eager / fastnn. Also fastnn with .sum()'s gradient
+       made contiguous before backward: what the backward cost when it copied such a gradient
+       (before commit "linear_act backward reads a broadcast gradient in place")."""
 import copy
 import statistics
 import sys
@@ -88,6 +90,8 @@ def grad(act, shape, rounds=11):
             y = f()
             if mode == "sum":
                 y.sum().backward()
+            elif mode == "sum-copied":
+                y.backward(torch.ones(()).expand(y.shape).contiguous())
             else:
                 y.backward(G)
         return r
@@ -95,7 +99,11 @@ def grad(act, shape, rounds=11):
     for mode in ("sum", "g"):
         fns["fastnn-" + mode] = step(lambda: fastnn.linear_act(x, w, b, activation=act), mode)
         fns["eager-" + mode] = step(lambda: tf(F.linear(x, w, b)), mode)
+    fns["fastnn-sum-copied"] = step(lambda: fastnn.linear_act(x, w, b, activation=act), "sum-copied")
     t = _interleave(fns, rounds, 0.3)
+    rat = [a / b for a, b in zip(t["fastnn-sum-copied"], t["fastnn-sum"])]
+    print(f"{act} {(M, K, N)} .sum().backward(), fastnn with the gradient copied / read in place: "
+          f"{statistics.median(rat):.3f} (rounds {', '.join(f'{r:.2f}' for r in rat)})")
     for mode in ("sum", "g"):
         rat = [a / b for a, b in zip(t["eager-" + mode], t["fastnn-" + mode])]
         print(f"{act} {(M, K, N)} {'.sum().backward()' if mode == 'sum' else '.backward(G)'}: eager "

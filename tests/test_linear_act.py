@@ -171,6 +171,44 @@ def test_expanded_grad_output():
         torch.testing.assert_close(a, e)
 
 
+def grad_layouts(shape, dtype, seed):
+    """grad_outputs of the given shape in the layouts backward meets (the CPU kernels read rows where they
+    lie, 0 apart included, and copy the rest)."""
+    g = torch.Generator().manual_seed(seed)
+    n = shape[-1]
+    rnd = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).to(dtype)  # noqa: E731
+    return {
+        "scalar broadcast (.sum())": rnd(()).expand(shape),
+        "row broadcast": rnd(n).expand(shape),
+        "rows apart": rnd(*shape[:-1], n + 3)[..., 1:n + 1],
+        "columns apart": rnd(*shape[:-1], 2 * n)[..., ::2],
+        "column broadcast": rnd(*shape[:-1], 1).expand(shape),
+        "transposed": rnd(*reversed(shape)).permute(*reversed(range(len(shape)))),
+    }
+
+
+@pytest.mark.parametrize("path,k", [("direct", 5), ("gemm", 19), ("gemm_f32", 19)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("act", ["identity", "relu", "silu"])
+@pytest.mark.parametrize("lead", [(37,), (3, 13)])
+def test_grad_output_layouts_give_the_contiguous_gradients_bits(act, dtype, path, k, lead):
+    if path == "gemm_f32" and dtype != torch.bfloat16:
+        pytest.skip("gemm_f32 is a bfloat16 path")
+    fastnn.set_cpu_path(path)
+    try:
+        for bias in (True, False):
+            x, w, b = make((*lead, k), 23, dtype=dtype, bias=bias)
+            inputs = (x, w, b) if bias else (x, w)
+            y = fastnn.linear_act(x, w, b, act)
+            for name, gout in grad_layouts(y.shape, dtype, seed=len(lead) + k).items():
+                got = torch.autograd.grad(y, inputs, gout, retain_graph=True)
+                want = torch.autograd.grad(y, inputs, gout.contiguous(), retain_graph=True)
+                for a, e in zip(got, want):
+                    assert torch.equal(a, e), (name, bias)
+    finally:
+        fastnn.set_cpu_path("auto")
+
+
 def test_only_requested_gradients():
     x, w, b = make((8, 20), 5)
     x.requires_grad_(False)

@@ -193,8 +193,11 @@ std::tuple<Tensor, Tensor, Tensor> linear_act_backward_cpu(const Tensor& grad_ou
 std::tuple<Tensor, Tensor, Tensor> backward_path(const Tensor& grad_output, const Tensor& input, const Tensor& weight,
                                                  const Tensor& saved, bool has_bias, Act act_, double slope,
                                                  std::array<bool, 2> mask, int path) {
-  const auto [act, M, N, K, x, g, s] =
-      prepare_linear_act_backward(grad_output, input, weight, saved, activation_names()[int(act_)]);
+  const auto [act, M, N, K, x, g_rows, s] = prepare_linear_act_backward(
+      grad_output, input, weight, saved, activation_names()[int(act_)], /*rows_apart=*/true);
+  // Identity's gz is g itself, an operand of both GEMMs.
+  const Tensor g = act == Act::Identity && path != kDirect ? g_rows.contiguous() : g_rows;
+  const int64_t ldg = g.stride(0);
   const DType dt = cpu_dtype(input, kLinearActOp);
   const auto opts = input.options();
   Tensor gb = has_bias ? at::empty({N}, opts) : at::empty({0}, opts);
@@ -204,7 +207,7 @@ std::tuple<Tensor, Tensor, Tensor> backward_path(const Tensor& grad_output, cons
     gi = mask[0] ? at::empty({M, K}, opts) : at::empty({0}, opts);
     gw = mask[1] ? at::empty({N, K}, opts) : at::empty({0}, opts);
     const Tensor xc = x.contiguous(), wc = weight.contiguous();
-    kern.backward_direct(dt, g.data_ptr(), s.data_ptr(), xc.data_ptr(), wc.data_ptr(),
+    kern.backward_direct(dt, g.data_ptr(), ldg, s.data_ptr(), xc.data_ptr(), wc.data_ptr(),
                          mask[0] ? gi.data_ptr() : nullptr, mask[1] ? gw.data_ptr() : nullptr,
                          has_bias ? gb.data_ptr() : nullptr, M, N, K, int(act), slope);
   } else {
@@ -212,7 +215,7 @@ std::tuple<Tensor, Tensor, Tensor> backward_path(const Tensor& grad_output, cons
     const bool identity = act == Act::Identity;
     Tensor gz = identity ? g : at::empty({M, N}, opts);
     if (!identity || has_bias)
-      kern.backward_act_bias(dt, g.data_ptr(), s.data_ptr(), identity ? nullptr : gz.data_ptr(),
+      kern.backward_act_bias(dt, g.data_ptr(), ldg, s.data_ptr(), identity ? nullptr : gz.data_ptr(),
                              has_bias ? gb.data_ptr() : nullptr, M, N, int(act), slope);
     const bool f32 = path == kGemmF32;
     gi = mask[0] ? mm_as(f32, gz, weight) : at::empty({0}, opts);

@@ -68,8 +68,8 @@ void forward_direct(const T* __restrict x, const T* __restrict wt, const T* __re
 }
 
 template <class T, Act A>
-void backward_act_bias(const T* __restrict g, const T* __restrict saved, T* __restrict gz, T* __restrict gb,
-                       int64_t M, int64_t N, double slope_d) {
+void backward_act_bias(const T* __restrict g, int64_t ldg, const T* __restrict saved, T* __restrict gz,
+                       T* __restrict gb, int64_t M, int64_t N, double slope_d) {
   using C = compute_t<T>;
   const C slope = (C)slope_d;
   const int64_t rpc = rows_per_chunk(M, N);
@@ -79,7 +79,7 @@ void backward_act_bias(const T* __restrict g, const T* __restrict saved, T* __re
   for (int64_t c = 0; c < nchunks; ++c) {
     C* __restrict part = gb ? partial.data() + c * N : nullptr;
     for (int64_t i = c * rpc; i < imin(M, (c + 1) * rpc); ++i) {
-      const T* __restrict gr = g + i * N;
+      const T* __restrict gr = g + i * ldg;
       const T* __restrict sr = saved + i * N;
       if (!gz) {  // identity: gz is g, only the bias sums
         if (part)
@@ -120,7 +120,7 @@ FASTNN_INLINE C dot(const C* __restrict a, const C* __restrict b, int64_t n) {
 }
 
 template <class T, Act A>
-void backward_direct(const T* __restrict g, const T* __restrict saved, const T* __restrict x,
+void backward_direct(const T* __restrict g, int64_t ldg, const T* __restrict saved, const T* __restrict x,
                      const T* __restrict w, T* __restrict gi, T* __restrict gw, T* __restrict gb, int64_t M,
                      int64_t N, int64_t K, double slope_d) {
   using C = compute_t<T>;
@@ -142,7 +142,7 @@ void backward_direct(const T* __restrict g, const T* __restrict saved, const T* 
       C* __restrict pb = partial.data() + c * stride;
       C* __restrict pw = pb + N;
       for (int64_t i = c * rpc; i < imin(M, (c + 1) * rpc); ++i) {
-        const T* __restrict gr = g + i * N;
+        const T* __restrict gr = g + i * ldg;
         const T* __restrict sr = saved + i * N;
         for (int64_t j = 0; j < N; ++j) gzr[j] = load(gr[j]) * ActFn<A>::grad(load(sr[j]), slope);
         for (int64_t j = 0; j < N; ++j) pb[j] += gzr[j];
@@ -184,22 +184,22 @@ inline void forward_direct_entry(DType d, const void* x, const void* wt, const v
     });
   });
 }
-inline void backward_act_bias_entry(DType d, const void* g, const void* saved, void* gz, void* gb, int64_t M,
-                                    int64_t N, int act, double slope) {
+inline void backward_act_bias_entry(DType d, const void* g, int64_t ldg, const void* saved, void* gz, void* gb,
+                                    int64_t M, int64_t N, int act, double slope) {
   dispatch_dtype(d, [&](auto t) {
     using T = decltype(t);
     dispatch_act(Act(act), [&](auto a) {
-      backward_act_bias<T, decltype(a)::value>((const T*)g, (const T*)saved, (T*)gz, (T*)gb, M, N, slope);
+      backward_act_bias<T, decltype(a)::value>((const T*)g, ldg, (const T*)saved, (T*)gz, (T*)gb, M, N, slope);
     });
   });
 }
-inline void backward_direct_entry(DType d, const void* g, const void* saved, const void* x, const void* w,
-                                  void* gi, void* gw, void* gb, int64_t M, int64_t N, int64_t K, int act,
+inline void backward_direct_entry(DType d, const void* g, int64_t ldg, const void* saved, const void* x,
+                                  const void* w, void* gi, void* gw, void* gb, int64_t M, int64_t N, int64_t K, int act,
                                   double slope) {
   dispatch_dtype(d, [&](auto t) {
     using T = decltype(t);
     dispatch_act(Act(act), [&](auto a) {
-      backward_direct<T, decltype(a)::value>((const T*)g, (const T*)saved, (const T*)x, (const T*)w, (T*)gi,
+      backward_direct<T, decltype(a)::value>((const T*)g, ldg, (const T*)saved, (const T*)x, (const T*)w, (T*)gi,
                                              (T*)gw, (T*)gb, M, N, K, slope);
     });
   });
