@@ -80,7 +80,8 @@ def gemms(spec, batch):
 
 def grad(act, shape, rounds=11):
     M, K, N = (int(v) for v in shape.split(","))
-    tf = {"silu": F.silu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "gelu": F.gelu}[act]
+    tf = {"silu": F.silu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "gelu": F.gelu,
+          "identity": lambda t: t}[act]
     x = torch.randn(M, K)
     w, b = torch.randn(N, K, requires_grad=True), torch.randn(N, requires_grad=True)
     G = torch.randn(M, N)

@@ -193,11 +193,9 @@ std::tuple<Tensor, Tensor, Tensor> linear_act_backward_cpu(const Tensor& grad_ou
 std::tuple<Tensor, Tensor, Tensor> backward_path(const Tensor& grad_output, const Tensor& input, const Tensor& weight,
                                                  const Tensor& saved, bool has_bias, Act act_, double slope,
                                                  std::array<bool, 2> mask, int path) {
-  const auto [act, M, N, K, x, g_rows, s] = prepare_linear_act_backward(
+  const auto [act, M, N, K, x, g, s] = prepare_linear_act_backward(
       grad_output, input, weight, saved, activation_names()[int(act_)], /*rows_apart=*/true);
-  // Identity's gz is g itself, an operand of both GEMMs.
-  const Tensor g = act == Act::Identity && path != kDirect ? g_rows.contiguous() : g_rows;
-  const int64_t ldg = g.stride(0);
+  const int64_t ldg = g.stride(0);  // the kernels read g's rows where they lie
   const DType dt = cpu_dtype(input, kLinearActOp);
   const auto opts = input.options();
   Tensor gb = has_bias ? at::empty({N}, opts) : at::empty({0}, opts);
@@ -211,11 +209,13 @@ std::tuple<Tensor, Tensor, Tensor> backward_path(const Tensor& grad_output, cons
                          mask[0] ? gi.data_ptr() : nullptr, mask[1] ? gw.data_ptr() : nullptr,
                          has_bias ? gb.data_ptr() : nullptr, M, N, K, int(act), slope);
   } else {
-    // Identity: gz is g itself; only the bias gradient needs a (read-only) pass.
+    // Identity: gz is g itself, made contiguous (an operand of both GEMMs); only the bias gradient
+    // needs a (read-only) pass, over that copy as before.
     const bool identity = act == Act::Identity;
-    Tensor gz = identity ? g : at::empty({M, N}, opts);
+    Tensor gz = identity ? g.contiguous() : at::empty({M, N}, opts);
+    const Tensor& gp = identity ? gz : g;
     if (!identity || has_bias)
-      kern.backward_act_bias(dt, g.data_ptr(), ldg, s.data_ptr(), identity ? nullptr : gz.data_ptr(),
+      kern.backward_act_bias(dt, gp.data_ptr(), gp.stride(0), s.data_ptr(), identity ? nullptr : gz.data_ptr(),
                              has_bias ? gb.data_ptr() : nullptr, M, N, int(act), slope);
     const bool f32 = path == kGemmF32;
     gi = mask[0] ? mm_as(f32, gz, weight) : at::empty({0}, opts);
